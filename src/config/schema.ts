@@ -1,0 +1,90 @@
+import { isIP } from "node:net";
+import { z } from "zod";
+import { logLevels } from "../log.js";
+import { bodyModes } from "../extproc/messages.js";
+
+const port = z.number().int().min(0).max(65535);
+const positive = z.number().positive();
+
+/** `ip:port` with a literal IP: Envoy's ORIGINAL_DST cluster routes to nothing else. */
+export function isEngineAddress(value: string): boolean {
+  const match = /^\[?([^\]]+?)\]?:(\d{1,5})$/.exec(value);
+  if (match === null) return false;
+  const [, host = "", portText = ""] = match;
+  const portNumber = Number(portText);
+  const bracketed = value.startsWith("[");
+  const version = isIP(host);
+  return portNumber > 0 && portNumber <= 65535 && (version === 4 ? !bracketed : version === 6 && bracketed);
+}
+
+const engineAddress = z.string().refine(isEngineAddress, {
+  error: (issue) => `${JSON.stringify(issue.input)} is not a literal ip:port (IPv6 as [addr]:port)`,
+});
+
+const pool = z.strictObject({
+  name: z.string().min(1),
+  models: z.array(z.string().min(1)).min(1),
+  endpoints: z.array(engineAddress),
+});
+
+const bodyMode = z.enum(bodyModes as [string, ...string[]]).transform((mode) => mode as (typeof bodyModes)[number]);
+
+export const configSchema = z
+  .strictObject({
+    role: z.literal("picker").default("picker"),
+    extproc: z
+      .strictObject({
+        host: z.string().min(1).default("127.0.0.1"),
+        port: port.default(9002),
+        maxRequestBodyBytes: z.number().int().positive().default(16 << 20),
+        /** Used only when Envoy does not announce its modes (no protocol_config before Envoy 1.34). */
+        assumedBodyModes: z
+          .strictObject({ request: bodyMode.default("FULL_DUPLEX_STREAMED"), response: bodyMode.default("FULL_DUPLEX_STREAMED") })
+          .prefault({}),
+      })
+      .prefault({}),
+    health: z.strictObject({ port: port.default(9003) }).prefault({}),
+    http: z.strictObject({ host: z.string().min(1).default("127.0.0.1"), port: port.default(9090) }).prefault({}),
+    scheduling: z
+      .strictObject({
+        weights: z
+          .strictObject({
+            requests: z.number().min(0).default(1),
+            prefillRequests: z.number().min(0).default(1),
+            prefillTokens: z.number().min(0).default(1),
+            tokensHeld: z.number().min(0).default(0.5),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
+    load: z
+      .strictObject({
+        /** Open requests never closed are dropped after this long (metadata-center: 660 s). */
+        ttlSeconds: positive.default(660),
+        sweepSeconds: positive.default(60),
+        /** Largest plain JSON response kept to read its `usage`. */
+        maxJsonResponseBytes: z.number().int().min(0).default(1 << 20),
+      })
+      .prefault({}),
+    tokenizer: z.strictObject({ approximateAboveChars: z.number().int().min(0).default(131_072) }).prefault({}),
+    shutdown: z.strictObject({ graceSeconds: z.number().min(0).default(25) }).prefault({}),
+    log: z.strictObject({ level: z.enum(logLevels).default("info") }).prefault({}),
+    pools: z.array(pool).min(1),
+  })
+  .superRefine((config, context) => {
+    const names = new Set<string>();
+    const servedBy = new Map<string, string>();
+    config.pools.forEach((p, i) => {
+      if (names.has(p.name)) context.addIssue({ code: "custom", path: ["pools", i, "name"], message: `pool name '${p.name}' is used twice` });
+      names.add(p.name);
+      p.models.forEach((model, j) => {
+        const other = servedBy.get(model);
+        if (other !== undefined && other !== p.name) {
+          context.addIssue({ code: "custom", path: ["pools", i, "models", j], message: `model '${model}' is already served by pool '${other}'` });
+        }
+        servedBy.set(model, p.name);
+      });
+    });
+  });
+
+export type Config = z.output<typeof configSchema>;

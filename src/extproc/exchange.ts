@@ -1,0 +1,255 @@
+import type { Decision, InferenceExchange } from "../inference/lifecycle.js";
+import { refusalBody } from "../inference/refusal.js";
+import type { Logger } from "../log.js";
+import {
+  bodyModeOf,
+  bodyReply,
+  headerMapOf,
+  headersReply,
+  immediateReply,
+  streamedBodyReply,
+  trailersReply,
+  type BodyMode,
+  type Direction,
+  type HeaderChanges,
+  type ProcessingRequest,
+  type ProcessingResponse,
+} from "./messages.js";
+
+/** The routing header Envoy's ORIGINAL_DST cluster reads (GIE endpoint-picker protocol). */
+export const DESTINATION_HEADER = "x-gateway-destination-endpoint";
+/** Envoy accepts body chunks up to 64 KiB; stay under it with room for framing. */
+export const MAX_ECHO_CHUNK = 62_000;
+
+export interface ExchangeSettings {
+  /** Body modes assumed when Envoy does not announce them (before 1.34 there is no protocol_config). */
+  assumedModes: { request: BodyMode; response: BodyMode };
+  maxRequestBodyBytes: number;
+}
+
+/** Where replies go: the gRPC stream. */
+export interface ReplySink {
+  write(reply: ProcessingResponse): void;
+}
+
+/**
+ * Request direction:
+ *   headers → collecting (FULL_DUPLEX: all chunks; BUFFERED: the one body message)
+ *           → deciding (pick in progress; later messages wait) → forwarding → done
+ * A refusal (ImmediateResponse) ends everything: nothing is sent after it.
+ * Response direction: headers → body → done.
+ */
+type RequestPhase = "headers" | "collecting" | "deciding" | "forwarding" | "refused";
+type ResponsePhase = "waiting" | "body" | "done";
+
+/** One ext_proc stream = one HTTP exchange, driven message by message. */
+export class ExtProcExchange {
+  private requestPhase: RequestPhase = "headers";
+  private responsePhase: ResponsePhase = "waiting";
+  private modes: { request: BodyMode; response: BodyMode };
+  private path = "";
+  private headers = new Map<string, string>();
+  private readonly chunks: Buffer[] = [];
+  private bodyBytes = 0;
+  private hadTrailers = false;
+  /** Messages that arrived while a pick was in progress, handled in order after it. */
+  private waiting: ProcessingRequest[] = [];
+  private ended = false;
+
+  constructor(
+    private readonly sink: ReplySink,
+    private readonly inference: InferenceExchange,
+    private readonly settings: ExchangeSettings,
+    private readonly log: Logger,
+  ) {
+    this.modes = { ...settings.assumedModes };
+  }
+
+  onMessage(message: ProcessingRequest): void {
+    if (this.ended || this.requestPhase === "refused") return;
+    if (this.requestPhase === "deciding") {
+      this.waiting.push(message);
+      return;
+    }
+    if (message.protocolConfig !== undefined) {
+      this.modes = {
+        request: bodyModeOf(message.protocolConfig.requestBodyMode),
+        response: bodyModeOf(message.protocolConfig.responseBodyMode),
+      };
+    }
+    if (message.requestHeaders !== undefined) this.onRequestHeaders(message.requestHeaders.headers, message.requestHeaders.endOfStream);
+    else if (message.requestBody !== undefined) this.onRequestBody(message.requestBody.body, message.requestBody.endOfStream);
+    else if (message.requestTrailers !== undefined) this.onRequestTrailers();
+    else if (message.responseHeaders !== undefined) this.onResponseHeaders(message.responseHeaders.headers, message.responseHeaders.endOfStream);
+    else if (message.responseBody !== undefined) this.onResponseBody(message.responseBody.body, message.responseBody.endOfStream);
+    else if (message.responseTrailers !== undefined) this.onResponseTrailers();
+  }
+
+  /**
+   * The stream ended from Envoy's side: half-close, cancel or transport error. With no
+   * response phase this was Envoy's own local reply (or a reset before the response).
+   */
+  onStreamEnd(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.chunks.length = 0;
+    this.waiting = [];
+    if (this.responsePhase === "body" && this.modes.response === "NONE") {
+      // Headers-only responses: the body passed Envoy unseen; the stream's end is the response's end.
+      this.inference.responseEnd();
+      return;
+    }
+    this.inference.abort(this.responsePhase === "waiting" ? "no_response" : "client_reset");
+  }
+
+  private onRequestHeaders(map: Parameters<typeof headerMapOf>[0], endOfStream: boolean): void {
+    if (this.requestPhase !== "headers") return this.protocolError("request headers twice");
+    this.headers = headerMapOf(map);
+    this.path = this.headers.get(":path") ?? "";
+    if (endOfStream) return this.decide(undefined, true, (decision) => this.replyRouted("request_headers", decision));
+    switch (this.modes.request) {
+      case "FULL_DUPLEX_STREAMED":
+        this.requestPhase = "collecting";
+        return;
+      case "BUFFERED":
+        // The body comes only after this reply; the route goes on the body reply, which
+        // may still change the request headers. Never let a client's value through meanwhile.
+        this.requestPhase = "collecting";
+        this.write(headersReply("request", { remove: [DESTINATION_HEADER] }));
+        return;
+      default:
+        // Headers-only and STREAMED: the headers go upstream with this reply, before any body.
+        return this.decide(undefined, false, (decision) => this.replyRouted("request_headers", decision));
+    }
+  }
+
+  private onRequestBody(body: Buffer, endOfStream: boolean): void {
+    if (this.requestPhase === "forwarding") {
+      this.write(bodyReply("request"));
+      return;
+    }
+    if (this.requestPhase !== "collecting") return this.protocolError("request body before headers");
+    this.bodyBytes += body.length;
+    if (this.bodyBytes > this.settings.maxRequestBodyBytes) {
+      return this.refuse({
+        status: 413,
+        code: "request_too_large",
+        message: `request body exceeds the limit of ${this.settings.maxRequestBodyBytes} bytes`,
+      });
+    }
+    if (body.length > 0) this.chunks.push(body);
+    if (this.modes.request === "BUFFERED") {
+      // The whole body in one message, whether or not trailers follow.
+      return this.decide(this.wholeBody(), true, (decision) => this.replyRouted("request_body", decision));
+    }
+    if (endOfStream) this.finishFullDuplexRequest();
+  }
+
+  private onRequestTrailers(): void {
+    this.hadTrailers = true;
+    if (this.requestPhase === "collecting" && this.modes.request === "FULL_DUPLEX_STREAMED") {
+      return this.finishFullDuplexRequest();
+    }
+    this.write(trailersReply("request"));
+  }
+
+  private finishFullDuplexRequest(): void {
+    const body = this.wholeBody();
+    this.decide(body, true, (decision) => {
+      if (!this.replyRouted("request_headers", decision)) return;
+      this.echo("request", body ?? Buffer.alloc(0), !this.hadTrailers);
+      if (this.hadTrailers) this.write(trailersReply("request"));
+    });
+  }
+
+  private onResponseHeaders(map: Parameters<typeof headerMapOf>[0], endOfStream: boolean): void {
+    const headers = headerMapOf(map);
+    this.responsePhase = "body";
+    this.inference.responseHeaders(Number(headers.get(":status") ?? 0), headers.get("content-type"));
+    this.write(headersReply("response"));
+    if (endOfStream) this.endResponse();
+  }
+
+  private onResponseBody(body: Buffer, endOfStream: boolean): void {
+    // Echo first: the client is waiting for these bytes; accounting can follow.
+    if (this.modes.response === "FULL_DUPLEX_STREAMED") this.echo("response", body, endOfStream);
+    else this.write(bodyReply("response"));
+    this.inference.responseBody(body);
+    if (endOfStream) this.endResponse();
+  }
+
+  private onResponseTrailers(): void {
+    this.write(trailersReply("response"));
+    this.endResponse();
+  }
+
+  private endResponse(): void {
+    this.responsePhase = "done";
+    this.inference.responseEnd();
+  }
+
+  private wholeBody(): Buffer | undefined {
+    if (this.chunks.length === 0) return undefined;
+    const body = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.bodyBytes);
+    this.chunks.length = 0;
+    return body;
+  }
+
+  /** Pick (async), then reply; messages arriving meanwhile are handled afterwards, in order. */
+  private decide(body: Buffer | undefined, bodySeen: boolean, then: (decision: Decision) => void): void {
+    this.requestPhase = "deciding";
+    const request = { path: this.path, header: (name: string) => this.headers.get(name), body, bodySeen };
+    this.inference
+      .decide(request)
+      .catch((error: unknown): Decision => {
+        this.log.error({ err: error }, "pick failed");
+        return { kind: "refuse", refusal: { status: 500, code: "internal_error", message: "the endpoint picker failed" } };
+      })
+      .then((decision) => {
+        if (this.ended) return;
+        this.requestPhase = decision.kind === "route" ? "forwarding" : "refused";
+        then(decision);
+        const waiting = this.waiting;
+        this.waiting = [];
+        for (const message of waiting) this.onMessage(message);
+      });
+  }
+
+  /** Sends the route (or the refusal) on the reply to `kind`. True when routed. */
+  private replyRouted(kind: "request_headers" | "request_body", decision: Decision): boolean {
+    if (decision.kind === "refuse") {
+      this.refuse(decision.refusal);
+      return false;
+    }
+    const changes: HeaderChanges = { set: { [DESTINATION_HEADER]: decision.engine } };
+    const metadata = { "envoy.lb": { [DESTINATION_HEADER]: decision.engine } };
+    this.write(kind === "request_headers" ? headersReply("request", changes, metadata) : bodyReply("request", changes, metadata));
+    return true;
+  }
+
+  private refuse(refusal: { status: number; code: string; message: string }): void {
+    this.requestPhase = "refused";
+    this.chunks.length = 0;
+    this.write(immediateReply(refusal.status, refusalBody(refusal), `metadata-center: ${refusal.code}`));
+  }
+
+  /** FULL_DUPLEX_STREAMED echo, in pieces Envoy accepts; eos rides on the last piece. */
+  private echo(direction: Direction, body: Buffer, endOfStream: boolean): void {
+    if (body.length <= MAX_ECHO_CHUNK) {
+      this.write(streamedBodyReply(direction, body, endOfStream));
+      return;
+    }
+    for (let offset = 0; offset < body.length; offset += MAX_ECHO_CHUNK) {
+      const end = Math.min(offset + MAX_ECHO_CHUNK, body.length);
+      this.write(streamedBodyReply(direction, body.subarray(offset, end), endOfStream && end === body.length));
+    }
+  }
+
+  private protocolError(what: string): void {
+    this.log.warn({ what, path: this.path }, "ext_proc message out of order; ignored");
+  }
+
+  private write(reply: ProcessingResponse): void {
+    if (!this.ended) this.sink.write(reply);
+  }
+}

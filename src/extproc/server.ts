@@ -1,0 +1,114 @@
+import { Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
+import { HealthImplementation, type ServingStatus } from "grpc-health-check";
+import {
+  ExternalProcessorService,
+  type ProcessingRequest,
+  type ProcessingResponse,
+} from "../gen/envoy/service/ext_proc/v3/external_processor.js";
+import type { Logger } from "../log.js";
+import { ExtProcExchange, type ExchangeSettings } from "./exchange.js";
+import type { InferenceExchange } from "../inference/lifecycle.js";
+
+/** The gRPC health services Envoy and Kubernetes probe (GIE convention). */
+export const HEALTH_SERVICES = ["", "liveness", "readiness", "envoy.service.ext_proc.v3.ExternalProcessor"] as const;
+
+export interface ExtProcServerOptions {
+  host: string;
+  port: number;
+  /** A second listener carrying only gRPC health; the ext_proc port serves health too. */
+  healthPort: number;
+  settings: ExchangeSettings;
+  /** One inference exchange per ext_proc stream. */
+  newExchange: () => InferenceExchange;
+  log: Logger;
+}
+
+type ProcessCall = ServerDuplexStream<ProcessingRequest, ProcessingResponse>;
+
+const bind = (server: Server, address: string): Promise<number> =>
+  new Promise((resolve, reject) =>
+    server.bindAsync(address, ServerCredentials.createInsecure(), (error, port) => (error ? reject(error) : resolve(port))),
+  );
+
+const hostPort = (host: string, port: number): string => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`);
+
+/** The ext_proc gRPC server: one `Process` stream per HTTP exchange. */
+export class ExtProcServer {
+  private readonly server: Server;
+  private readonly healthServer = new Server();
+  private readonly health = new HealthImplementation(
+    Object.fromEntries(HEALTH_SERVICES.map((service) => [service, "NOT_SERVING" as ServingStatus])),
+  );
+  private readonly open = new Set<ProcessCall>();
+  port = 0;
+  healthPort = 0;
+
+  constructor(private readonly options: ExtProcServerOptions) {
+    // BUFFERED mode sends a whole body in one message: allow the configured body size and some room.
+    const maxMessage = Math.max(4 << 20, options.settings.maxRequestBodyBytes + (1 << 20));
+    this.server = new Server({
+      "grpc.max_receive_message_length": maxMessage,
+      "grpc.max_send_message_length": maxMessage,
+    });
+    this.server.addService(ExternalProcessorService, { process: (call: ProcessCall) => this.process(call) });
+    this.health.addToServer(this.server);
+    this.health.addToServer(this.healthServer);
+  }
+
+  async start(): Promise<void> {
+    this.port = await bind(this.server, hostPort(this.options.host, this.options.port));
+    this.healthPort = await bind(this.healthServer, hostPort(this.options.host, this.options.healthPort));
+    this.setHealth("SERVING");
+  }
+
+  /** Readiness follows the sidecar's state (e.g. NOT_SERVING while draining). */
+  setHealth(status: ServingStatus): void {
+    for (const service of HEALTH_SERVICES) this.health.setStatus(service, status);
+  }
+
+  openStreams(): number {
+    return this.open.size;
+  }
+
+  /**
+   * Stops taking new streams and lets open ones finish; after `graceMs` the rest are
+   * cancelled (their reservations are released by the cancel path like any reset).
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    this.health.setStatus("readiness", "NOT_SERVING");
+    this.health.setStatus("envoy.service.ext_proc.v3.ExternalProcessor", "NOT_SERVING");
+    const drained = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.options.log.warn({ open: this.open.size }, "grace period over; cancelling open streams");
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+    });
+    await Promise.race([drained, timedOut]);
+    clearTimeout(timer);
+    this.healthServer.forceShutdown();
+  }
+
+  private process(call: ProcessCall): void {
+    this.open.add(call);
+    const exchange = new ExtProcExchange(
+      { write: (reply) => call.write(reply) },
+      this.options.newExchange(),
+      this.options.settings,
+      this.options.log,
+    );
+    const ended = (): void => {
+      this.open.delete(call);
+      exchange.onStreamEnd();
+    };
+    call.on("data", (message: ProcessingRequest) => exchange.onMessage(message));
+    call.on("end", () => {
+      ended();
+      call.end();
+    });
+    call.on("cancelled", ended);
+    call.on("error", ended);
+  }
+}

@@ -1,0 +1,16 @@
+/** A request the sidecar answers itself, with an OpenAI-style error body. */
+export interface Refusal {
+  status: number;
+  /** OpenAI `error.code`, also the reason label in logs. */
+  code: string;
+  message: string;
+}
+
+const errorType = (status: number): string => (status >= 500 ? "server_error" : "invalid_request_error");
+
+/** The JSON body OpenAI clients understand: `{"error": {message, type, param, code}}`. */
+export function refusalBody(refusal: Refusal): string {
+  return JSON.stringify({
+    error: { message: refusal.message, type: errorType(refusal.status), param: null, code: refusal.code },
+  });
+}

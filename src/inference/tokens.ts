@@ -1,0 +1,30 @@
+import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
+
+export interface TokenCounterOptions {
+  /** Texts longer than this many UTF-16 code units are approximated, so a huge prompt never stalls the loop. */
+  approximateAboveChars: number;
+}
+
+/**
+ * Cheap estimate: about four characters per token for ASCII text, and about one token per
+ * character elsewhere (CJK scripts tokenize close to one token per character).
+ */
+export function approximateTokens(text: string): number {
+  let ascii = 0;
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) < 128) ascii += 1;
+  return Math.ceil(ascii / 4) + (text.length - ascii);
+}
+
+/** Counts prompt text with the o200k tokenizer, approximating above a size threshold. */
+export class TokenCounter {
+  constructor(private readonly options: TokenCounterOptions) {
+    // The tokenizer builds its tables on first use (~10 ms): pay that at start, not on a request.
+    countTokens("warm up");
+  }
+
+  count(text: string): number {
+    if (text.length === 0) return 0;
+    if (text.length > this.options.approximateAboveChars) return approximateTokens(text);
+    return countTokens(text);
+  }
+}

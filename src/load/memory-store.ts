@@ -1,0 +1,148 @@
+import {
+  type EngineSnapshot,
+  type LoadStore,
+  type Outcome,
+  type PickRequest,
+  type ReportedUsage,
+  type Reservation,
+  type ReserveRequest,
+  zeroLoad,
+} from "./store.js";
+
+interface LedgerEntry {
+  readonly id: string;
+  readonly pool: string;
+  readonly engine: string;
+  readonly openedAt: number;
+  promptTokens: number;
+  generated: number;
+  inPrefill: boolean;
+}
+
+/**
+ * The embedded store: one process, one event loop. Every operation completes synchronously,
+ * so a pick and its reservation can never interleave with another pick.
+ */
+export class MemoryLoadStore implements LoadStore {
+  private readonly ledger = new Map<string, LedgerEntry>();
+  private readonly engines = new Map<string, EngineSnapshot>();
+  /** pool → engine → open reservations, to list the engines a pool has traffic on. */
+  private readonly poolEngines = new Map<string, Map<string, number>>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  pickAndReserve(request: PickRequest): Reservation | undefined {
+    if (request.candidates.length === 0 || this.ledger.has(request.id)) return undefined;
+    const loads = request.candidates.map((engine) => this.engines.get(engine) ?? zeroLoad());
+    const index = request.choose(loads);
+    const engine = request.candidates[index];
+    if (engine === undefined) return undefined;
+    this.open(request.id, request.pool, engine, request.promptTokens);
+    return { id: request.id, pool: request.pool, engine, promptTokens: request.promptTokens };
+  }
+
+  reserve(request: ReserveRequest): boolean {
+    if (this.ledger.has(request.id)) return false;
+    this.open(request.id, request.pool, request.engine, request.promptTokens);
+    return true;
+  }
+
+  firstToken(id: string): void {
+    const entry = this.ledger.get(id);
+    if (entry === undefined || !entry.inPrefill) return;
+    const load = this.loadOf(entry.engine);
+    entry.inPrefill = false;
+    load.prefillRequests -= 1;
+    load.prefillTokens -= entry.promptTokens;
+  }
+
+  addGenerated(id: string, tokens: number): void {
+    const entry = this.ledger.get(id);
+    if (entry === undefined || tokens <= 0) return;
+    entry.generated += tokens;
+    this.loadOf(entry.engine).tokensHeld += tokens;
+  }
+
+  reconcile(id: string, usage: ReportedUsage): void {
+    const entry = this.ledger.get(id);
+    if (entry === undefined) return;
+    const load = this.loadOf(entry.engine);
+    const promptDelta = usage.promptTokens - entry.promptTokens;
+    const generatedDelta = usage.completionTokens - entry.generated;
+    if (entry.inPrefill) load.prefillTokens += promptDelta;
+    load.tokensHeld += promptDelta + generatedDelta;
+    entry.promptTokens = usage.promptTokens;
+    entry.generated = usage.completionTokens;
+  }
+
+  release(id: string, _outcome: Outcome): boolean {
+    const entry = this.ledger.get(id);
+    if (entry === undefined) return false;
+    this.ledger.delete(id);
+    const load = this.loadOf(entry.engine);
+    load.requests -= 1;
+    load.tokensHeld -= entry.promptTokens + entry.generated;
+    if (entry.inPrefill) {
+      load.prefillRequests -= 1;
+      load.prefillTokens -= entry.promptTokens;
+    }
+    const perPool = this.poolEngines.get(entry.pool);
+    if (perPool !== undefined) {
+      const left = (perPool.get(entry.engine) ?? 1) - 1;
+      if (left > 0) perPool.set(entry.engine, left);
+      else perPool.delete(entry.engine);
+      if (perPool.size === 0) this.poolEngines.delete(entry.pool);
+    }
+    return true;
+  }
+
+  loads(engines: readonly string[]): Map<string, EngineSnapshot> {
+    const result = new Map<string, EngineSnapshot>();
+    for (const engine of engines) result.set(engine, { ...(this.engines.get(engine) ?? { ...zeroLoad(), updatedAt: 0 }) });
+    for (const [engine, load] of this.engines) if (!result.has(engine)) result.set(engine, { ...load });
+    return result;
+  }
+
+  enginesOf(pool: string): string[] {
+    return [...(this.poolEngines.get(pool)?.keys() ?? [])];
+  }
+
+  expire(olderThanMs: number): number {
+    const cutoff = this.now() - olderThanMs;
+    let expired = 0;
+    for (const entry of this.ledger.values()) {
+      if (entry.openedAt > cutoff) continue;
+      this.release(entry.id, "expired");
+      expired += 1;
+    }
+    for (const [engine, load] of this.engines) if (load.requests === 0 && load.updatedAt <= cutoff) this.engines.delete(engine);
+    return expired;
+  }
+
+  size(): number {
+    return this.ledger.size;
+  }
+
+  private open(id: string, pool: string, engine: string, promptTokens: number): void {
+    this.ledger.set(id, { id, pool, engine, openedAt: this.now(), promptTokens, generated: 0, inPrefill: true });
+    const load = this.loadOf(engine);
+    load.requests += 1;
+    load.prefillRequests += 1;
+    load.prefillTokens += promptTokens;
+    load.tokensHeld += promptTokens;
+    const perPool = this.poolEngines.get(pool) ?? new Map<string, number>();
+    perPool.set(engine, (perPool.get(engine) ?? 0) + 1);
+    this.poolEngines.set(pool, perPool);
+  }
+
+  /** The engine's record, stamped as updated now: only called to change it. */
+  private loadOf(engine: string): EngineSnapshot {
+    let load = this.engines.get(engine);
+    if (load === undefined) {
+      load = { ...zeroLoad(), updatedAt: 0 };
+      this.engines.set(engine, load);
+    }
+    load.updatedAt = this.now();
+    return load;
+  }
+}

@@ -1,0 +1,96 @@
+/** What one engine is carrying right now, as seen from the traffic. */
+export interface EngineLoad {
+  /** Requests sent to the engine and not yet finished. */
+  requests: number;
+  /** Requests whose first token has not been seen yet. */
+  prefillRequests: number;
+  /** Prompt tokens of the requests still in prefill. */
+  prefillTokens: number;
+  /** Prompt plus generated tokens of the requests in flight: a live estimate of KV-cache use. */
+  tokensHeld: number;
+}
+
+/** An engine's load with the time it last changed (ms since the epoch; 0 if never). */
+export interface EngineSnapshot extends EngineLoad {
+  updatedAt: number;
+}
+
+export type Awaitable<T> = T | Promise<T>;
+
+/** Why a reservation was closed; kept for logs and metrics. */
+export type Outcome =
+  | "ok"
+  | "upstream_error"
+  | "client_reset"
+  | "no_response"
+  | "expired"
+  | "shutdown";
+
+/**
+ * The pick policy: given the candidates' current loads (same order as the candidates),
+ * the index of the chosen one. Called by the store inside its atomic step.
+ */
+export type ChooseEngine = (loads: readonly EngineLoad[]) => number;
+
+export interface PickRequest {
+  /** Ledger key; unique among open reservations. */
+  id: string;
+  pool: string;
+  /** Engines allowed for this request, as `ip:port`. */
+  candidates: readonly string[];
+  promptTokens: number;
+  choose: ChooseEngine;
+}
+
+export interface ReserveRequest {
+  id: string;
+  pool: string;
+  engine: string;
+  promptTokens: number;
+}
+
+export interface Reservation {
+  id: string;
+  pool: string;
+  engine: string;
+  promptTokens: number;
+}
+
+/** Token counts the engine itself reported (OpenAI `usage`). */
+export interface ReportedUsage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/**
+ * The load numbers and the ledger of open requests behind them. Async-capable so that a
+ * shared store (one network round trip per operation) fits the same interface; the memory
+ * store answers synchronously.
+ */
+export interface LoadStore {
+  /** Choose among the candidates by the weights and record the reservation, in one atomic step. */
+  pickAndReserve(request: PickRequest): Awaitable<Reservation | undefined>;
+  /** Record a reservation on an engine chosen elsewhere. False when the id is already open. */
+  reserve(request: ReserveRequest): Awaitable<boolean>;
+  /** The first token was seen: the request leaves prefill. Idempotent. */
+  firstToken(id: string): Awaitable<void>;
+  /** Tokens generated so far add to the tokens the engine holds. */
+  addGenerated(id: string, tokens: number): Awaitable<void>;
+  /** Replace the counted prompt/completion tokens by the engine's own numbers. */
+  reconcile(id: string, usage: ReportedUsage): Awaitable<void>;
+  /** Close the reservation. Returns false when it was not open (already released or expired). */
+  release(id: string, outcome: Outcome): Awaitable<boolean>;
+  /** Current load of each engine the store knows, plus zeroes for the engines asked about. */
+  loads(engines: readonly string[]): Awaitable<Map<string, EngineSnapshot>>;
+  /** Engines with open reservations recorded under a pool. */
+  enginesOf(pool: string): Awaitable<string[]>;
+  /**
+   * Close every reservation opened more than `olderThanMs` ago, and forget idle engines not
+   * updated for as long. Returns how many reservations expired.
+   */
+  expire(olderThanMs: number): Awaitable<number>;
+  /** Number of open reservations. */
+  size(): Awaitable<number>;
+}
+
+export const zeroLoad = (): EngineLoad => ({ requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 });

@@ -1,0 +1,91 @@
+#!/usr/bin/env node
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfig, type Override } from "./config/load.js";
+import { watchConfig } from "./config/watch.js";
+import { createLogger } from "./log.js";
+import { startSidecar } from "./sidecar.js";
+
+const usage = `usage: metadata-center serve [options]
+
+  --config FILE        config file (YAML or JSON); default: the embedded deploy/default.yaml
+  --extproc-host HOST  ext_proc gRPC listen host     (env METADATA_CENTER_EXTPROC_HOST)
+  --extproc-port PORT  ext_proc gRPC listen port     (env METADATA_CENTER_EXTPROC_PORT)
+  --health-port PORT   gRPC health listen port       (env METADATA_CENTER_HEALTH_PORT)
+  --http-host HOST     HTTP API listen host          (env METADATA_CENTER_HTTP_HOST)
+  --http-port PORT     HTTP API listen port          (env METADATA_CENTER_HTTP_PORT)
+  --log-level LEVEL    trace|debug|info|warn|error   (env METADATA_CENTER_LOG_LEVEL)
+Also: METADATA_CENTER_CONFIG (config file), METADATA_CENTER_LOAD_REQ_EXPIRE and
+METADATA_CENTER_LOAD_GC_INTERVAL (seconds, as in the Go metadata-center).`;
+
+/** Flag, environment variable, config path, numeric. Flags win over the environment. */
+const settings = [
+  ["extproc-host", "METADATA_CENTER_EXTPROC_HOST", ["extproc", "host"], false],
+  ["extproc-port", "METADATA_CENTER_EXTPROC_PORT", ["extproc", "port"], true],
+  ["health-port", "METADATA_CENTER_HEALTH_PORT", ["health", "port"], true],
+  ["http-host", "METADATA_CENTER_HTTP_HOST", ["http", "host"], false],
+  ["http-port", "METADATA_CENTER_HTTP_PORT", ["http", "port"], true],
+  ["log-level", "METADATA_CENTER_LOG_LEVEL", ["log", "level"], false],
+  [undefined, "METADATA_CENTER_LOAD_REQ_EXPIRE", ["load", "ttlSeconds"], true],
+  [undefined, "METADATA_CENTER_LOAD_GC_INTERVAL", ["load", "sweepSeconds"], true],
+] as const;
+
+function overridesFrom(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): Override[] {
+  const overrides: Override[] = [];
+  for (const [flag, variable, path, numeric] of settings) {
+    const fromFlag = flag === undefined ? undefined : flags[flag];
+    if (fromFlag !== undefined) overrides.push({ path, value: fromFlag, source: `--${flag}`, numeric });
+    else if (env[variable] !== undefined) overrides.push({ path, value: env[variable] ?? "", source: `env ${variable}`, numeric });
+  }
+  return overrides;
+}
+
+async function serve(args: string[]): Promise<void> {
+  const options = Object.fromEntries(settings.flatMap(([flag]) => (flag === undefined ? [] : [[flag, { type: "string" as const }]])));
+  const { values } = parseArgs({ args, options: { ...options, config: { type: "string" }, help: { type: "boolean" } }, strict: true });
+  if (values.help === true) {
+    console.log(usage);
+    return;
+  }
+  const file =
+    (values.config as string | undefined) ??
+    process.env["METADATA_CENTER_CONFIG"] ??
+    fileURLToPath(new URL("../deploy/default.yaml", import.meta.url));
+  const overrides = overridesFrom(values as Record<string, string | undefined>, process.env);
+  const config = loadConfig(file, overrides);
+  const log = createLogger(config.log.level);
+  log.info({ config: file }, "config loaded");
+  const sidecar = await startSidecar(config, log);
+  const watcher = watchConfig(
+    file,
+    overrides,
+    (next) => sidecar.reload(next),
+    (error) => log.error({ reason: error.message }, "config reload refused; keeping the last good config"),
+  );
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, graceSeconds: config.shutdown.graceSeconds }, "draining");
+    watcher.close();
+    void sidecar.stop(config.shutdown.graceSeconds * 1000).then(() => {
+      log.info("stopped");
+      log.flush(() => process.exit(0));
+    });
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (command === "serve") return serve(rest);
+  console.error(usage);
+  process.exitCode = command === undefined || command === "--help" ? 0 : 2;
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  console.error(error instanceof ConfigError || error instanceof TypeError ? error.message : error);
+  process.exit(1);
+});

@@ -1,0 +1,80 @@
+import { randomBytes } from "node:crypto";
+import { HttpApi } from "./api/http.js";
+import type { Config } from "./config/schema.js";
+import { ExtProcServer } from "./extproc/server.js";
+import { InferenceExchange } from "./inference/lifecycle.js";
+import { TokenCounter } from "./inference/tokens.js";
+import { MemoryLoadStore } from "./load/memory-store.js";
+import type { LoadStore } from "./load/store.js";
+import type { Logger } from "./log.js";
+import { PoolDirectory } from "./pools/pools.js";
+import { Picker } from "./scheduling/picker.js";
+
+export interface Sidecar {
+  readonly store: LoadStore;
+  readonly ports: { extproc: number; health: number; http: number };
+  /** Swap in a reloaded config: pools and weights take effect for the next pick. */
+  reload(config: Config): void;
+  /** Stop taking streams, let open ones finish within `graceMs`, close everything. */
+  stop(graceMs: number): Promise<void>;
+}
+
+const restartOnly = (a: Config, b: Config): string[] =>
+  (["role", "extproc", "health", "http", "load", "tokenizer"] as const).filter((key) => JSON.stringify(a[key]) !== JSON.stringify(b[key]));
+
+/** Builds and starts every part of the sidecar from one config. */
+export async function startSidecar(initial: Config, log: Logger, store: LoadStore = new MemoryLoadStore()): Promise<Sidecar> {
+  let config = initial;
+  let directory = new PoolDirectory(config.pools);
+  let picker = new Picker(store, () => directory, config.scheduling.weights);
+  const tokens = new TokenCounter(config.tokenizer);
+  // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
+  const instance = randomBytes(4).toString("hex");
+  let sequence = 0;
+  let ready = false;
+
+  const extproc = new ExtProcServer({
+    host: config.extproc.host,
+    port: config.extproc.port,
+    healthPort: config.health.port,
+    settings: { assumedModes: config.extproc.assumedBodyModes, maxRequestBodyBytes: config.extproc.maxRequestBodyBytes },
+    newExchange: () =>
+      new InferenceExchange(
+        { store, picker, tokens, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes },
+        `${instance}-${(sequence += 1)}`,
+      ),
+    log,
+  });
+  const http = new HttpApi({ host: config.http.host, port: config.http.port, store, directory: () => directory, ready: () => ready, log });
+
+  await extproc.start();
+  await http.start();
+  const sweeper = setInterval(() => {
+    void Promise.resolve(store.expire(config.load.ttlSeconds * 1000)).then((expired) => {
+      if (expired > 0) log.warn({ expired }, "expired reservations that were never closed");
+    });
+  }, config.load.sweepSeconds * 1000);
+  sweeper.unref();
+  ready = true;
+  log.info({ extproc: extproc.port, health: extproc.healthPort, http: http.port, pools: config.pools.length }, "metadata-center serving");
+
+  return {
+    store,
+    ports: { extproc: extproc.port, health: extproc.healthPort, http: http.port },
+    reload(next) {
+      const ignored = restartOnly(config, next);
+      if (ignored.length > 0) log.warn({ sections: ignored }, "config sections changed that take effect only after a restart");
+      directory = new PoolDirectory(next.pools);
+      picker = new Picker(store, () => directory, next.scheduling.weights);
+      log.level = next.log.level;
+      config = { ...config, pools: next.pools, scheduling: next.scheduling, log: next.log };
+      log.info({ pools: next.pools.map((pool) => ({ name: pool.name, engines: pool.endpoints.length })) }, "config reloaded");
+    },
+    async stop(graceMs) {
+      ready = false;
+      clearInterval(sweeper);
+      await extproc.shutdown(graceMs);
+      await http.close();
+    },
+  };
+}
