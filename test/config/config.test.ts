@@ -1,0 +1,93 @@
+import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, parseConfig } from "../../src/config/load.js";
+import { isEngineAddress } from "../../src/config/schema.js";
+import { watchConfig } from "../../src/config/watch.js";
+
+const minimal = `pools:\n  - name: a\n    models: ["m"]\n    endpoints: ["10.0.0.1:8000"]\n`;
+
+describe("config", () => {
+  it("fills every default from a file that lists only pools", () => {
+    const config = parseConfig(minimal, "c.yaml");
+    expect(config.role).toBe("picker");
+    expect(config.extproc).toMatchObject({ host: "127.0.0.1", port: 9002, assumedBodyModes: { request: "FULL_DUPLEX_STREAMED" } });
+    expect(config.health.port).toBe(9003);
+    expect(config.http).toEqual({ host: "127.0.0.1", port: 9090 });
+    expect(config.load).toMatchObject({ ttlSeconds: 660, sweepSeconds: 60 });
+  });
+
+  it("accepts JSON, which is YAML too", () => {
+    const config = parseConfig(JSON.stringify({ pools: [{ name: "a", models: ["*"], endpoints: [] }] }), "c.json");
+    expect(config.pools[0]?.models).toEqual(["*"]);
+  });
+
+  it("names the file, each field and the problem", () => {
+    const bad = `role: router\nhttp: { port: 70000 }\nbogus: 1\npools:\n  - name: a\n    models: []\n    endpoints: ["example.com:80", "10.0.0.1"]\n  - { name: a, models: [m], endpoints: [] }\n`;
+    let message = "";
+    try {
+      parseConfig(bad, "/etc/mc.yaml");
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigError);
+      message = (error as Error).message;
+    }
+    expect(message).toContain("/etc/mc.yaml");
+    expect(message).toMatch(/role: /);
+    expect(message).toMatch(/http\.port: .*65535/);
+    expect(message).toMatch(/bogus/);
+    expect(message).toMatch(/pools\[0\]\.models: /);
+    expect(message).toContain('pools[0].endpoints[0]: "example.com:80" is not a literal ip:port');
+    expect(message).toContain('pools[0].endpoints[1]: "10.0.0.1" is not a literal ip:port');
+  });
+
+  it("refuses a model served by two pools, and a file with no pools", () => {
+    expect(() => parseConfig(`${minimal}  - { name: b, models: [m], endpoints: [] }\n`, "c.yaml")).toThrow(/already served by pool 'a'/);
+    expect(() => parseConfig(`${minimal}  - { name: a, models: [n], endpoints: [] }\n`, "c.yaml")).toThrow(
+      /pools\[1\]\.name: pool name 'a' is used twice/,
+    );
+    expect(() => parseConfig("role: picker\n", "c.yaml")).toThrow(/pools: /);
+    expect(() => parseConfig("pools: [\n", "c.yaml")).toThrow(/not valid YAML/);
+    expect(() => loadConfig("/nonexistent/mc.yaml")).toThrow(/cannot be read/);
+  });
+
+  it("applies overrides over the file and names their source when bad", () => {
+    const config = parseConfig(minimal, "c.yaml", [{ path: ["http", "port"], value: "8081", source: "--http-port", numeric: true }]);
+    expect(config.http.port).toBe(8081);
+    expect(() => parseConfig(minimal, "c.yaml", [{ path: ["http", "port"], value: "eighty", source: "env X", numeric: true }])).toThrow(
+      /http\.port \(from env X\): "eighty" is not a number/,
+    );
+  });
+
+  it("takes only literal ip:port engine addresses", () => {
+    expect(isEngineAddress("10.0.0.1:8000")).toBe(true);
+    expect(isEngineAddress("[::1]:8000")).toBe(true);
+    expect(isEngineAddress("::1:8000")).toBe(false);
+    expect(isEngineAddress("10.0.0.1:0")).toBe(false);
+    expect(isEngineAddress("10.0.0.1:70000")).toBe(false);
+    expect(isEngineAddress("localhost:8000")).toBe(false);
+  });
+
+  it("hot reloads a changed file, and keeps the last good config when the new one is bad", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mc-config-"));
+    const file = join(dir, "mc.yaml");
+    writeFileSync(file, minimal);
+    const reloaded: string[][] = [];
+    const rejected: string[] = [];
+    const watch = watchConfig(file, [], (config) => reloaded.push([...(config.pools[0]?.endpoints ?? [])]), (error) => rejected.push(error.message), 20);
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      // Replace by rename, as editors and Kubernetes do.
+      writeFileSync(join(dir, "next.tmp"), minimal.replace("10.0.0.1:8000", "10.0.0.2:8000"));
+      renameSync(join(dir, "next.tmp"), file);
+      await expect.poll(() => reloaded.length, { timeout: 5000 }).toBe(1);
+      expect(reloaded[0]).toEqual(["10.0.0.2:8000"]);
+      writeFileSync(file, "pools: []\n");
+      await expect.poll(() => rejected.length, { timeout: 5000 }).toBe(1);
+      expect(rejected[0]).toMatch(/pools: /);
+      expect(reloaded).toHaveLength(1);
+    } finally {
+      watch.close();
+    }
+  });
+});

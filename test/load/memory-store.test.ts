@@ -1,0 +1,170 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { MemoryLoadStore } from "../../src/load/memory-store.js";
+import { zeroLoad, type EngineLoad } from "../../src/load/store.js";
+import { leastLoaded, defaultWeights } from "../../src/scheduling/score.js";
+
+const ENGINES = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"];
+
+interface ModelEntry {
+  engine: string;
+  prompt: number;
+  generated: number;
+  inPrefill: boolean;
+  openedAt: number;
+}
+
+/** The invariant: each engine's numbers are exactly the sums over its open reservations. */
+function expectedLoads(open: Map<string, ModelEntry>): Map<string, EngineLoad> {
+  const loads = new Map(ENGINES.map((engine) => [engine, zeroLoad()]));
+  for (const entry of open.values()) {
+    const load = loads.get(entry.engine) ?? zeroLoad();
+    load.requests += 1;
+    load.tokensHeld += entry.prompt + entry.generated;
+    if (entry.inPrefill) {
+      load.prefillRequests += 1;
+      load.prefillTokens += entry.prompt;
+    }
+    loads.set(entry.engine, load);
+  }
+  return loads;
+}
+
+function actualLoads(store: MemoryLoadStore): Map<string, EngineLoad> {
+  const loads = new Map<string, EngineLoad>();
+  for (const [engine, { requests, prefillRequests, prefillTokens, tokensHeld }] of store.loads(ENGINES)) {
+    loads.set(engine, { requests, prefillRequests, prefillTokens, tokensHeld });
+  }
+  return loads;
+}
+
+type Step =
+  | { op: "pick"; prompt: number }
+  | { op: "reserve"; engine: number; prompt: number }
+  | { op: "firstToken"; target: number }
+  | { op: "generate"; target: number; tokens: number }
+  | { op: "reconcile"; target: number; prompt: number; completion: number }
+  | { op: "release"; target: number }
+  | { op: "tick"; ms: number }
+  | { op: "expire"; ttl: number };
+
+const step: fc.Arbitrary<Step> = fc.oneof(
+  fc.record({ op: fc.constant("pick" as const), prompt: fc.nat(5000) }),
+  fc.record({ op: fc.constant("reserve" as const), engine: fc.nat(ENGINES.length - 1), prompt: fc.nat(5000) }),
+  fc.record({ op: fc.constant("firstToken" as const), target: fc.nat() }),
+  fc.record({ op: fc.constant("generate" as const), target: fc.nat(), tokens: fc.integer({ min: 1, max: 50 }) }),
+  fc.record({ op: fc.constant("reconcile" as const), target: fc.nat(), prompt: fc.nat(5000), completion: fc.nat(500) }),
+  fc.record({ op: fc.constant("release" as const), target: fc.nat() }),
+  fc.record({ op: fc.constant("tick" as const), ms: fc.integer({ min: 1, max: 1000 }) }),
+  fc.record({ op: fc.constant("expire" as const), ttl: fc.integer({ min: 1, max: 3000 }) }),
+);
+
+describe("MemoryLoadStore ledger", () => {
+  it("keeps every counter equal to the sum of open reservations, through any interleaving, and ends at zero", () => {
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 300 }), fc.nat(), (steps, seed) => {
+        let now = 0;
+        let random = seed;
+        const store = new MemoryLoadStore(() => now);
+        const choose = leastLoaded(defaultWeights, () => ((random = (random * 1103515245 + 12345) % 2 ** 31) / 2 ** 31));
+        const open = new Map<string, ModelEntry>();
+        let next = 0;
+        const pickTarget = (index: number): string | undefined => [...open.keys()][index % Math.max(open.size, 1)];
+
+        for (const s of steps) {
+          switch (s.op) {
+            case "pick": {
+              const id = `r${next++}`;
+              const reservation = store.pickAndReserve({ id, pool: "p", candidates: ENGINES, promptTokens: s.prompt, choose });
+              expect(reservation).toBeDefined();
+              open.set(id, { engine: reservation!.engine, prompt: s.prompt, generated: 0, inPrefill: true, openedAt: now });
+              break;
+            }
+            case "reserve": {
+              const id = `r${next++}`;
+              const engine = ENGINES[s.engine]!;
+              expect(store.reserve({ id, pool: "p", engine, promptTokens: s.prompt })).toBe(true);
+              expect(store.reserve({ id, pool: "p", engine, promptTokens: s.prompt })).toBe(false);
+              open.set(id, { engine, prompt: s.prompt, generated: 0, inPrefill: true, openedAt: now });
+              break;
+            }
+            case "firstToken": {
+              const id = pickTarget(s.target);
+              if (id === undefined) break;
+              store.firstToken(id);
+              store.firstToken(id);
+              open.get(id)!.inPrefill = false;
+              break;
+            }
+            case "generate": {
+              const id = pickTarget(s.target);
+              if (id === undefined) break;
+              store.addGenerated(id, s.tokens);
+              open.get(id)!.generated += s.tokens;
+              break;
+            }
+            case "reconcile": {
+              const id = pickTarget(s.target);
+              if (id === undefined) break;
+              store.reconcile(id, { promptTokens: s.prompt, completionTokens: s.completion });
+              Object.assign(open.get(id)!, { prompt: s.prompt, generated: s.completion });
+              break;
+            }
+            case "release": {
+              const id = pickTarget(s.target);
+              if (id === undefined) break;
+              expect(store.release(id, "ok")).toBe(true);
+              expect(store.release(id, "ok")).toBe(false);
+              open.delete(id);
+              break;
+            }
+            case "tick":
+              now += s.ms;
+              break;
+            case "expire": {
+              const stale = [...open].filter(([, entry]) => entry.openedAt <= now - s.ttl).map(([id]) => id);
+              expect(store.expire(s.ttl)).toBe(stale.length);
+              for (const id of stale) open.delete(id);
+              break;
+            }
+          }
+          expect(actualLoads(store)).toEqual(expectedLoads(open));
+          expect(store.size()).toBe(open.size);
+        }
+        for (const id of open.keys()) store.release(id, "ok");
+        expect(actualLoads(store)).toEqual(expectedLoads(new Map()));
+        expect(store.size()).toBe(0);
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("lists the engines a pool has open reservations on, and forgets them when closed", () => {
+    const store = new MemoryLoadStore();
+    store.reserve({ id: "a", pool: "p1", engine: "10.0.0.1:1", promptTokens: 1 });
+    store.reserve({ id: "b", pool: "p2", engine: "10.0.0.2:1", promptTokens: 1 });
+    expect(store.enginesOf("p1")).toEqual(["10.0.0.1:1"]);
+    store.release("a", "ok");
+    expect(store.enginesOf("p1")).toEqual([]);
+    expect(store.enginesOf("p2")).toEqual(["10.0.0.2:1"]);
+  });
+
+  it("refuses to open an id twice, so a duplicate never double counts", () => {
+    const store = new MemoryLoadStore();
+    const choose = () => 0;
+    expect(store.pickAndReserve({ id: "x", pool: "p", candidates: ENGINES, promptTokens: 10, choose })).toBeDefined();
+    expect(store.pickAndReserve({ id: "x", pool: "p", candidates: ENGINES, promptTokens: 10, choose })).toBeUndefined();
+    expect(store.loads([ENGINES[0]!]).get(ENGINES[0]!)?.requests).toBe(1);
+  });
+
+  it("drops idle engines not updated within the TTL", () => {
+    let now = 0;
+    const store = new MemoryLoadStore(() => now);
+    store.reserve({ id: "a", pool: "p", engine: "10.0.0.9:1", promptTokens: 1 });
+    store.release("a", "ok");
+    expect(store.loads([]).has("10.0.0.9:1")).toBe(true);
+    now = 10_000;
+    store.expire(5_000);
+    expect(store.loads([]).has("10.0.0.9:1")).toBe(false);
+  });
+});
