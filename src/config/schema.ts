@@ -66,7 +66,7 @@ export const configSchema = z
         maxJsonResponseBytes: z.number().int().min(0).default(1 << 20),
       })
       .prefault({}),
-    tokenizer: z.strictObject({ approximateAboveChars: z.number().int().min(0).default(131_072) }).prefault({}),
+    tokenizer: z.strictObject({ approximateAboveChars: z.number().int().min(0).default(65_536) }).prefault({}),
     shutdown: z.strictObject({ graceSeconds: z.number().min(0).default(25) }).prefault({}),
     log: z.strictObject({ level: z.enum(logLevels).default("info") }).prefault({}),
     pools: z.array(pool).min(1),

@@ -15,6 +15,13 @@ export function approximateTokens(text: string): number {
   return Math.ceil(ascii / 4) + (text.length - ascii);
 }
 
+/**
+ * BPE merging is quadratic in the length of one pre-token, and a run without whitespace (or a
+ * run of whitespace) is one pre-token: 50,000 "x" take seconds to tokenize. Such runs are
+ * estimated instead, so no prompt can stall the event loop.
+ */
+const LONG_RUN = /\S{64,}|\s{64,}/g;
+
 /** Counts prompt text with the o200k tokenizer, approximating above a size threshold. */
 export class TokenCounter {
   constructor(private readonly options: TokenCounterOptions) {
@@ -25,6 +32,11 @@ export class TokenCounter {
   count(text: string): number {
     if (text.length === 0) return 0;
     if (text.length > this.options.approximateAboveChars) return approximateTokens(text);
-    return countTokens(text);
+    let estimated = 0;
+    const rest = text.replace(LONG_RUN, (run) => {
+      estimated += approximateTokens(run);
+      return " ";
+    });
+    return countTokens(rest) + estimated;
   }
 }

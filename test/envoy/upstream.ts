@@ -53,7 +53,9 @@ export function httpUpstream(options: { agent?: http.Agent } = {}): Upstream {
         setHost: false,
         agent: options.agent,
       });
-      request.signal.addEventListener("abort", () => outgoing.destroy(new Error("reset by Envoy")), { once: true });
+      // No error object: once the response has started, its stream (and socket) would re-emit
+      // it where nobody listens any more.
+      request.signal.addEventListener("abort", () => outgoing.destroy(), { once: true });
       outgoing.on("error", (error: NodeJS.ErrnoException) => {
         // After the response started, errors surface through the response body instead.
         if (answered) return;
