@@ -38,7 +38,14 @@ export async function startRig(options: RigOptions = {}): Promise<Rig> {
     client,
     exchange: (spec) => client.exchange({ upstream, ...spec }),
     async expectIdle() {
-      await expect.poll(() => totalLoad(sidecar), { timeout: 5000 }).toEqual(idle);
+      // Polled by hand: expect.poll is not allowed in afterAll hooks.
+      const deadline = Date.now() + 5000;
+      let load = await totalLoad(sidecar);
+      while (JSON.stringify(load) !== JSON.stringify(idle) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        load = await totalLoad(sidecar);
+      }
+      expect(load).toEqual(idle);
     },
     async close() {
       client.close();

@@ -1,0 +1,102 @@
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { afterEach, describe, expect, it } from "vitest";
+import { startEngineSim, type EngineSim } from "../engine-sim/engine.js";
+import { EnvoyExtProcClient, httpUpstream } from "../envoy/ext-proc-client.js";
+import { healthStatus } from "../support/health.js";
+import { chat, chatRequest } from "./harness.js";
+
+const root = new URL("../..", import.meta.url).pathname;
+const tsx = join(root, "node_modules/.bin/tsx");
+const main = join(root, "src/main.ts");
+
+interface Running {
+  child: ChildProcess;
+  ports: { extproc: number; health: number; http: number };
+  exit: Promise<number | null>;
+}
+
+/** Runs `metadata-center serve` as its own process and waits for its "serving" log line. */
+async function serve(args: string[], env: Record<string, string> = {}): Promise<Running> {
+  const child = spawn(tsx, [main, "serve", ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const lines = createInterface({ input: child.stdout! });
+  const ports = await new Promise<Running["ports"]>((resolve, reject) => {
+    lines.on("line", (line) => {
+      const entry = JSON.parse(line) as { msg: string; extproc: number; health: number; http: number };
+      if (entry.msg === "metadata-center serving") resolve({ extproc: entry.extproc, health: entry.health, http: entry.http });
+    });
+    void exit.then((code) => reject(new Error(`exited with ${code} before serving`)));
+  });
+  return { child, ports, exit };
+}
+
+let running: Running | undefined;
+let engine: EngineSim | undefined;
+afterEach(async () => {
+  running?.child.kill("SIGKILL");
+  await engine?.close();
+  running = undefined;
+  engine = undefined;
+});
+
+function configFile(text: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), "mc-cli-")), "mc.yaml");
+  writeFileSync(file, text);
+  return file;
+}
+
+describe("metadata-center serve", () => {
+  it("refuses a bad config with the file, field and problem, and exits 1", () => {
+    const file = configFile("pools:\n  - name: a\n    models: [m]\n    endpoints: [not-an-address]\n");
+    const result = spawnSync(tsx, [main, "serve", "--config", file], { cwd: root, encoding: "utf8" });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain(file);
+    expect(result.stderr).toContain('pools[0].endpoints[0]: "not-an-address" is not a literal ip:port');
+  });
+
+  it("takes ports from flags over the environment over the file", async () => {
+    const file = configFile("http: { port: 1 }\npools: [{ name: a, models: ['*'], endpoints: [] }]\n");
+    running = await serve(["--config", file, "--http-port", "0", "--health-port", "0"], {
+      METADATA_CENTER_EXTPROC_PORT: "0",
+      METADATA_CENTER_HTTP_PORT: "2",
+    });
+    expect(running.ports.http).toBeGreaterThan(2);
+    expect(running.ports.extproc).not.toBe(9002);
+    expect((await fetch(`http://127.0.0.1:${running.ports.http}/healthz`)).status).toBe(200);
+  });
+
+  it("on SIGTERM stops taking streams, lets an open exchange finish, and exits 0", async () => {
+    engine = await startEngineSim({ decodeTokensPerSecond: 20 });
+    const file = configFile(`pools: [{ name: a, models: ['*'], endpoints: ['${engine.address}'] }]\nshutdown: { graceSeconds: 10 }\n`);
+    running = await serve(["--config", file, "--extproc-port", "0", "--health-port", "0", "--http-port", "0"]);
+    const client = new EnvoyExtProcClient(`127.0.0.1:${running.ports.extproc}`);
+    try {
+      let headers: (() => void) | undefined;
+      const gotHeaders = new Promise<void>((resolve) => (headers = resolve));
+      const open = client.exchange({
+        request: chatRequest(chat("m", "take your time", { stream: true, max_tokens: 10 })),
+        upstream: httpUpstream(),
+        downstream: { onHeaders: () => headers?.(), onData() {}, onTrailers() {}, onEnd() {}, onReset() {} },
+      });
+      await gotHeaders;
+      running.child.kill("SIGTERM");
+      await expect.poll(() => healthStatus(running!.ports.health, "readiness")).toBe("NOT_SERVING");
+      const late = new EnvoyExtProcClient(`127.0.0.1:${running.ports.extproc}`);
+      const refused = await late.exchange({ request: chatRequest(chat("m", "too late")), upstream: httpUpstream(), timeoutMs: 5000 });
+      late.close();
+      expect(refused.failure?.kind).toBe("grpc-error");
+      expect(refused.status).toBe(500);
+      const result = await open;
+      expect(result.status).toBe(200);
+      expect(result.failure).toBeUndefined();
+      expect(result.body.toString()).toContain("[DONE]");
+      expect(await running.exit).toBe(0);
+    } finally {
+      client.close();
+    }
+  });
+});
