@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { HttpApi } from "./api/http.js";
+import { Metrics } from "./api/metrics.js";
 import type { Config } from "./config/schema.js";
 import { ExtProcServer } from "./extproc/server.js";
 import { InferenceExchange } from "./inference/lifecycle.js";
@@ -32,12 +33,17 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   const instance = randomBytes(4).toString("hex");
   let sequence = 0;
   let ready = false;
+  const metrics = new Metrics();
 
   const extproc = new ExtProcServer({
     host: config.extproc.host,
     port: config.extproc.port,
     healthPort: config.health.port,
-    settings: { assumedModes: config.extproc.assumedBodyModes, maxRequestBodyBytes: config.extproc.maxRequestBodyBytes },
+    settings: {
+      assumedModes: config.extproc.assumedBodyModes,
+      maxRequestBodyBytes: config.extproc.maxRequestBodyBytes,
+      observePick: (seconds, outcome) => metrics.observePick(seconds, outcome),
+    },
     newExchange: () =>
       new InferenceExchange(
         { store, picker, tokens, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes },
@@ -45,7 +51,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       ),
     log,
   });
-  const http = new HttpApi({ host: config.http.host, port: config.http.port, store, directory: () => directory, ready: () => ready, log });
+  const http = new HttpApi({ host: config.http.host, port: config.http.port, store, metrics, directory: () => directory, ready: () => ready, log });
 
   await extproc.start();
   await http.start();

@@ -3,12 +3,14 @@ import type { LoadStore } from "../load/store.js";
 import type { Logger } from "../log.js";
 import type { PoolDirectory } from "../pools/pools.js";
 import { ErrorCode, sendEnvelope } from "./envelope.js";
+import type { Metrics } from "./metrics.js";
 
 export interface HttpApiOptions {
   host: string;
   port: number;
   store: LoadStore;
   directory: () => PoolDirectory;
+  metrics: Metrics;
   /** True once config is loaded and every listener is up. */
   ready: () => boolean;
   log: Logger;
@@ -73,6 +75,12 @@ export class HttpApi {
         return this.plain(response, 200, "ok");
       case "GET /readyz":
         return this.options.ready() ? this.plain(response, 200, "ready") : this.plain(response, 503, "not ready");
+      case "GET /metrics": {
+        const text = await this.options.metrics.text();
+        response.writeHead(200, { "content-type": this.options.metrics.contentType });
+        response.end(text);
+        return;
+      }
       case "GET /v1/load/stats":
         return this.loadStats(request, response, url.searchParams.get("cluster"));
       default:

@@ -25,6 +25,8 @@ export interface ExchangeSettings {
   /** Body modes assumed when Envoy does not announce them (before 1.34 there is no protocol_config). */
   assumedModes: { request: BodyMode; response: BodyMode };
   maxRequestBodyBytes: number;
+  /** Told how long each pick took, from body end (or headers) to the reply that routes or refuses. */
+  observePick?: (seconds: number, outcome: "routed" | "refused") => void;
 }
 
 /** Where replies go: the gRPC stream. */
@@ -198,6 +200,7 @@ export class ExtProcExchange {
   /** Pick (async), then reply; messages arriving meanwhile are handled afterwards, in order. */
   private decide(body: Buffer | undefined, bodySeen: boolean, then: (decision: Decision) => void): void {
     this.requestPhase = "deciding";
+    const started = performance.now();
     const request = { path: this.path, header: (name: string) => this.headers.get(name), body, bodySeen };
     this.inference
       .decide(request)
@@ -209,6 +212,7 @@ export class ExtProcExchange {
         if (this.ended) return;
         this.requestPhase = decision.kind === "route" ? "forwarding" : "refused";
         then(decision);
+        this.settings.observePick?.((performance.now() - started) / 1000, decision.kind === "route" ? "routed" : "refused");
         const waiting = this.waiting;
         this.waiting = [];
         for (const message of waiting) this.onMessage(message);

@@ -6,6 +6,7 @@ import {
   type ProcessingResponse,
 } from "../gen/envoy/service/ext_proc/v3/external_processor.js";
 import type { Logger } from "../log.js";
+import { ConnectionRotation, STREAMS_PER_CONNECTION } from "./connection-rotation.js";
 import { ExtProcExchange, type ExchangeSettings } from "./exchange.js";
 import type { InferenceExchange } from "../inference/lifecycle.js";
 
@@ -21,6 +22,8 @@ export interface ExtProcServerOptions {
   /** One inference exchange per ext_proc stream. */
   newExchange: () => InferenceExchange;
   log: Logger;
+  /** Streams a connection carries before it is retired (see connection-rotation.ts). */
+  streamsPerConnection?: number;
 }
 
 type ProcessCall = ServerDuplexStream<ProcessingRequest, ProcessingResponse>;
@@ -40,16 +43,17 @@ export class ExtProcServer {
     Object.fromEntries(HEALTH_SERVICES.map((service) => [service, "NOT_SERVING" as ServingStatus])),
   );
   private readonly open = new Set<ProcessCall>();
+  private readonly rotation: ConnectionRotation;
   port = 0;
   healthPort = 0;
 
   constructor(private readonly options: ExtProcServerOptions) {
     // BUFFERED mode sends a whole body in one message: allow the configured body size and some room.
     const maxMessage = Math.max(4 << 20, options.settings.maxRequestBodyBytes + (1 << 20));
-    this.server = new Server({
-      "grpc.max_receive_message_length": maxMessage,
-      "grpc.max_send_message_length": maxMessage,
-    });
+    this.server = new Server({ "grpc.max_receive_message_length": maxMessage, "grpc.max_send_message_length": maxMessage });
+    this.rotation = new ConnectionRotation(options.streamsPerConnection ?? STREAMS_PER_CONNECTION, () =>
+      options.log.warn("cannot see the HTTP/2 connection of a stream; connections will not be rotated"),
+    );
     this.server.addService(ExternalProcessorService, { process: (call: ProcessCall) => this.process(call) });
     this.health.addToServer(this.server);
     this.health.addToServer(this.healthServer);
@@ -81,7 +85,7 @@ export class ExtProcServer {
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
-        this.options.log.warn({ open: this.open.size }, "grace period over; cancelling open streams");
+        if (this.open.size > 0) this.options.log.warn({ open: this.open.size }, "grace period over; cancelling open streams");
         this.server.forceShutdown();
         resolve();
       }, graceMs);
@@ -93,6 +97,7 @@ export class ExtProcServer {
 
   private process(call: ProcessCall): void {
     this.open.add(call);
+    this.rotation.track(call);
     const exchange = new ExtProcExchange(
       { write: (reply) => call.write(reply) },
       this.options.newExchange(),

@@ -149,12 +149,17 @@ export class EnvoyExtProcClient {
   private readonly grpc: ExternalProcessorClient;
   private readonly base: FilterConfig;
 
-  constructor(address: string, options: { config?: Partial<FilterConfig> } = {}) {
+  /**
+   * `ownConnection`: a connection of its own rather than one shared with other clients to the
+   * same address (grpc-js pools them), as each Envoy worker thread has its own.
+   */
+  constructor(address: string, options: { config?: Partial<FilterConfig>; ownConnection?: boolean } = {}) {
     this.base = resolveConfig(FULL_DUPLEX, options.config);
     // BUFFERED bodies travel in one message and may exceed grpc-js's 4 MiB default.
     this.grpc = new ExternalProcessorClient(address, credentials.createInsecure(), {
       "grpc.max_receive_message_length": -1,
       "grpc.max_send_message_length": -1,
+      ...(options.ownConnection === true ? { "grpc.use_local_subchannel_pool": 1 } : {}),
     });
   }
 

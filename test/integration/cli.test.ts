@@ -10,8 +10,9 @@ import { healthStatus } from "../support/health.js";
 import { chat, chatRequest } from "./harness.js";
 
 const root = new URL("../..", import.meta.url).pathname;
-const tsx = join(root, "node_modules/.bin/tsx");
 const main = join(root, "src/main.ts");
+// One process, not the tsx wrapper and its child: a signal (even SIGKILL) reaches the sidecar itself.
+const node = (args: string[]) => [process.execPath, ["--import", "tsx", main, ...args]] as const;
 
 interface Running {
   child: ChildProcess;
@@ -21,7 +22,7 @@ interface Running {
 
 /** Runs `metadata-center serve` as its own process and waits for its "serving" log line. */
 async function serve(args: string[], env: Record<string, string> = {}): Promise<Running> {
-  const child = spawn(tsx, [main, "serve", ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(...node(["serve", ...args]), { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   const lines = createInterface({ input: child.stdout! });
   const ports = await new Promise<Running["ports"]>((resolve, reject) => {
@@ -52,7 +53,7 @@ function configFile(text: string): string {
 describe("metadata-center serve", () => {
   it("refuses a bad config with the file, field and problem, and exits 1", () => {
     const file = configFile("pools:\n  - name: a\n    models: [m]\n    endpoints: [not-an-address]\n");
-    const result = spawnSync(tsx, [main, "serve", "--config", file], { cwd: root, encoding: "utf8" });
+    const result = spawnSync(...node(["serve", "--config", file]), { cwd: root, encoding: "utf8" });
     expect(result.status).toBe(1);
     expect(result.stderr).toContain(file);
     expect(result.stderr).toContain('pools[0].endpoints[0]: "not-an-address" is not a literal ip:port');

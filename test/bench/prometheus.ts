@@ -1,0 +1,30 @@
+import parsePrometheus from "parse-prometheus-text-format";
+
+interface Family {
+  name: string;
+  metrics: Array<{ buckets?: Record<string, string> }>;
+}
+
+/** Cumulative bucket counts (upper bound → count) of a histogram, summed over its label sets. */
+export async function histogramBuckets(url: string, name: string): Promise<Map<number, number>> {
+  const text = await (await fetch(url)).text();
+  const family = (parsePrometheus(text) as Family[]).find((f) => f.name === name);
+  const buckets = new Map<number, number>();
+  for (const metric of family?.metrics ?? []) {
+    for (const [le, count] of Object.entries(metric.buckets ?? {})) {
+      const bound = le === "+Inf" ? Infinity : Number(le);
+      buckets.set(bound, (buckets.get(bound) ?? 0) + Number(count));
+    }
+  }
+  return buckets;
+}
+
+/** The q-quantile of the observations between two scrapes, as the upper bound of its bucket. */
+export function quantileBetween(before: Map<number, number>, after: Map<number, number>, q: number): number {
+  const bounds = [...after.keys()].sort((a, b) => a - b);
+  const total = (after.get(Infinity) ?? 0) - (before.get(Infinity) ?? 0);
+  for (const bound of bounds) {
+    if ((after.get(bound) ?? 0) - (before.get(bound) ?? 0) >= q * total) return bound;
+  }
+  return Infinity;
+}

@@ -1,0 +1,49 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EnvoyExtProcClient, type Upstream } from "../envoy/ext-proc-client.js";
+import { idle, startTestSidecar, totalLoad } from "../support/sidecar.js";
+import { chat, chatRequest } from "./harness.js";
+
+/**
+ * Envoy resets every ext_proc stream when done; Node's HTTP/2 server kills a connection after
+ * ~1,000 resets arriving faster than 33/s. Thousands of exchanges on one channel at full speed
+ * must all succeed: the sidecar retires connections before that.
+ */
+let sidecar: Awaited<ReturnType<typeof startTestSidecar>>;
+beforeAll(async () => {
+  sidecar = await startTestSidecar([{ name: "llama", models: ["llama"], endpoints: ["127.0.0.1:1", "127.0.0.1:2"] }]);
+});
+afterAll(() => sidecar.stop(0));
+
+const quickEngine: Upstream = async () => ({
+  status: 200,
+  headers: { "content-type": "text/event-stream" },
+  body: (async function* () {
+    yield Buffer.from('data: {"choices":[{"delta":{"content":"hi"}}]}\n\n');
+    yield Buffer.from("data: [DONE]\n\n");
+  })(),
+  ending: "eos-on-last",
+});
+
+describe("many exchanges on one connection", () => {
+  it("2,500 back-to-back exchanges through one channel all succeed, and every counter ends at zero", async () => {
+    const client = new EnvoyExtProcClient(`127.0.0.1:${sidecar.ports.extproc}`);
+    const failures: string[] = [];
+    let next = 0;
+    try {
+      await Promise.all(
+        Array.from({ length: 32 }, async () => {
+          while (next < 2500) {
+            next += 1;
+            const result = await client.exchange({ request: chatRequest(chat("llama", "quick", { stream: true })), upstream: quickEngine });
+            if (result.status !== 200 || result.failure) failures.push(`${result.status} ${JSON.stringify(result.failure)}`);
+          }
+        }),
+      );
+    } finally {
+      client.close();
+    }
+    expect(failures.slice(0, 3)).toEqual([]);
+    expect(failures).toHaveLength(0);
+    await expect.poll(() => totalLoad(sidecar)).toEqual(idle);
+  }, 120_000);
+});
