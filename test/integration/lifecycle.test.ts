@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { FAULT_HEADER } from "../engine-sim/engine.js";
@@ -89,6 +90,7 @@ describe("the load numbers follow the exchange", () => {
   it("200 concurrent equal requests over 4 idle engines land 50/50/50/50", async () => {
     rig = await startRig({ engines: 4, engine: { fault: { kind: "hang" } } });
     const stop = new AbortController();
+    setMaxListeners(250, stop.signal); // one listener per exchange: 200 is expected here
     const body = chat("llama", "the same prompt for everyone", { stream: true });
     const exchanges = Array.from({ length: 200 }, () => rig!.exchange({ request: chatRequest(body), signal: stop.signal, timeoutMs: 0 }));
     await expect.poll(() => rig!.engines.reduce((sum, engine) => sum + engine.stats().inFlight, 0), { timeout: 15_000 }).toBe(200);
