@@ -78,6 +78,24 @@ describe("the load numbers follow the exchange", () => {
     expect((await decoding).status).toBe(200);
   });
 
+  it("an entry never closed expires after the TTL, and its late end does not release twice", async () => {
+    rig = await startRig({ engines: 1, sidecar: { load: { ttlSeconds: 0.3, sweepSeconds: 0.05 } } });
+    const stop = new AbortController();
+    const open = rig.exchange({
+      request: chatRequest(chat("llama", "forgotten", { stream: true }), { [FAULT_HEADER]: "hang" }),
+      signal: stop.signal,
+      timeoutMs: 0,
+    });
+    await expect.poll(() => rig!.engines[0]!.stats().inFlight).toBe(1);
+    expect((await totalLoad(rig.sidecar)).requests).toBe(1);
+    await expect.poll(async () => (await totalLoad(rig!.sidecar)).ledger, { timeout: 5000 }).toBe(0);
+    expect(await totalLoad(rig.sidecar)).toMatchObject({ requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 });
+    const fresh = await rig.exchange({ request: chatRequest(chat("llama", "still picking")) });
+    expect(fresh.status).toBe(200);
+    stop.abort();
+    await open;
+  });
+
   it("an engine that cannot be reached: Envoy's local reply never reaches the sidecar, the stream's end releases", async () => {
     const port = await closedPort();
     rig = await startRig({ engines: 1, pools: () => [{ name: "llama", models: ["llama"], endpoints: [`127.0.0.1:${port}`] }] });
