@@ -1,5 +1,5 @@
 import type { Logger } from "../log.js";
-import type { Awaitable, LoadStore, Outcome } from "../load/store.js";
+import type { Awaitable, LoadStore, Outcome, ReportedUsage } from "../load/store.js";
 import type { Picker } from "../scheduling/picker.js";
 import type { Refusal } from "./refusal.js";
 import { bodilessRequest, parseInferenceRequest, type ParseResult } from "./request.js";
@@ -45,6 +45,8 @@ export class InferenceExchange {
   private model: string | undefined;
   private promptTokens = 0;
   private generated = 0;
+  /** The engine's own `usage`, when it sent one. */
+  private reported: ReportedUsage | undefined;
   private readonly startedAt = performance.now();
   private chain: Promise<unknown> | undefined;
 
@@ -92,10 +94,6 @@ export class InferenceExchange {
 
   responseBody(chunk: Uint8Array): void {
     if (this.outcome !== undefined || this.scanner === undefined || chunk.length === 0) return;
-    if (this.firstTokenAt === undefined) {
-      this.firstTokenAt = performance.now();
-      this.apply(() => this.context.store.firstToken(this.id));
-    }
     this.record(this.scanner.push(chunk));
   }
 
@@ -112,6 +110,11 @@ export class InferenceExchange {
   }
 
   private record(progress: ResponseProgress): void {
+    // Before the generated tokens: prefill ends, then the output is held.
+    if (progress.firstToken === true && this.firstTokenAt === undefined) {
+      this.firstTokenAt = performance.now();
+      this.apply(() => this.context.store.firstToken(this.id));
+    }
     if (progress.generated > 0) {
       this.generated += progress.generated;
       this.apply(() => this.context.store.addGenerated(this.id, progress.generated));
@@ -119,6 +122,7 @@ export class InferenceExchange {
     const usage = progress.usage;
     if (usage !== undefined) {
       this.generated = usage.completionTokens;
+      this.reported = usage;
       this.apply(() => this.context.store.reconcile(this.id, usage));
     }
     if (progress.error !== undefined) this.finish("upstream_error");
@@ -140,6 +144,8 @@ export class InferenceExchange {
         pool: this.reserved.pool,
         engine: this.reserved.engine,
         promptTokens: this.promptTokens,
+        reportedPromptTokens: this.reported?.promptTokens,
+        cachedTokens: this.reported?.cachedTokens,
         completionTokens: this.generated,
         ttftMs: this.firstTokenAt === undefined ? undefined : Math.round(this.firstTokenAt - this.startedAt),
         durationMs: Math.round(performance.now() - this.startedAt),

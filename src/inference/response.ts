@@ -5,6 +5,12 @@ import type { ReportedUsage } from "../load/store.js";
 export interface ResponseProgress {
   /** Generated tokens seen (one per SSE event that carries output). */
   generated: number;
+  /**
+   * Set on the one stretch where the first token arrived: the first SSE event carrying
+   * output (not a role-only delta, not a keep-alive comment), or the first byte of any
+   * other response (a JSON body is sent whole, after generation ended).
+   */
+  firstToken?: true;
   /** The engine's own token counts, when it reported them. */
   usage?: ReportedUsage;
   /** Set when the engine reported an error inside the stream. */
@@ -20,7 +26,11 @@ function readUsage(body: JsonObject): ReportedUsage | undefined {
   const prompt = usage["prompt_tokens"];
   const completion = usage["completion_tokens"];
   if (typeof prompt !== "number" || typeof completion !== "number") return undefined;
-  return { promptTokens: prompt, completionTokens: completion };
+  const details = usage["prompt_tokens_details"];
+  const cached = isObject(details) ? details["cached_tokens"] : undefined;
+  return typeof cached === "number"
+    ? { promptTokens: prompt, completionTokens: completion, cachedTokens: cached }
+    : { promptTokens: prompt, completionTokens: completion };
 }
 
 function readError(body: JsonObject): string | undefined {
@@ -50,6 +60,7 @@ class StreamScanner {
   private readonly decoder = new TextDecoder();
   private readonly parser: EventSourceParser;
   private progress: ResponseProgress = { generated: 0 };
+  private outputSeen = false;
 
   constructor() {
     this.parser = createParser({ onEvent: (event) => this.onEvent(event) });
@@ -86,7 +97,13 @@ class StreamScanner {
     const error = event.event === "error" ? (readError(body) ?? "error event") : readError(body);
     if (error !== undefined) this.progress.error = error;
     const choices = body["choices"];
-    if (Array.isArray(choices) && choices.some(carriesOutput)) this.progress.generated += 1;
+    if (Array.isArray(choices) && choices.some(carriesOutput)) {
+      this.progress.generated += 1;
+      if (!this.outputSeen) {
+        this.outputSeen = true;
+        this.progress.firstToken = true;
+      }
+    }
   }
 }
 
@@ -98,9 +115,10 @@ class JsonScanner {
   constructor(private readonly maxBytes: number) {}
 
   push(chunk: Uint8Array): ResponseProgress {
+    const first = this.size === 0 && chunk.length > 0;
     this.size += chunk.length;
     if (this.size <= this.maxBytes) this.chunks.push(chunk);
-    return { generated: 0 };
+    return first ? { generated: 0, firstToken: true } : { generated: 0 };
   }
 
   end(): ResponseProgress {
@@ -122,12 +140,25 @@ export interface ResponseScanner {
   end(): ResponseProgress;
 }
 
-const nothing: ResponseScanner = { push: () => ({ generated: 0 }), end: () => ({ generated: 0 }) };
+/** A body we cannot read: its first byte is all it tells us. */
+class OpaqueScanner {
+  private started = false;
+
+  push(chunk: Uint8Array): ResponseProgress {
+    if (this.started || chunk.length === 0) return { generated: 0 };
+    this.started = true;
+    return { generated: 0, firstToken: true };
+  }
+
+  end(): ResponseProgress {
+    return { generated: 0 };
+  }
+}
 
 /** Picks the scanner for a response by its content type. */
 export function scannerFor(contentType: string | undefined, maxJsonBytes: number): ResponseScanner {
   const type = (contentType ?? "").toLowerCase();
   if (type.startsWith("text/event-stream")) return new StreamScanner();
   if (type.includes("json")) return new JsonScanner(maxJsonBytes);
-  return nothing;
+  return new OpaqueScanner();
 }

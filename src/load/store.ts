@@ -60,6 +60,8 @@ export interface Reservation {
 export interface ReportedUsage {
   promptTokens: number;
   completionTokens: number;
+  /** `prompt_tokens_details.cached_tokens`: prompt tokens served from the engine's prefix cache. */
+  cachedTokens?: number;
 }
 
 /**
