@@ -66,7 +66,15 @@ export const configSchema = z
         maxJsonResponseBytes: z.number().int().min(0).default(1 << 20),
       })
       .prefault({}),
-    tokenizer: z.strictObject({ approximateAboveChars: z.number().int().min(0).default(65_536) }).prefault({}),
+    tokenizer: z
+      .strictObject({
+        approximateAboveChars: z.number().int().min(0).default(65_536),
+        /** OpenAI's price of one high-detail 1024×1024 image (85 + 4 tiles × 170); open VLMs are in the same range. */
+        imageTokens: z.number().int().min(0).default(765),
+        /** About 8 s of audio at the 25 tokens/s of Whisper-style encoders (Qwen2-Audio). */
+        audioTokens: z.number().int().min(0).default(200),
+      })
+      .prefault({}),
     shutdown: z.strictObject({ graceSeconds: z.number().min(0).default(25) }).prefault({}),
     log: z.strictObject({ level: z.enum(logLevels).default("info") }).prefault({}),
     pools: z.array(pool).min(1),

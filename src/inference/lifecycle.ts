@@ -63,11 +63,8 @@ export class InferenceExchange {
       ? parseInferenceRequest(request.path, request.body)
       : { ok: true, request: bodilessRequest() };
     if (!parsed.ok) return { kind: "refuse", refusal: { status: 400, code: "invalid_request", message: parsed.message } };
-    const { texts, tokenIds, messages } = parsed.request;
     this.model = request.header(MODEL_REWRITE_HEADER) || parsed.request.model;
-    // Chat templates add about three tokens per message and three to prime the reply.
-    const templateTokens = messages > 0 ? messages * 3 + 3 : 0;
-    this.promptTokens = this.context.tokens.count(texts.join("\n")) + tokenIds + templateTokens;
+    this.promptTokens = this.context.tokens.promptTokens(parsed.request);
     const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens });
     switch (result.kind) {
       case "no_pool":

@@ -6,8 +6,11 @@ export interface InferenceRequest {
   texts: string[];
   /** Prompt tokens given as token ids: counted exactly. */
   tokenIds: number;
-  /** Chat messages, for the chat template's per-message overhead. */
+  /** Chat messages (or Responses input items), for the chat template's per-message overhead. */
   messages: number;
+  /** Images and audio clips in the prompt: their token cost is a configured estimate. */
+  images: number;
+  audios: number;
   stream: boolean;
 }
 
@@ -21,50 +24,151 @@ const isObject = (value: Json | undefined): value is JsonObject =>
 
 class RequestError extends Error {}
 
-/** Reads the prompt of a chat request: message contents as strings or text parts. */
+/** Counts a structure sent as JSON text to the model (tool definitions, tool-call arguments) by that text. */
+function pushJson(value: Json, field: string, into: InferenceRequest): void {
+  if (typeof value === "string") {
+    into.texts.push(value);
+    return;
+  }
+  let text: string;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    // Only a structure nested deeper than the stack allows gets here.
+    throw new RequestError(`'${field}' is nested too deeply`);
+  }
+  into.texts.push(text);
+}
+
+/**
+ * Content parts of chat and Responses messages: text counted by the tokenizer, images and
+ * audio by the configured estimate; other part types (files, refusals without text) add nothing.
+ */
+function contentPart(part: Json, field: string, into: InferenceRequest): void {
+  if (!isObject(part)) throw new RequestError(`'${field}' must be an object`);
+  const type = part["type"];
+  if (type !== undefined && typeof type !== "string") throw new RequestError(`'${field}.type' must be a string`);
+  const text = part["text"];
+  if (text !== undefined && typeof text !== "string") throw new RequestError(`'${field}.text' must be a string`);
+  if (typeof text === "string") into.texts.push(text);
+  if (type === "image_url" || type === "input_image" || type === "image") into.images += 1;
+  else if (type === "input_audio" || type === "audio_url") into.audios += 1;
+}
+
+function content(value: Json | undefined, field: string, into: InferenceRequest): void {
+  if (typeof value === "string") into.texts.push(value);
+  else if (Array.isArray(value)) value.forEach((part, j) => contentPart(part, `${field}[${j}]`, into));
+  else if (value !== null && value !== undefined) {
+    throw new RequestError(`'${field}' must be a string, an array of content parts or null`);
+  }
+}
+
+/** `tools`: each definition reaches the model as JSON text inside the chat template. */
+function tools(body: JsonObject, into: InferenceRequest): void {
+  const list = body["tools"];
+  if (list === undefined || list === null) return;
+  if (!Array.isArray(list)) throw new RequestError("'tools' must be an array");
+  list.forEach((tool, i) => {
+    if (!isObject(tool)) throw new RequestError(`'tools[${i}]' must be an object`);
+    pushJson(tool, `tools[${i}]`, into);
+  });
+}
+
+/** Reads a chat prompt: every role's content, assistant tool calls, tool definitions. */
 function chatPrompt(body: JsonObject, into: InferenceRequest): void {
   const messages = body["messages"];
   if (!Array.isArray(messages)) throw new RequestError("'messages' must be an array");
   messages.forEach((message, i) => {
     if (!isObject(message)) throw new RequestError(`'messages[${i}]' must be an object`);
     into.messages += 1;
-    const content = message["content"];
-    if (typeof content === "string") into.texts.push(content);
-    else if (Array.isArray(content)) {
-      content.forEach((part, j) => {
-        if (!isObject(part)) throw new RequestError(`'messages[${i}].content[${j}]' must be an object`);
-        const text = part["text"];
-        if (typeof text === "string") into.texts.push(text);
-      });
-    } else if (content !== null && content !== undefined) {
-      throw new RequestError(`'messages[${i}].content' must be a string, an array of content parts or null`);
-    }
+    content(message["content"], `messages[${i}].content`, into);
+    const role = message["role"];
+    if (role !== undefined && typeof role !== "string") throw new RequestError(`'messages[${i}].role' must be a string`);
+    const calls = message["tool_calls"];
+    if (calls === undefined || calls === null) return;
+    if (!Array.isArray(calls)) throw new RequestError(`'messages[${i}].tool_calls' must be an array`);
+    calls.forEach((call, j) => {
+      const field = `messages[${i}].tool_calls[${j}]`;
+      if (!isObject(call) || !isObject(call["function"])) throw new RequestError(`'${field}' must be an object with a 'function'`);
+      const fn = call["function"];
+      if (typeof fn["name"] === "string") into.texts.push(fn["name"]);
+      if (fn["arguments"] !== undefined) pushJson(fn["arguments"], `${field}.function.arguments`, into);
+    });
   });
+  tools(body, into);
 }
 
-/** Reads a completions prompt: a string, strings, token ids, or arrays of token ids. */
-function completionPrompt(body: JsonObject, into: InferenceRequest): void {
-  const prompt = body["prompt"];
-  if (prompt === undefined || prompt === null) return;
-  if (typeof prompt === "string") {
-    into.texts.push(prompt);
+/** The four prompt forms of completions and embeddings: a string, strings, token ids, arrays of token ids. */
+function promptForms(value: Json | undefined, field: string, into: InferenceRequest): void {
+  if (typeof value === "string") {
+    into.texts.push(value);
     return;
   }
-  if (!Array.isArray(prompt)) throw new RequestError("'prompt' must be a string or an array");
-  prompt.forEach((item, i) => {
+  if (!Array.isArray(value)) throw new RequestError(`'${field}' must be a string or an array`);
+  value.forEach((item, i) => {
     if (typeof item === "string") into.texts.push(item);
     else if (typeof item === "number") into.tokenIds += 1;
     else if (Array.isArray(item) && item.every((id) => typeof id === "number")) into.tokenIds += item.length;
-    else throw new RequestError(`'prompt[${i}]' must be a string, a token id or an array of token ids`);
+    else throw new RequestError(`'${field}[${i}]' must be a string, a token id or an array of token ids`);
   });
 }
 
+function completionPrompt(body: JsonObject, into: InferenceRequest): void {
+  const prompt = body["prompt"];
+  if (prompt === undefined || prompt === null) return;
+  promptForms(prompt, "prompt", into);
+}
+
+function embeddingInput(body: JsonObject, into: InferenceRequest): void {
+  promptForms(body["input"], "input", into);
+}
+
+/**
+ * One Responses API input item: a message (string or parts), a function call (its
+ * arguments are JSON text), or a function call's output.
+ */
+function responsesItem(item: Json, field: string, into: InferenceRequest): void {
+  if (!isObject(item)) throw new RequestError(`'${field}' must be an object`);
+  into.messages += 1;
+  if (item["content"] !== undefined) content(item["content"], `${field}.content`, into);
+  if (typeof item["name"] === "string") into.texts.push(item["name"]);
+  if (item["arguments"] !== undefined) pushJson(item["arguments"], `${field}.arguments`, into);
+  if (item["output"] !== undefined) pushJson(item["output"], `${field}.output`, into);
+}
+
+function responsesPrompt(body: JsonObject, into: InferenceRequest): void {
+  const instructions = body["instructions"];
+  if (typeof instructions === "string") {
+    into.messages += 1;
+    into.texts.push(instructions);
+  } else if (instructions !== undefined && instructions !== null) throw new RequestError("'instructions' must be a string");
+  const input = body["input"];
+  if (typeof input === "string") {
+    into.messages += 1;
+    into.texts.push(input);
+  } else if (Array.isArray(input)) input.forEach((item, i) => responsesItem(item, `input[${i}]`, into));
+  else throw new RequestError("'input' must be a string or an array of items");
+  tools(body, into);
+}
+
 /** A request whose body the picker does not see: routed by headers, zero prompt tokens. */
-export const bodilessRequest = (): InferenceRequest => ({ model: undefined, texts: [], tokenIds: 0, messages: 0, stream: false });
+export const bodilessRequest = (): InferenceRequest => ({
+  model: undefined,
+  texts: [],
+  tokenIds: 0,
+  messages: 0,
+  images: 0,
+  audios: 0,
+  stream: false,
+});
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 const promptReaders: Record<string, (body: JsonObject, into: InferenceRequest) => void> = {
   "/v1/chat/completions": chatPrompt,
   "/v1/completions": completionPrompt,
+  "/v1/embeddings": embeddingInput,
+  "/v1/responses": responsesPrompt,
 };
 
 /**
@@ -78,9 +182,18 @@ export function parseInferenceRequest(path: string, body: Buffer | undefined): P
   if (body === undefined || body.length === 0) {
     return readPrompt === undefined ? { ok: true, request } : { ok: false, message: `${route} needs a JSON body` };
   }
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    // Lenient decoding would count U+FFFD where the engine sees something else (or refuses).
+    if (readPrompt === undefined) return { ok: true, request };
+    return { ok: false, message: "request body is not valid UTF-8" };
+  }
   let parsed: Json;
   try {
-    parsed = JSON.parse(body.toString("utf8")) as Json;
+    // V8's JSON.parse is not recursive: any nesting depth parses without exhausting the stack.
+    parsed = JSON.parse(text) as Json;
   } catch (error) {
     if (readPrompt === undefined) return { ok: true, request };
     return { ok: false, message: `request body is not valid JSON: ${(error as Error).message}` };

@@ -1,9 +1,18 @@
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
+import type { InferenceRequest } from "./request.js";
 
 export interface TokenCounterOptions {
   /** Texts longer than this many UTF-16 code units are approximated, so a huge prompt never stalls the loop. */
   approximateAboveChars: number;
+  /** Estimated prompt tokens of one image (the pixels are never decoded here). */
+  imageTokens: number;
+  /** Estimated prompt tokens of one audio clip. */
+  audioTokens: number;
 }
+
+/** Chat templates add about three tokens per message and three to prime the reply. */
+const TOKENS_PER_MESSAGE = 3;
+const REPLY_PRIMER_TOKENS = 3;
 
 /**
  * Cheap estimate: about four characters per token for ASCII text, and about one token per
@@ -27,6 +36,13 @@ export class TokenCounter {
   constructor(private readonly options: TokenCounterOptions) {
     // The tokenizer builds its tables on first use (~10 ms): pay that at start, not on a request.
     countTokens("warm up");
+  }
+
+  /** The prompt cost P of one request: texts, token ids, media estimates and template overhead. */
+  promptTokens(request: InferenceRequest): number {
+    const template = request.messages > 0 ? request.messages * TOKENS_PER_MESSAGE + REPLY_PRIMER_TOKENS : 0;
+    const media = request.images * this.options.imageTokens + request.audios * this.options.audioTokens;
+    return this.count(request.texts.join("\n")) + request.tokenIds + media + template;
   }
 
   count(text: string): number {

@@ -17,7 +17,8 @@ describe("parseInferenceRequest", () => {
         ],
       }),
     );
-    expect(result).toEqual({ ok: true, request: { model: "llama", stream: true, texts: ["be brief", "hello"], tokenIds: 0, messages: 3 } });
+    expect(result).toEqual({ ok: true, request: { model: "llama", stream: true, texts: ["be brief", "hello"], tokenIds: 0, messages: 3, images: 1, audios: 0 },
+    });
   });
 
   it("reads every completions prompt form, counting token ids exactly", () => {
@@ -44,11 +45,113 @@ describe("parseInferenceRequest", () => {
   });
 
   it("routes other paths by their model when they have one, with no prompt", () => {
-    expect(parseInferenceRequest("/v1/embeddings", body({ model: "e5", input: "x" }))).toMatchObject({
+    expect(parseInferenceRequest("/v1/rerank", body({ model: "e5", query: "x" }))).toMatchObject({
       ok: true,
-      request: { model: "e5", texts: [] },
+      request: { model: "e5", texts: [], tokenIds: 0 },
     });
     expect(parseInferenceRequest("/v1/models", undefined)).toMatchObject({ ok: true, request: { model: undefined } });
     expect(parseInferenceRequest("/upload", Buffer.from("not json"))).toMatchObject({ ok: true, request: { model: undefined } });
+  });
+
+  it("reads every chat role, content parts, tool definitions and assistant tool calls", () => {
+    const tool = { type: "function", function: { name: "weather", parameters: { type: "object", properties: { city: { type: "string" } } } } };
+    const result = parseInferenceRequest(
+      "/v1/chat/completions",
+      body({
+        model: "m",
+        tools: [tool],
+        messages: [
+          { role: "developer", content: "dev" },
+          { role: "system", content: [{ type: "text", text: "sys" }] },
+          {
+            role: "user",
+            content: [
+              { type: "text", text: "look" },
+              { type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } },
+              { type: "input_audio", input_audio: { data: "AAAA", format: "wav" } },
+            ],
+          },
+          { role: "assistant", content: null, tool_calls: [{ id: "c1", type: "function", function: { name: "weather", arguments: '{"city":"Paris"}' } }] },
+          { role: "tool", tool_call_id: "c1", content: "sunny" },
+        ],
+      }),
+    );
+    expect(result).toEqual({
+      ok: true,
+      request: {
+        model: "m",
+        stream: false,
+        texts: ["dev", "sys", "look", "weather", '{"city":"Paris"}', "sunny", JSON.stringify(tool)],
+        tokenIds: 0,
+        messages: 5,
+        images: 1,
+        audios: 1,
+      },
+    });
+  });
+
+  it("names the field of a wrongly typed chat part", () => {
+    const chat = (messages: unknown, extra: object = {}) => parseInferenceRequest("/v1/chat/completions", body({ model: "m", messages, ...extra }));
+    expect(chat([{ role: "user", content: "a" }, { role: "user", content: "b" }, { role: "user", content: 3 }])).toEqual({
+      ok: false,
+      message: "'messages[2].content' must be a string, an array of content parts or null",
+    });
+    expect(chat([{ role: "user", content: [{ type: "text", text: 1 }] }])).toEqual({ ok: false, message: "'messages[0].content[0].text' must be a string" });
+    expect(chat([{ role: "user", content: ["x"] }])).toEqual({ ok: false, message: "'messages[0].content[0]' must be an object" });
+    expect(chat([{ role: 1, content: "x" }])).toEqual({ ok: false, message: "'messages[0].role' must be a string" });
+    expect(chat([{ role: "assistant", tool_calls: {} }])).toEqual({ ok: false, message: "'messages[0].tool_calls' must be an array" });
+    expect(chat([{ role: "assistant", tool_calls: [{ id: "x" }] }])).toEqual({
+      ok: false,
+      message: "'messages[0].tool_calls[0]' must be an object with a 'function'",
+    });
+    expect(chat([], { tools: {} })).toEqual({ ok: false, message: "'tools' must be an array" });
+  });
+
+  it("reads embeddings input in all four forms, token ids exactly", () => {
+    const embed = (input: unknown) => parseInferenceRequest("/v1/embeddings", body({ model: "e5", input }));
+    expect(embed("x")).toMatchObject({ ok: true, request: { model: "e5", texts: ["x"], tokenIds: 0, messages: 0 } });
+    expect(embed(["a", "b"])).toMatchObject({ ok: true, request: { texts: ["a", "b"] } });
+    expect(embed([5, 6])).toMatchObject({ ok: true, request: { tokenIds: 2 } });
+    expect(embed([[5, 6], [7]])).toMatchObject({ ok: true, request: { tokenIds: 3 } });
+    expect(embed(7)).toEqual({ ok: false, message: "'input' must be a string or an array" });
+    expect(embed([true])).toEqual({ ok: false, message: "'input[0]' must be a string, a token id or an array of token ids" });
+  });
+
+  it("reads Responses API input (string or items) and instructions", () => {
+    const responses = (value: object) => parseInferenceRequest("/v1/responses", body({ model: "m", ...value }));
+    expect(responses({ input: "hi", instructions: "be brief" })).toMatchObject({ ok: true, request: { texts: ["be brief", "hi"], messages: 2 } });
+    expect(
+      responses({
+        input: [
+          { role: "user", content: [{ type: "input_text", text: "what" }, { type: "input_image", image_url: "u" }] },
+          { type: "function_call", call_id: "c", name: "f", arguments: "{}" },
+          { type: "function_call_output", call_id: "c", output: "42" },
+        ],
+      }),
+    ).toMatchObject({ ok: true, request: { texts: ["what", "f", "{}", "42"], messages: 3, images: 1 } });
+    expect(responses({ input: 3 })).toEqual({ ok: false, message: "'input' must be a string or an array of items" });
+    expect(responses({ input: "x", instructions: 3 })).toEqual({ ok: false, message: "'instructions' must be a string" });
+    expect(responses({ input: [{ content: 3 }] })).toEqual({
+      ok: false,
+      message: "'input[0].content' must be a string, an array of content parts or null",
+    });
+  });
+
+  it("refuses a body that is not UTF-8, naming it", () => {
+    const bad = Buffer.concat([Buffer.from('{"model": "m", "prompt": "'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]);
+    expect(parseInferenceRequest("/v1/completions", bad)).toEqual({ ok: false, message: "request body is not valid UTF-8" });
+    // A split character is invalid too: lenient decoding would count U+FFFD instead.
+    expect(parseInferenceRequest("/v1/completions", Buffer.from([0xe4, 0xb8]))).toEqual({ ok: false, message: "request body is not valid UTF-8" });
+  });
+
+  it("survives JSON nested hundreds of thousands deep", () => {
+    const depth = 200_000;
+    const deepArray = `{"model": "m", "prompt": ${"[".repeat(depth)}${"]".repeat(depth)}}`;
+    expect(parseInferenceRequest("/v1/completions", Buffer.from(deepArray))).toEqual({
+      ok: false,
+      message: "'prompt[0]' must be a string, a token id or an array of token ids",
+    });
+    const deepTool = `{"model": "m", "messages": [], "tools": [${'{"a":'.repeat(depth)}1${"}".repeat(depth)}]}`;
+    expect(parseInferenceRequest("/v1/chat/completions", Buffer.from(deepTool))).toEqual({ ok: false, message: "'tools[0]' is nested too deeply" });
   });
 });

@@ -1,9 +1,10 @@
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 import { describe, expect, it } from "vitest";
+import { bodilessRequest } from "../../src/inference/request.js";
 import { approximateTokens, TokenCounter } from "../../src/inference/tokens.js";
 
 describe("TokenCounter", () => {
-  const counter = new TokenCounter({ approximateAboveChars: 10_000 });
+  const counter = new TokenCounter({ approximateAboveChars: 10_000, imageTokens: 765, audioTokens: 200 });
 
   it("counts ordinary text exactly with o200k", () => {
     const text = "The quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸。";
@@ -24,5 +25,11 @@ describe("TokenCounter", () => {
   it("approximates ASCII at ~4 characters a token and CJK at ~1", () => {
     expect(approximateTokens("abcdefgh")).toBe(2);
     expect(approximateTokens("狐狸狐狸")).toBe(4);
+  });
+
+  it("prices a request: texts, exact token ids, media estimates and the chat template", () => {
+    const request = { ...bodilessRequest(), texts: ["hello", "world"], tokenIds: 7, messages: 2, images: 2, audios: 1 };
+    expect(counter.promptTokens(request)).toBe(countTokens("hello\nworld") + 7 + 2 * 765 + 200 + (2 * 3 + 3));
+    expect(counter.promptTokens(bodilessRequest())).toBe(0);
   });
 });
