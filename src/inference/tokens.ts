@@ -16,12 +16,13 @@ const REPLY_PRIMER_TOKENS = 3;
 
 /**
  * Cheap estimate: about four characters per token for ASCII text, and about one token per
- * character elsewhere (CJK scripts tokenize close to one token per character).
+ * character elsewhere (CJK scripts tokenize close to one token per character). The split is
+ * read from the native UTF-8 length, taking non-ASCII characters as three bytes (CJK): a loop
+ * over the characters in JS is 5–40 times slower (80 ms for a 16 MiB prompt; bench:tokens).
  */
 export function approximateTokens(text: string): number {
-  let ascii = 0;
-  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) < 128) ascii += 1;
-  return Math.ceil(ascii / 4) + (text.length - ascii);
+  const nonAscii = Math.max(0, Math.round((Buffer.byteLength(text, "utf8") - text.length) / 2));
+  return Math.ceil((text.length - nonAscii) / 4) + nonAscii;
 }
 
 /**

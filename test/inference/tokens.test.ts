@@ -32,4 +32,11 @@ describe("TokenCounter", () => {
     expect(counter.promptTokens(request)).toBe(countTokens("hello\nworld") + 7 + 2 * 765 + 200 + (2 * 3 + 3));
     expect(counter.promptTokens(bodilessRequest())).toBe(0);
   });
+
+  it("a 2 MB mixed prompt is estimated, not tokenized (timing: npm run bench:tokens)", () => {
+    const unit = "The quick brown fox. function f(x) { return x * 2; } 敏捷的棕色狐狸跳过了懒狗。\n";
+    const text = unit.repeat(Math.ceil((2 << 20) / unit.length));
+    const request = { ...bodilessRequest(), texts: [text], messages: 1 };
+    expect(counter.promptTokens(request)).toBe(approximateTokens(text) + 6);
+  });
 });
