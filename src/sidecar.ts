@@ -46,7 +46,14 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     },
     newExchange: () =>
       new InferenceExchange(
-        { store, picker, tokens, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes },
+        {
+          store,
+          picker,
+          tokens,
+          log,
+          maxJsonResponseBytes: config.load.maxJsonResponseBytes,
+          forceIncludeUsage: config.inference.forceIncludeUsage,
+        },
         `${instance}-${(sequence += 1)}`,
       ),
     log,
@@ -56,9 +63,12 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   await extproc.start();
   await http.start();
   const sweeper = setInterval(() => {
-    void Promise.resolve(store.expire(config.load.ttlSeconds * 1000)).then((expired) => {
-      if (expired > 0) log.warn({ expired }, "expired reservations that were never closed");
-    });
+    // The one log line of a request whose end never came (its lifecycle will not log it again).
+    Promise.resolve(
+      store.expire(config.load.ttlSeconds * 1000, (reservation) =>
+        log.warn({ ...reservation, outcome: "expired", ttlSeconds: config.load.ttlSeconds }, "request expired"),
+      ),
+    ).catch((error: unknown) => log.error({ err: error }, "expiring reservations failed"));
   }, config.load.sweepSeconds * 1000);
   sweeper.unref();
   ready = true;

@@ -75,6 +75,12 @@ export const configSchema = z
         audioTokens: z.number().int().min(0).default(200),
       })
       .prefault({}),
+    inference: z
+      .strictObject({
+        /** Add `stream_options.include_usage: true` to streaming requests without it (changes what clients receive). */
+        forceIncludeUsage: z.boolean().default(false),
+      })
+      .prefault({}),
     shutdown: z.strictObject({ graceSeconds: z.number().min(0).default(25) }).prefault({}),
     log: z.strictObject({ level: z.enum(logLevels).default("info") }).prefault({}),
     pools: z.array(pool).min(1),

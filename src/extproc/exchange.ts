@@ -1,5 +1,5 @@
 import type { Decision, InferenceExchange } from "../inference/lifecycle.js";
-import { refusalBody } from "../inference/refusal.js";
+import { refusalBody, type Refusal } from "../inference/refusal.js";
 import type { Logger } from "../log.js";
 import {
   bodyModeOf,
@@ -159,7 +159,8 @@ export class ExtProcExchange {
     const body = this.wholeBody();
     this.decide(body, true, (decision) => {
       if (!this.replyRouted("request_headers", decision)) return;
-      this.echo("request", body ?? Buffer.alloc(0), !this.hadTrailers);
+      const forward = (decision.kind === "route" ? decision.body : undefined) ?? body ?? Buffer.alloc(0);
+      this.echo("request", forward, !this.hadTrailers);
       if (this.hadTrailers) this.write(trailersReply("request"));
     });
   }
@@ -227,13 +228,23 @@ export class ExtProcExchange {
     }
     const changes: HeaderChanges = { set: { [DESTINATION_HEADER]: decision.engine } };
     const metadata = { "envoy.lb": { [DESTINATION_HEADER]: decision.engine } };
-    this.write(kind === "request_headers" ? headersReply("request", changes, metadata) : bodyReply("request", changes, metadata));
+    const replaced = decision.body;
+    if (kind === "request_headers") {
+      // A rewritten body streams on without a length; Envoy would refuse a stale one.
+      if (replaced !== undefined) changes.remove = ["content-length"];
+      this.write(headersReply("request", changes, metadata));
+    } else {
+      // BUFFERED: the new body replaces the buffered one, with its own length.
+      if (replaced !== undefined) changes.set = { ...changes.set, "content-length": String(replaced.length) };
+      this.write(bodyReply("request", changes, metadata, replaced));
+    }
     return true;
   }
 
-  private refuse(refusal: { status: number; code: string; message: string }): void {
+  private refuse(refusal: Refusal): void {
     this.requestPhase = "refused";
     this.chunks.length = 0;
+    this.inference.refused(refusal, this.headers.get("x-request-id"));
     this.write(immediateReply(refusal.status, refusalBody(refusal), `metadata-center: ${refusal.code}`));
   }
 

@@ -95,16 +95,20 @@ export const headersReply = (
     dynamicMetadata,
   });
 
-/** Reply to one body message in STREAMED or BUFFERED mode (header changes apply in BUFFERED). */
+/**
+ * Reply to one body message in STREAMED or BUFFERED mode (header changes apply in BUFFERED);
+ * `replaceBody` swaps the message's body for another.
+ */
 export const bodyReply = (
   direction: Direction,
   changes?: HeaderChanges,
   dynamicMetadata?: Record<string, Record<string, string>>,
-): ProcessingResponse =>
-  reply({
-    [direction === "request" ? "requestBody" : "responseBody"]: { response: commonResponse(changes) },
-    dynamicMetadata,
-  });
+  replaceBody?: Buffer,
+): ProcessingResponse => {
+  const response = commonResponse(changes);
+  if (replaceBody !== undefined) response.bodyMutation = { body: replaceBody };
+  return reply({ [direction === "request" ? "requestBody" : "responseBody"]: { response }, dynamicMetadata });
+};
 
 /** FULL_DUPLEX_STREAMED: the bytes that go on; Envoy kept no copy of its own. */
 export const streamedBodyReply = (direction: Direction, body: Buffer, endOfStream: boolean): ProcessingResponse => {

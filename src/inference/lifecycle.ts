@@ -19,7 +19,8 @@ export interface RequestView {
   bodySeen: boolean;
 }
 
-export type Decision = { kind: "route"; engine: string } | { kind: "refuse"; refusal: Refusal };
+/** Route to `engine`; `body`, when set, replaces the request body (the transport fixes its length). */
+export type Decision = { kind: "route"; engine: string; body?: Buffer } | { kind: "refuse"; refusal: Refusal };
 
 export interface LifecycleContext {
   store: LoadStore;
@@ -28,6 +29,13 @@ export interface LifecycleContext {
   log: Logger;
   /** Largest plain JSON response kept to read its `usage`. */
   maxJsonResponseBytes: number;
+  /** Ask streaming engines for `usage` when the client did not, so counts reconcile. */
+  forceIncludeUsage: boolean;
+}
+
+/** Runs `then` on a value that may still be on its way. */
+function settle<T>(value: Awaitable<T>, then: (result: T) => void): Awaitable<void> {
+  return value instanceof Promise ? value.then(then) : then(value);
 }
 
 /**
@@ -75,6 +83,9 @@ export class InferenceExchange {
         this.reserved = { pool: result.reservation.pool, engine: result.reservation.engine };
         // The stream may have ended while the store answered: release at once.
         if (this.outcome !== undefined) this.release(this.outcome);
+        if (this.context.forceIncludeUsage && parsed.request.withUsage !== undefined) {
+          return { kind: "route", engine: result.reservation.engine, body: parsed.request.withUsage() };
+        }
         return { kind: "route", engine: result.reservation.engine };
     }
   }
@@ -106,6 +117,22 @@ export class InferenceExchange {
     this.finish(outcome);
   }
 
+  /** The transport answered the request itself; nothing was reserved. One log line, like a finished request. */
+  refused(refusal: Refusal, requestId: string | undefined): void {
+    this.context.log.info(
+      {
+        requestId: requestId ?? this.requestId,
+        model: this.model,
+        status: refusal.status,
+        reason: refusal.code,
+        message: refusal.message,
+        durationMs: Math.round(performance.now() - this.startedAt),
+        outcome: "refused",
+      },
+      "request refused",
+    );
+  }
+
   private record(progress: ResponseProgress): void {
     // Before the generated tokens: prefill ends, then the output is held.
     if (progress.firstToken === true && this.firstTokenAt === undefined) {
@@ -133,13 +160,18 @@ export class InferenceExchange {
 
   private release(outcome: Outcome): void {
     if (this.reserved === undefined) return;
-    this.apply(() => this.context.store.release(this.id, outcome));
+    const { pool, engine } = this.reserved;
+    // Not released means the TTL sweep expired it first; that sweep logged it.
+    this.apply(() => settle(this.context.store.release(this.id, outcome), (released) => released && this.logFinished(pool, engine, outcome)));
+  }
+
+  private logFinished(pool: string, engine: string, outcome: Outcome): void {
     this.context.log.info(
       {
         requestId: this.requestId,
         model: this.model,
-        pool: this.reserved.pool,
-        engine: this.reserved.engine,
+        pool,
+        engine,
         promptTokens: this.promptTokens,
         reportedPromptTokens: this.reported?.promptTokens,
         cachedTokens: this.reported?.cachedTokens,

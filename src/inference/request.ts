@@ -12,6 +12,11 @@ export interface InferenceRequest {
   images: number;
   audios: number;
   stream: boolean;
+  /**
+   * Set for a streaming chat or completions request that does not ask for `usage`: builds the
+   * body with `stream_options.include_usage: true` added, so the engine reports its own counts.
+   */
+  withUsage?: () => Buffer;
 }
 
 export type ParseResult = { ok: true; request: InferenceRequest } | { ok: false; message: string };
@@ -213,6 +218,13 @@ export function parseInferenceRequest(path: string, body: Buffer | undefined): P
   } catch (error) {
     if (error instanceof RequestError) return { ok: false, message: error.message };
     throw error;
+  }
+  const options = parsed["stream_options"];
+  const asksUsage = isObject(options) && options["include_usage"] === true;
+  if (request.stream && !asksUsage && (route === "/v1/chat/completions" || route === "/v1/completions")) {
+    const body = parsed;
+    request.withUsage = () =>
+      Buffer.from(JSON.stringify({ ...body, stream_options: { ...(isObject(options) ? options : {}), include_usage: true } }));
   }
   return { ok: true, request };
 }

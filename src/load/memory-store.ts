@@ -107,12 +107,13 @@ export class MemoryLoadStore implements LoadStore {
     return [...(this.poolEngines.get(pool)?.keys() ?? [])];
   }
 
-  expire(olderThanMs: number): number {
+  expire(olderThanMs: number, onExpired?: (reservation: Reservation) => void): number {
     const cutoff = this.now() - olderThanMs;
     let expired = 0;
     for (const entry of this.ledger.values()) {
       if (entry.openedAt > cutoff) continue;
       this.release(entry.id, "expired");
+      onExpired?.({ id: entry.id, pool: entry.pool, engine: entry.engine, promptTokens: entry.promptTokens });
       expired += 1;
     }
     for (const [engine, load] of this.engines) if (load.requests === 0 && load.updatedAt <= cutoff) this.engines.delete(engine);

@@ -90,7 +90,7 @@ export interface LoadStore {
    * Close every reservation opened more than `olderThanMs` ago, and forget idle engines not
    * updated for as long. Returns how many reservations expired.
    */
-  expire(olderThanMs: number): Awaitable<number>;
+  expire(olderThanMs: number, onExpired?: (reservation: Reservation) => void): Awaitable<number>;
   /** Number of open reservations. */
   size(): Awaitable<number>;
 }

@@ -17,8 +17,38 @@ describe("parseInferenceRequest", () => {
         ],
       }),
     );
-    expect(result).toEqual({ ok: true, request: { model: "llama", stream: true, texts: ["be brief", "hello"], tokenIds: 0, messages: 3, images: 1, audios: 0 },
+    expect(result).toEqual({
+      ok: true,
+      request: {
+        model: "llama",
+        stream: true,
+        texts: ["be brief", "hello"],
+        tokenIds: 0,
+        messages: 3,
+        images: 1,
+        audios: 0,
+        withUsage: expect.any(Function),
+      },
     });
+  });
+
+  it("offers a body asking for usage only for streaming chat/completions requests that lack it", () => {
+    const parse = (path: string, value: unknown) => {
+      const result = parseInferenceRequest(path, body(value));
+      if (!result.ok) throw new Error(result.message);
+      return result.request.withUsage;
+    };
+    const withUsage = parse("/v1/chat/completions", { model: "m", stream: true, stream_options: { extra: 1 }, messages: [] });
+    expect(JSON.parse(withUsage!().toString())).toEqual({
+      model: "m",
+      stream: true,
+      stream_options: { extra: 1, include_usage: true },
+      messages: [],
+    });
+    expect(parse("/v1/completions", { model: "m", stream: true, prompt: "x" })).toBeInstanceOf(Function);
+    expect(parse("/v1/chat/completions", { model: "m", stream: true, stream_options: { include_usage: true }, messages: [] })).toBeUndefined();
+    expect(parse("/v1/chat/completions", { model: "m", messages: [] })).toBeUndefined();
+    expect(parse("/v1/embeddings", { model: "m", stream: true, input: "x" })).toBeUndefined();
   });
 
   it("reads every completions prompt form, counting token ids exactly", () => {

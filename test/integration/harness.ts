@@ -1,6 +1,6 @@
 import { EnvoyExtProcClient, httpUpstream, type ExchangeResult, type ExchangeSpec } from "../envoy/ext-proc-client.js";
 import { startEngineSim, type EngineSim, type EngineSimOptions } from "../engine-sim/engine.js";
-import { idle, startTestSidecar, totalLoad, type PoolSpec } from "../support/sidecar.js";
+import { idle, startTestSidecar, totalLoad, type LogCapture, type PoolSpec } from "../support/sidecar.js";
 import { expect } from "vitest";
 
 export const ROUTE_HEADER = "x-gateway-destination-endpoint";
@@ -23,13 +23,15 @@ export interface RigOptions {
   /** Pools built from the engines: by default one pool "llama" serving model "llama" over all of them. */
   pools?: (engines: string[]) => PoolSpec[];
   sidecar?: Record<string, unknown>;
+  /** Keeps the sidecar's log lines. */
+  capture?: LogCapture;
 }
 
 export async function startRig(options: RigOptions = {}): Promise<Rig> {
   const engines = await Promise.all(Array.from({ length: options.engines ?? 2 }, () => startEngineSim(options.engine)));
   const addresses = engines.map((engine) => engine.address);
   const pools = options.pools?.(addresses) ?? [{ name: "llama", models: ["llama"], endpoints: addresses }];
-  const sidecar = await startTestSidecar(pools, options.sidecar);
+  const sidecar = await startTestSidecar(pools, options.sidecar, options.capture);
   const client = new EnvoyExtProcClient(`127.0.0.1:${sidecar.ports.extproc}`);
   const upstream = httpUpstream();
   return {

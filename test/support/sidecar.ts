@@ -1,3 +1,5 @@
+import { Writable } from "node:stream";
+import { pino } from "pino";
 import { parseConfig } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
 import type { EngineLoad } from "../../src/load/store.js";
@@ -11,7 +13,26 @@ export interface PoolSpec {
 }
 
 /** Starts the real sidecar in this process on free ports, with the given pools and settings. */
-export async function startTestSidecar(pools: PoolSpec[], extra: Record<string, unknown> = {}): Promise<Sidecar & { config: Config }> {
+/** Log lines the sidecar wrote, parsed; pass one to `startTestSidecar` to keep them. */
+export class LogCapture extends Writable {
+  readonly lines: Array<Record<string, unknown>> = [];
+
+  override _write(chunk: Buffer, _encoding: string, done: () => void): void {
+    for (const line of chunk.toString("utf8").split("\n")) if (line.trim() !== "") this.lines.push(JSON.parse(line) as Record<string, unknown>);
+    done();
+  }
+
+  /** The lines with this message. */
+  withMessage(msg: string): Array<Record<string, unknown>> {
+    return this.lines.filter((line) => line["msg"] === msg);
+  }
+}
+
+export async function startTestSidecar(
+  pools: PoolSpec[],
+  extra: Record<string, unknown> = {},
+  capture?: LogCapture,
+): Promise<Sidecar & { config: Config }> {
   const config = parseConfig(
     JSON.stringify({
       extproc: { port: 0 },
@@ -23,7 +44,8 @@ export async function startTestSidecar(pools: PoolSpec[], extra: Record<string, 
     }),
     "test-config",
   );
-  const sidecar = await startSidecar(config, createLogger(config.log.level));
+  const log = capture === undefined ? createLogger(config.log.level) : pino({ level: "info" }, capture);
+  const sidecar = await startSidecar(config, log);
   return Object.assign(sidecar, { config });
 }
 
