@@ -71,9 +71,16 @@ async function serve(args: string[]): Promise<void> {
     watcher.close();
     void sidecar.stop(config.shutdown.graceSeconds * 1000).then(() => {
       log.info("stopped");
-      log.flush(() => process.exit(0));
+      log.flush(() => process.exit(process.exitCode ?? 0));
     });
   };
+  // A tokenizer file that exists but cannot be loaded is a config error like any other at start,
+  // found a moment after serving began (requests are estimated while it loads).
+  sidecar.tokenizers.catch((error: unknown) => {
+    console.error(`config ${file} is invalid: ${(error as Error).message}`);
+    process.exitCode = 1;
+    stop("config error");
+  });
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));
 }

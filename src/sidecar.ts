@@ -4,7 +4,7 @@ import { Metrics } from "./api/metrics.js";
 import type { Config } from "./config/schema.js";
 import { ExtProcServer } from "./extproc/server.js";
 import { InferenceExchange } from "./inference/lifecycle.js";
-import { TokenCounter } from "./inference/tokens.js";
+import { TokenizerRegistry } from "./inference/tokenizers/registry.js";
 import { MemoryLoadStore } from "./load/memory-store.js";
 import type { LoadStore } from "./load/store.js";
 import type { Logger } from "./log.js";
@@ -14,7 +14,9 @@ import { Picker } from "./scheduling/picker.js";
 export interface Sidecar {
   readonly store: LoadStore;
   readonly ports: { extproc: number; health: number; http: number };
-  /** Swap in a reloaded config: pools and weights take effect for the next pick. */
+  /** Settles once the pools' tokenizer files are loaded (the estimate prices their requests until then); rejects naming a bad file. */
+  readonly tokenizers: Promise<void>;
+  /** Swap in a reloaded config: pools and weights take effect for the next pick, tokenizers once loaded. */
   reload(config: Config): void;
   /** Stop taking streams, let open ones finish within `graceMs`, close everything. */
   stop(graceMs: number): Promise<void>;
@@ -28,7 +30,8 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   let config = initial;
   let directory = new PoolDirectory(config.pools);
   let picker = new Picker(store, () => directory, config.scheduling.weights);
-  const tokens = new TokenCounter(config.tokenizer);
+  const tokens = new TokenizerRegistry(config.tokenizer, () => directory);
+  const tokenizers = tokens.configure(config.pools);
   // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
   const instance = randomBytes(4).toString("hex");
   let sequence = 0;
@@ -77,11 +80,13 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   return {
     store,
     ports: { extproc: extproc.port, health: extproc.healthPort, http: http.port },
+    tokenizers,
     reload(next) {
       const ignored = restartOnly(config, next);
       if (ignored.length > 0) log.warn({ sections: ignored }, "config sections changed that take effect only after a restart");
       directory = new PoolDirectory(next.pools);
       picker = new Picker(store, () => directory, next.scheduling.weights);
+      tokens.configure(next.pools).catch((error: unknown) => log.error({ reason: (error as Error).message }, "tokenizer not loaded; its pools keep their previous tokenizer"));
       log.level = next.log.level;
       config = { ...config, pools: next.pools, scheduling: next.scheduling, log: next.log };
       log.info({ pools: next.pools.map((pool) => ({ name: pool.name, engines: pool.endpoints.length })) }, "config reloaded");

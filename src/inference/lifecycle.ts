@@ -4,7 +4,7 @@ import type { Picker } from "../scheduling/picker.js";
 import type { Refusal } from "./refusal.js";
 import { bodilessRequest, parseInferenceRequest, type ParseResult } from "./request.js";
 import { scannerFor, type ResponseProgress, type ResponseScanner } from "./response.js";
-import type { TokenCounter } from "./tokens.js";
+import type { TokenizerRegistry } from "./tokenizers/registry.js";
 
 /** Header that names the model instead of the body's `model` (GIE convention). */
 export const MODEL_REWRITE_HEADER = "x-gateway-model-name-rewrite";
@@ -25,7 +25,7 @@ export type Decision = { kind: "route"; engine: string; body?: Buffer } | { kind
 export interface LifecycleContext {
   store: LoadStore;
   picker: Picker;
-  tokens: TokenCounter;
+  tokens: TokenizerRegistry;
   log: Logger;
   /** Largest plain JSON response kept to read its `usage`. */
   maxJsonResponseBytes: number;
@@ -72,7 +72,7 @@ export class InferenceExchange {
       : { ok: true, request: bodilessRequest() };
     if (!parsed.ok) return { kind: "refuse", refusal: { status: 400, code: "invalid_request", message: parsed.message } };
     this.model = request.header(MODEL_REWRITE_HEADER) || parsed.request.model;
-    this.promptTokens = this.context.tokens.promptTokens(parsed.request);
+    this.promptTokens = this.context.tokens.forModel(this.model).promptTokens(parsed.request);
     const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens });
     switch (result.kind) {
       case "no_pool":

@@ -1,5 +1,5 @@
-import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 import type { InferenceRequest } from "./request.js";
+import { o200k, type TextTokenizer } from "./tokenizers/o200k.js";
 
 export interface TokenCounterOptions {
   /** Texts longer than this many UTF-16 code units are approximated, so a huge prompt never stalls the loop. */
@@ -32,11 +32,17 @@ export function approximateTokens(text: string): number {
  */
 const LONG_RUN = /\S{64,}|\s{64,}/g;
 
-/** Counts prompt text with the o200k tokenizer, approximating above a size threshold. */
+/**
+ * Counts prompt text with one tokenizer (o200k unless told), approximating above a size threshold;
+ * with `null` (the pool's tokenizer is still loading) every text is approximated.
+ */
 export class TokenCounter {
-  constructor(private readonly options: TokenCounterOptions) {
-    // The tokenizer builds its tables on first use (~10 ms): pay that at start, not on a request.
-    countTokens("warm up");
+  constructor(
+    private readonly options: TokenCounterOptions,
+    private readonly tokenizer: TextTokenizer | null = o200k,
+  ) {
+    // Tokenizers build tables and compile regexes on first use (~10 ms): pay that at start, not on a request.
+    tokenizer?.count("warm up");
   }
 
   /** The prompt cost P of one request: texts, token ids, media estimates and template overhead. */
@@ -48,12 +54,12 @@ export class TokenCounter {
 
   count(text: string): number {
     if (text.length === 0) return 0;
-    if (text.length > this.options.approximateAboveChars) return approximateTokens(text);
+    if (this.tokenizer === null || text.length > this.options.approximateAboveChars) return approximateTokens(text);
     let estimated = 0;
     const rest = text.replace(LONG_RUN, (run) => {
       estimated += approximateTokens(run);
       return " ";
     });
-    return countTokens(rest) + estimated;
+    return this.tokenizer.count(rest) + estimated;
   }
 }

@@ -123,14 +123,14 @@ describe("the load numbers follow the exchange", () => {
   it("an engine removed by a config reload gets no new picks; its open requests still release", async () => {
     rig = await startRig({ engines: 2 });
     const [a, b] = rig.engines.map((engine) => engine.address);
-    rig.sidecar.reload({ ...rig.sidecar.config, pools: [{ name: "llama", models: ["llama"], endpoints: [a!] }] });
+    rig.sidecar.reload({ ...rig.sidecar.config, pools: [{ name: "llama", models: ["llama"], endpoints: [a!], tokenizer: "o200k" }] });
     const stop = new AbortController();
     const open = rig.exchange({
       request: chatRequest(chat("llama", "hold on", { stream: true }), { [FAULT_HEADER]: "hang" }),
       signal: stop.signal,
     });
     await expect.poll(() => rig!.engines[0]!.stats().inFlight).toBe(1);
-    rig.sidecar.reload({ ...rig.sidecar.config, pools: [{ name: "llama", models: ["llama"], endpoints: [b!] }] });
+    rig.sidecar.reload({ ...rig.sidecar.config, pools: [{ name: "llama", models: ["llama"], endpoints: [b!], tokenizer: "o200k" }] });
     for (let i = 0; i < 5; i++) {
       const result = await rig.exchange({ request: chatRequest(chat("llama", `after reload ${i}`)) });
       expect(result.routedTo).toBe(b);

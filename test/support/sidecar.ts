@@ -10,6 +10,7 @@ export interface PoolSpec {
   name: string;
   models: string[];
   endpoints: string[];
+  tokenizer?: "o200k" | { file: string; approximateAboveChars?: number };
 }
 
 /** Starts the real sidecar in this process on free ports, with the given pools and settings. */
