@@ -47,6 +47,10 @@ export class MemoryLoadStore implements LoadStore {
     return true;
   }
 
+  has(id: string): boolean {
+    return this.ledger.has(id);
+  }
+
   firstToken(id: string): void {
     const entry = this.ledger.get(id);
     if (entry === undefined || !entry.inPrefill) return;

@@ -72,6 +72,8 @@ export interface LoadStore {
   pickAndReserve(request: PickRequest): Awaitable<Reservation | undefined>;
   /** Record a reservation on an engine chosen elsewhere. False when the id is already open. */
   reserve(request: ReserveRequest): Awaitable<boolean>;
+  /** True while the reservation is open. */
+  has(id: string): Awaitable<boolean>;
   /** The first token was seen: the request leaves prefill. Idempotent. */
   firstToken(id: string): Awaitable<void>;
   /** Tokens generated so far add to the tokens the engine holds. */

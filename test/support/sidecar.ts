@@ -1,7 +1,7 @@
 import { parseConfig } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
 import type { EngineLoad } from "../../src/load/store.js";
-import { createLogger } from "../../src/log.js";
+import { createLogger, type Logger } from "../../src/log.js";
 import { startSidecar, type Sidecar } from "../../src/sidecar.js";
 
 export interface PoolSpec {
@@ -11,7 +11,7 @@ export interface PoolSpec {
 }
 
 /** Starts the real sidecar in this process on free ports, with the given pools and settings. */
-export async function startTestSidecar(pools: PoolSpec[], extra: Record<string, unknown> = {}): Promise<Sidecar & { config: Config }> {
+export async function startTestSidecar(pools: PoolSpec[], extra: Record<string, unknown> = {}): Promise<Sidecar & { config: Config; log: Logger }> {
   const config = parseConfig(
     JSON.stringify({
       extproc: { port: 0 },
@@ -23,8 +23,9 @@ export async function startTestSidecar(pools: PoolSpec[], extra: Record<string, 
     }),
     "test-config",
   );
-  const sidecar = await startSidecar(config, createLogger(config.log.level));
-  return Object.assign(sidecar, { config });
+  const log = createLogger(config.log.level);
+  const sidecar = await startSidecar(config, log);
+  return Object.assign(sidecar, { config, log });
 }
 
 /** Sum of every engine's numbers: all zero once traffic has stopped. */
