@@ -51,7 +51,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       ),
     log,
   });
-  const http = new HttpApi({ host: config.http.host, port: config.http.port, store, metrics, directory: () => directory, ready: () => ready, log });
+  const http = new HttpApi({ host: config.http.host, port: config.http.port, token: config.http.token, store, metrics, directory: () => directory, ready: () => ready, log });
 
   await extproc.start();
   await http.start();

@@ -3,6 +3,7 @@ import { isIP } from "node:net";
 import type { LoadStore } from "../load/store.js";
 import type { Logger } from "../log.js";
 import type { PoolDirectory } from "../pools/pools.js";
+import { WriteAccess } from "./access.js";
 import { BodyError, readJson } from "./body.js";
 import { ErrorCode, sendEnvelope } from "./envelope.js";
 import { LoadWrites, type WriteResult } from "./load-writes.js";
@@ -16,6 +17,8 @@ const MAX_BODY_BYTES = 64 * 1024;
 export interface HttpApiOptions {
   host: string;
   port: number;
+  /** Bearer token for the mutating endpoints when `host` is not loopback. */
+  token: string | undefined;
   store: LoadStore;
   directory: () => PoolDirectory;
   metrics: Metrics;
@@ -47,10 +50,12 @@ function splitAddress(endpoint: string): { ip: string; port: number } {
 export class HttpApi {
   private readonly server: Server;
   private readonly writes: LoadWrites;
+  private readonly access: WriteAccess;
   port = 0;
 
   constructor(private readonly options: HttpApiOptions) {
     this.writes = new LoadWrites(options.store, options.directory);
+    this.access = new WriteAccess(options.host, options.token);
     this.server = createServer((request, response) => {
       this.route(request, response).catch((error: unknown) => {
         options.log.error({ err: error, url: request.url }, "http handler failed");
@@ -82,7 +87,15 @@ export class HttpApi {
 
   private async route(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const url = new URL(request.url ?? "/", "http://localhost");
-    const key = `${request.method ?? "GET"} ${url.pathname}`;
+    const method = request.method ?? "GET";
+    const key = `${method} ${url.pathname}`;
+    if (method !== "GET" && method !== "HEAD" && !this.access.allows(request)) {
+      return sendEnvelope(request, response, 401, null, {
+        code: ErrorCode.unauthenticated,
+        message: "authentication failed",
+        reason: "this endpoint needs 'Authorization: Bearer <http.token>'",
+      });
+    }
     switch (key) {
       case "GET /healthz":
         return this.plain(response, 200, "ok");
