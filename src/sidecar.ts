@@ -33,7 +33,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   const instance = randomBytes(4).toString("hex");
   let sequence = 0;
   let ready = false;
-  const metrics = new Metrics();
+  const metrics = new Metrics({ store, directory: () => directory });
 
   const extproc = new ExtProcServer({
     host: config.extproc.host,
@@ -46,7 +46,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     },
     newExchange: () =>
       new InferenceExchange(
-        { store, picker, tokens, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes },
+        { store, picker, tokens, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes, events: metrics },
         `${instance}-${(sequence += 1)}`,
       ),
     log,
@@ -57,7 +57,9 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   await http.start();
   const sweeper = setInterval(() => {
     void Promise.resolve(store.expire(config.load.ttlSeconds * 1000)).then((expired) => {
-      if (expired > 0) log.warn({ expired }, "expired reservations that were never closed");
+      if (expired === 0) return;
+      metrics.observeExpired(expired);
+      log.warn({ expired }, "expired reservations that were never closed");
     });
   }, config.load.sweepSeconds * 1000);
   sweeper.unref();

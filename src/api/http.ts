@@ -11,6 +11,9 @@ import { setLogLevel } from "./log-level.js";
 import type { Metrics } from "./metrics.js";
 import { invalidInput } from "./validation.js";
 
+/** Route labels for the HTTP metrics; any other path is "other", so scanners cannot explode the label set. */
+const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/log/level"]);
+
 /** The write API's payloads are a few hundred bytes; anything near this is not a real caller. */
 const MAX_BODY_BYTES = 64 * 1024;
 
@@ -57,6 +60,12 @@ export class HttpApi {
     this.writes = new LoadWrites(options.store, options.directory);
     this.access = new WriteAccess(options.host, options.token);
     this.server = createServer((request, response) => {
+      const started = performance.now();
+      response.once("finish", () => {
+        const path = new URL(request.url ?? "/", "http://localhost").pathname;
+        const url = ROUTES.has(path) ? path : "other";
+        options.metrics.observeHttp(request.method ?? "GET", url, response.statusCode, (performance.now() - started) * 1000);
+      });
       this.route(request, response).catch((error: unknown) => {
         options.log.error({ err: error, url: request.url }, "http handler failed");
         if (!response.headersSent) {

@@ -21,6 +21,18 @@ export interface RequestView {
 
 export type Decision = { kind: "route"; engine: string } | { kind: "refuse"; refusal: Refusal };
 
+export type RefusalReason = "invalid_request" | "model_not_found" | "no_engine_available";
+
+/** What happened to an exchange, once per event (never per body chunk), for metrics. */
+export interface ExchangeEvents {
+  picked(pool: string, engine: string, promptTokens: number): void;
+  refused(reason: RefusalReason, pool: string | undefined): void;
+  /** Seconds from the request reaching the sidecar to the first response body chunk. */
+  firstToken(seconds: number): void;
+  /** Seconds from the request reaching the sidecar to the release of its reservation. */
+  finished(seconds: number, outcome: Outcome): void;
+}
+
 export interface LifecycleContext {
   store: LoadStore;
   picker: Picker;
@@ -28,6 +40,7 @@ export interface LifecycleContext {
   log: Logger;
   /** Largest plain JSON response kept to read its `usage`. */
   maxJsonResponseBytes: number;
+  events: ExchangeEvents;
 }
 
 /**
@@ -60,7 +73,7 @@ export class InferenceExchange {
     const parsed: ParseResult = request.bodySeen
       ? parseInferenceRequest(request.path, request.body)
       : { ok: true, request: bodilessRequest() };
-    if (!parsed.ok) return { kind: "refuse", refusal: { status: 400, code: "invalid_request", message: parsed.message } };
+    if (!parsed.ok) return this.refuse({ status: 400, code: "invalid_request", message: parsed.message }, undefined);
     const { texts, tokenIds, messages } = parsed.request;
     this.model = request.header(MODEL_REWRITE_HEADER) || parsed.request.model;
     // Chat templates add about three tokens per message and three to prime the reply.
@@ -69,15 +82,21 @@ export class InferenceExchange {
     const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens });
     switch (result.kind) {
       case "no_pool":
-        return { kind: "refuse", refusal: { status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` } };
+        return this.refuse({ status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` }, undefined);
       case "no_engine":
-        return { kind: "refuse", refusal: { status: 503, code: "no_engine_available", message: `pool '${result.pool}' has no engine available` } };
+        return this.refuse({ status: 503, code: "no_engine_available", message: `pool '${result.pool}' has no engine available` }, result.pool);
       case "picked":
         this.reserved = { pool: result.reservation.pool, engine: result.reservation.engine };
+        this.context.events.picked(result.reservation.pool, result.reservation.engine, this.promptTokens);
         // The stream may have ended while the store answered: release at once.
         if (this.outcome !== undefined) this.release(this.outcome);
         return { kind: "route", engine: result.reservation.engine };
     }
+  }
+
+  private refuse(refusal: Refusal & { code: RefusalReason }, pool: string | undefined): Decision {
+    this.context.events.refused(refusal.code, pool);
+    return { kind: "refuse", refusal };
   }
 
   responseHeaders(status: number, contentType: string | undefined): void {
@@ -95,6 +114,7 @@ export class InferenceExchange {
     if (this.firstTokenAt === undefined) {
       this.firstTokenAt = performance.now();
       this.apply(() => this.context.store.firstToken(this.id));
+      this.context.events.firstToken((this.firstTokenAt - this.startedAt) / 1000);
     }
     this.record(this.scanner.push(chunk));
   }
@@ -133,6 +153,8 @@ export class InferenceExchange {
   private release(outcome: Outcome): void {
     if (this.reserved === undefined) return;
     this.apply(() => this.context.store.release(this.id, outcome));
+    const durationMs = performance.now() - this.startedAt;
+    this.context.events.finished(durationMs / 1000, outcome);
     this.context.log.info(
       {
         requestId: this.requestId,
@@ -142,7 +164,7 @@ export class InferenceExchange {
         promptTokens: this.promptTokens,
         completionTokens: this.generated,
         ttftMs: this.firstTokenAt === undefined ? undefined : Math.round(this.firstTokenAt - this.startedAt),
-        durationMs: Math.round(performance.now() - this.startedAt),
+        durationMs: Math.round(durationMs),
         status: this.status || undefined,
         outcome,
       },

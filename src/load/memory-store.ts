@@ -107,6 +107,10 @@ export class MemoryLoadStore implements LoadStore {
     return result;
   }
 
+  pools(): string[] {
+    return [...this.poolEngines.keys()];
+  }
+
   enginesOf(pool: string): string[] {
     return [...(this.poolEngines.get(pool)?.keys() ?? [])];
   }

@@ -84,6 +84,8 @@ export interface LoadStore {
   release(id: string, outcome: Outcome): Awaitable<boolean>;
   /** Current load of each engine the store knows, plus zeroes for the engines asked about. */
   loads(engines: readonly string[]): Awaitable<Map<string, EngineSnapshot>>;
+  /** Pools with open reservations (including clusters only the HTTP API reported). */
+  pools(): Awaitable<string[]>;
   /** Engines with open reservations recorded under a pool. */
   enginesOf(pool: string): Awaitable<string[]>;
   /**
