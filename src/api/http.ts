@@ -5,6 +5,7 @@ import type { Logger } from "../log.js";
 import type { PoolDirectory } from "../pools/pools.js";
 import { WriteAccess } from "./access.js";
 import { BodyError, readJson } from "./body.js";
+import { poolsView } from "./debug-view.js";
 import { ErrorCode, sendEnvelope } from "./envelope.js";
 import { LoadWrites, type WriteResult } from "./load-writes.js";
 import { setLogLevel } from "./log-level.js";
@@ -12,7 +13,7 @@ import type { Metrics } from "./metrics.js";
 import { invalidInput } from "./validation.js";
 
 /** Route labels for the HTTP metrics; any other path is "other", so scanners cannot explode the label set. */
-const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/log/level"]);
+const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/log/level", "/debug/pools"]);
 
 /** The write API's payloads are a few hundred bytes; anything near this is not a real caller. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -116,6 +117,8 @@ export class HttpApi {
         response.end(text);
         return;
       }
+      case "GET /debug/pools":
+        return sendEnvelope(request, response, 200, await poolsView(this.options.store, this.options.directory()));
       case "GET /v1/load/stats":
         return this.loadStats(request, response, url.searchParams.get("cluster"));
       case "POST /v1/load/stats":

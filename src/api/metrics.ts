@@ -2,19 +2,13 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ExchangeEvents, RefusalReason } from "../inference/lifecycle.js";
 import type { EngineSnapshot, LoadStore, Outcome } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
+import { readLoadSnapshot, type LoadSnapshot } from "./load-snapshot.js";
 import { SnapshotGauge, type Series } from "./snapshot-gauge.js";
 
 /** Where the scrape-time gauges read the load from. */
 export interface LoadSource {
   store: LoadStore;
   directory: () => PoolDirectory;
-}
-
-/** The load as of one scrape: each pool's engines and every engine's numbers. */
-interface LoadSnapshot {
-  pools: Map<string, string[]>;
-  loads: Map<string, EngineSnapshot>;
-  ledger: number;
 }
 
 const tokenBuckets = [16, 64, 256, 1024, 4096, 16_384, 65_536, 262_144];
@@ -175,16 +169,7 @@ export class Metrics implements ExchangeEvents {
   }
 
   private snapshot(): Promise<LoadSnapshot> {
-    this.scrape ??= this.readLoad();
+    this.scrape ??= readLoadSnapshot(this.source.store, this.source.directory());
     return this.scrape;
-  }
-
-  private async readLoad(): Promise<LoadSnapshot> {
-    const { store } = this.source;
-    const directory = this.source.directory();
-    const names = new Set([...directory.pools.map((pool) => pool.name), ...(await store.pools())]);
-    const pools = new Map<string, string[]>();
-    for (const name of names) pools.set(name, [...new Set([...(directory.named(name)?.endpoints ?? []), ...(await store.enginesOf(name))])]);
-    return { pools, loads: await store.loads([]), ledger: await store.size() };
   }
 }

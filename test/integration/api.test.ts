@@ -180,3 +180,34 @@ describe("POST /log/level", () => {
     }
   });
 });
+
+describe("GET /debug/pools", () => {
+  it("shows every configured pool, clusters only the API reported, their engines and load", async () => {
+    const [a, b] = [newId(), newId()];
+    await add({ cluster: "alpha", request_id: a, prompt_length: 9, ip: "10.0.0.1" });
+    await add({ cluster: "gamma", request_id: b, prompt_length: 4, ip: "10.7.7.7" });
+    await endPrompt(b);
+    const view = await call<{ ledger: number; pools: Array<{ name: string; models: string[]; configured: boolean; engines: Array<Record<string, number | string>> }> }>(
+      "GET",
+      "/debug/pools",
+      undefined,
+      { TraceId: "debug-1" },
+    );
+    expect(view).toMatchObject({ httpStatus: 200, status: "OK", trace_id: "debug-1" });
+    expect(view.data.ledger).toBe(2);
+    const byName = new Map(view.data.pools.map((pool) => [pool.name, pool]));
+    expect([...byName.keys()].sort()).toEqual(["alpha", "beta", "gamma"]);
+    expect(byName.get("alpha")).toMatchObject({ models: ["a"], configured: true });
+    expect(byName.get("alpha")?.engines.map((engine) => engine["engine"])).toEqual(["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.2:8001"]);
+    expect(byName.get("alpha")?.engines[0]).toMatchObject({ requests: 1, prefill_requests: 1, prefill_tokens: 9, tokens_held: 9 });
+    expect(byName.get("gamma")).toMatchObject({
+      models: [],
+      configured: false,
+      engines: [{ engine: "10.7.7.7", requests: 1, prefill_requests: 0, prefill_tokens: 0, tokens_held: 4 }],
+    });
+    await endStats(a);
+    await endStats(b);
+    const after = await call<{ pools: Array<{ name: string }> }>("GET", "/debug/pools");
+    expect(after.data.pools.map((pool) => pool.name).sort()).toEqual(["alpha", "beta"]);
+  });
+});
