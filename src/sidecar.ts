@@ -34,6 +34,9 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   let sequence = 0;
   let ready = false;
   const metrics = new Metrics({ store, directory: () => directory });
+  /** Observer: count an engine under the model's pool, else the pool that lists it. */
+  const observedPool = (engine: string, model: string | undefined): string =>
+    directory.forModel(model)?.name ?? directory.pools.find((pool) => pool.endpoints.includes(engine))?.name ?? "unknown";
 
   const extproc = new ExtProcServer({
     host: config.extproc.host,
@@ -43,10 +46,11 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       assumedModes: config.extproc.assumedBodyModes,
       maxRequestBodyBytes: config.extproc.maxRequestBodyBytes,
       observePick: (seconds, outcome) => metrics.observePick(seconds, outcome),
+      observer: config.role === "observer",
     },
     newExchange: () =>
       new InferenceExchange(
-        { store, picker, tokens, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes, events: metrics },
+        { store, picker, tokens, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes, events: metrics, observe: config.role === "observer" ? observedPool : undefined },
         `${instance}-${(sequence += 1)}`,
       ),
     log,

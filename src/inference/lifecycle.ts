@@ -1,3 +1,4 @@
+import { isEngineAddress } from "../config/schema.js";
 import type { Logger } from "../log.js";
 import type { Awaitable, LoadStore, Outcome } from "../load/store.js";
 import type { Picker } from "../scheduling/picker.js";
@@ -17,9 +18,12 @@ export interface RequestView {
   body: Buffer | undefined;
   /** False when the body exists but is not shown to us before the pick (headers-only modes). */
   bodySeen: boolean;
+  /** Observer role: the engine an earlier picker chose (routing header, else `envoy.lb` metadata). */
+  chosenEngine: string | undefined;
 }
 
-export type Decision = { kind: "route"; engine: string } | { kind: "refuse"; refusal: Refusal };
+/** route: send to this engine; observe: let the request through unchanged; refuse: answer it here. */
+export type Decision = { kind: "route"; engine: string } | { kind: "observe" } | { kind: "refuse"; refusal: Refusal };
 
 export type RefusalReason = "invalid_request" | "model_not_found" | "no_engine_available";
 
@@ -41,6 +45,11 @@ export interface LifecycleContext {
   /** Largest plain JSON response kept to read its `usage`. */
   maxJsonResponseBytes: number;
   events: ExchangeEvents;
+  /**
+   * Observer role: the pool an engine chosen elsewhere is counted under (the model's pool, or
+   * the pool listing that engine), or undefined when this sidecar is the picker.
+   */
+  observe: ((engine: string, model: string | undefined) => string) | undefined;
 }
 
 /**
@@ -79,6 +88,7 @@ export class InferenceExchange {
     // Chat templates add about three tokens per message and three to prime the reply.
     const templateTokens = messages > 0 ? messages * 3 + 3 : 0;
     this.promptTokens = this.context.tokens.count(texts.join("\n")) + tokenIds + templateTokens;
+    if (this.context.observe !== undefined) return this.observe(request.chosenEngine, this.context.observe);
     const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens });
     switch (result.kind) {
       case "no_pool":
@@ -92,6 +102,20 @@ export class InferenceExchange {
         if (this.outcome !== undefined) this.release(this.outcome);
         return { kind: "route", engine: result.reservation.engine };
     }
+  }
+
+  /**
+   * Track an exchange routed by someone else. Without a usable engine (no header, not a literal
+   * ip:port) nothing is counted: a guess would put load on the wrong engine.
+   */
+  private async observe(engine: string | undefined, poolFor: (engine: string, model: string | undefined) => string): Promise<Decision> {
+    if (engine === undefined || !isEngineAddress(engine)) return { kind: "observe" };
+    const pool = poolFor(engine, this.model);
+    if (!(await this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens }))) return { kind: "observe" };
+    this.reserved = { pool, engine };
+    this.context.events.picked(pool, engine, this.promptTokens);
+    if (this.outcome !== undefined) this.release(this.outcome);
+    return { kind: "observe" };
   }
 
   private refuse(refusal: Refusal & { code: RefusalReason }, pool: string | undefined): Decision {
