@@ -13,6 +13,7 @@ const addSchema = z.object({
   request_id: requestId,
   prompt_length: z.number().int().min(0).default(0),
   ip: z.string().refine((ip) => isIP(ip) === 4, { error: "must be an IPv4 address" }),
+  /** Sent by the Go client; accepted and ignored: the ledger stamps entries with its own clock for expiry. */
   timestamp: z.number().int().optional(),
 });
 
