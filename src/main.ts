@@ -15,7 +15,8 @@ const usage = `usage: metadata-center serve [options]
   --http-host HOST     HTTP API listen host          (env METADATA_CENTER_HTTP_HOST)
   --http-port PORT     HTTP API listen port          (env METADATA_CENTER_HTTP_PORT)
   --log-level LEVEL    trace|debug|info|warn|error   (env METADATA_CENTER_LOG_LEVEL)
-Also: METADATA_CENTER_CONFIG (config file), METADATA_CENTER_LOAD_REQ_EXPIRE and
+Also: METADATA_CENTER_CONFIG (config file), METADATA_CENTER_HTTP_TOKEN (bearer token for the
+HTTP write endpoints; required when the HTTP host is not loopback), METADATA_CENTER_LOAD_REQ_EXPIRE and
 METADATA_CENTER_LOAD_GC_INTERVAL (seconds, as in the Go metadata-center).`;
 
 /** Flag, environment variable, config path, numeric. Flags win over the environment. */
@@ -26,6 +27,7 @@ const settings = [
   ["http-host", "METADATA_CENTER_HTTP_HOST", ["http", "host"], false],
   ["http-port", "METADATA_CENTER_HTTP_PORT", ["http", "port"], true],
   ["log-level", "METADATA_CENTER_LOG_LEVEL", ["log", "level"], false],
+  [undefined, "METADATA_CENTER_HTTP_TOKEN", ["http", "token"], false],
   [undefined, "METADATA_CENTER_LOAD_REQ_EXPIRE", ["load", "ttlSeconds"], true],
   [undefined, "METADATA_CENTER_LOAD_GC_INTERVAL", ["load", "sweepSeconds"], true],
 ] as const;

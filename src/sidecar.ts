@@ -36,7 +36,10 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   const instance = randomBytes(4).toString("hex");
   let sequence = 0;
   let ready = false;
-  const metrics = new Metrics();
+  const metrics = new Metrics({ store, directory: () => directory });
+  /** Observer: count an engine under the model's pool, else the pool that lists it. */
+  const observedPool = (engine: string, model: string | undefined): string =>
+    directory.forModel(model)?.name ?? directory.pools.find((pool) => pool.endpoints.includes(engine))?.name ?? "unknown";
 
   const extproc = new ExtProcServer({
     host: config.extproc.host,
@@ -46,6 +49,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       assumedModes: config.extproc.assumedBodyModes,
       maxRequestBodyBytes: config.extproc.maxRequestBodyBytes,
       observePick: (seconds, outcome) => metrics.observePick(seconds, outcome),
+      observer: config.role === "observer",
     },
     newExchange: () =>
       new InferenceExchange(
@@ -56,12 +60,14 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
           log,
           maxJsonResponseBytes: config.load.maxJsonResponseBytes,
           forceIncludeUsage: config.inference.forceIncludeUsage,
+          events: metrics,
+          observe: config.role === "observer" ? observedPool : undefined,
         },
         `${instance}-${(sequence += 1)}`,
       ),
     log,
   });
-  const http = new HttpApi({ host: config.http.host, port: config.http.port, store, metrics, directory: () => directory, ready: () => ready, log });
+  const http = new HttpApi({ host: config.http.host, port: config.http.port, token: config.http.token, store, metrics, directory: () => directory, ready: () => ready, log });
 
   await extproc.start();
   await http.start();
@@ -71,7 +77,11 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       store.expire(config.load.ttlSeconds * 1000, (reservation) =>
         log.warn({ ...reservation, outcome: "expired", ttlSeconds: config.load.ttlSeconds }, "request expired"),
       ),
-    ).catch((error: unknown) => log.error({ err: error }, "expiring reservations failed"));
+    )
+      .then((expired) => {
+        if (expired > 0) metrics.observeExpired(expired);
+      })
+      .catch((error: unknown) => log.error({ err: error }, "expiring reservations failed"));
   }, config.load.sweepSeconds * 1000);
   sweeper.unref();
   ready = true;

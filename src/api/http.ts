@@ -1,13 +1,28 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { isIP } from "node:net";
 import type { LoadStore } from "../load/store.js";
 import type { Logger } from "../log.js";
 import type { PoolDirectory } from "../pools/pools.js";
+import { WriteAccess } from "./access.js";
+import { BodyError, readJson } from "./body.js";
+import { poolsView } from "./debug-view.js";
 import { ErrorCode, sendEnvelope } from "./envelope.js";
+import { LoadWrites, type WriteResult } from "./load-writes.js";
+import { setLogLevel } from "./log-level.js";
 import type { Metrics } from "./metrics.js";
+import { invalidInput } from "./validation.js";
+
+/** Route labels for the HTTP metrics; any other path is "other", so scanners cannot explode the label set. */
+const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/log/level", "/debug/pools"]);
+
+/** The write API's payloads are a few hundred bytes; anything near this is not a real caller. */
+const MAX_BODY_BYTES = 64 * 1024;
 
 export interface HttpApiOptions {
   host: string;
   port: number;
+  /** Bearer token for the mutating endpoints when `host` is not loopback. */
+  token: string | undefined;
   store: LoadStore;
   directory: () => PoolDirectory;
   metrics: Metrics;
@@ -28,7 +43,9 @@ interface EngineStats {
   updated_time: number;
 }
 
+/** `ip:port`, or a bare IP reported over the write API without a port (port 0). */
 function splitAddress(endpoint: string): { ip: string; port: number } {
+  if (isIP(endpoint) !== 0) return { ip: endpoint, port: 0 };
   const colon = endpoint.lastIndexOf(":");
   return { ip: endpoint.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(endpoint.slice(colon + 1)) };
 }
@@ -36,10 +53,20 @@ function splitAddress(endpoint: string): { ip: string; port: number } {
 /** The HTTP side: the metadata-center v1 load API and health endpoints. */
 export class HttpApi {
   private readonly server: Server;
+  private readonly writes: LoadWrites;
+  private readonly access: WriteAccess;
   port = 0;
 
   constructor(private readonly options: HttpApiOptions) {
+    this.writes = new LoadWrites(options.store, options.directory);
+    this.access = new WriteAccess(options.host, options.token);
     this.server = createServer((request, response) => {
+      const started = performance.now();
+      response.once("finish", () => {
+        const path = new URL(request.url ?? "/", "http://localhost").pathname;
+        const url = ROUTES.has(path) ? path : "other";
+        options.metrics.observeHttp(request.method ?? "GET", url, response.statusCode, (performance.now() - started) * 1000);
+      });
       this.route(request, response).catch((error: unknown) => {
         options.log.error({ err: error, url: request.url }, "http handler failed");
         if (!response.headersSent) {
@@ -61,6 +88,7 @@ export class HttpApi {
   }
 
   close(): Promise<void> {
+    this.writes.close();
     return new Promise((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -69,7 +97,15 @@ export class HttpApi {
 
   private async route(request: IncomingMessage, response: ServerResponse): Promise<void> {
     const url = new URL(request.url ?? "/", "http://localhost");
-    const key = `${request.method ?? "GET"} ${url.pathname}`;
+    const method = request.method ?? "GET";
+    const key = `${method} ${url.pathname}`;
+    if (method !== "GET" && method !== "HEAD" && !this.access.allows(request)) {
+      return sendEnvelope(request, response, 401, null, {
+        code: ErrorCode.unauthenticated,
+        message: "authentication failed",
+        reason: "this endpoint needs 'Authorization: Bearer <http.token>'",
+      });
+    }
     switch (key) {
       case "GET /healthz":
         return this.plain(response, 200, "ok");
@@ -81,8 +117,18 @@ export class HttpApi {
         response.end(text);
         return;
       }
+      case "GET /debug/pools":
+        return sendEnvelope(request, response, 200, await poolsView(this.options.store, this.options.directory()));
       case "GET /v1/load/stats":
         return this.loadStats(request, response, url.searchParams.get("cluster"));
+      case "POST /v1/load/stats":
+        return this.write(request, response, (body) => this.writes.add(body));
+      case "DELETE /v1/load/prompt":
+        return this.write(request, response, (body) => this.writes.deletePrompt(body));
+      case "DELETE /v1/load/stats":
+        return this.write(request, response, (body) => this.writes.deleteStats(body));
+      case "POST /log/level":
+        return this.write(request, response, (body) => setLogLevel(this.options.log, body));
       default:
         sendEnvelope(request, response, 404, null, { code: ErrorCode.invalidInput, message: "not found", reason: `no route for ${key}` });
     }
@@ -114,6 +160,26 @@ export class HttpApi {
       };
     });
     sendEnvelope(request, response, 200, data);
+  }
+
+  /** Read the JSON body, apply the change, answer in the envelope. */
+  private async write(
+    request: IncomingMessage,
+    response: ServerResponse,
+    apply: (body: unknown) => WriteResult | Promise<WriteResult>,
+  ): Promise<void> {
+    let body: unknown;
+    try {
+      body = await readJson(request, MAX_BODY_BYTES);
+    } catch (error) {
+      if (!(error instanceof BodyError)) throw error;
+      // An oversized body is left unread: close the connection rather than drain it.
+      response.setHeader("connection", "close");
+      return sendEnvelope(request, response, 400, null, invalidInput(error.message));
+    }
+    const result = await apply(body);
+    if (result.ok) sendEnvelope(request, response, 200, null);
+    else sendEnvelope(request, response, result.status, null, result.error);
   }
 
   private plain(response: ServerResponse, status: number, text: string): void {

@@ -1,11 +1,30 @@
-import { Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { ExchangeEvents, RefusalReason } from "../inference/lifecycle.js";
+import type { EngineSnapshot, LoadStore, Outcome } from "../load/store.js";
+import type { PoolDirectory } from "../pools/pools.js";
+import { readLoadSnapshot, type LoadSnapshot } from "./load-snapshot.js";
+import { SnapshotGauge, type Series } from "./snapshot-gauge.js";
+
+/** Where the scrape-time gauges read the load from. */
+export interface LoadSource {
+  store: LoadStore;
+  directory: () => PoolDirectory;
+}
+
+const tokenBuckets = [16, 64, 256, 1024, 4096, 16_384, 65_536, 262_144];
+const secondBuckets = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
 /**
  * The sidecar's Prometheus metrics, one registry per sidecar (tests run several in one process).
- * Observations are cheap counters; the text is built only when `/metrics` is scraped.
+ * The hot path only bumps a counter or a histogram per exchange event, never per body chunk;
+ * the per-pool and per-engine gauges are read from the store when `/metrics` is scraped, so
+ * their cost is paid by the scraper and is independent of the traffic.
  */
-export class Metrics {
+export class Metrics implements ExchangeEvents {
   readonly registry = new Registry();
+  /** One store read per scrape, shared by every gauge's collect(). */
+  private scrape: Promise<LoadSnapshot> | undefined;
+
   /** Body end → headers reply, inside the sidecar: parse, count tokens, pick and reserve. */
   private readonly pickLatency = new Histogram({
     name: "metadata_center_pick_latency_seconds",
@@ -14,16 +33,143 @@ export class Metrics {
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1],
     registers: [this.registry],
   });
+  private readonly picks = new Counter({
+    name: "metadata_center_picks_total",
+    help: "Picks by pool, chosen engine (empty when none) and outcome (routed | no_engine)",
+    labelNames: ["pool", "engine", "outcome"] as const,
+    registers: [this.registry],
+  });
+  private readonly refusals = new Counter({
+    name: "metadata_center_refusals_total",
+    help: "Requests answered by the sidecar instead of routed, by reason",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  private readonly ttft = new Histogram({
+    name: "metadata_center_time_to_first_token_seconds",
+    help: "From the request reaching the sidecar to the first response body chunk",
+    buckets: secondBuckets,
+    registers: [this.registry],
+  });
+  private readonly duration = new Histogram({
+    name: "metadata_center_request_duration_seconds",
+    help: "From the request reaching the sidecar to its release, by outcome",
+    labelNames: ["outcome"] as const,
+    buckets: secondBuckets,
+    registers: [this.registry],
+  });
+  private readonly promptTokens = new Histogram({
+    name: "metadata_center_prompt_tokens",
+    help: "Prompt tokens counted per routed request",
+    buckets: tokenBuckets,
+    registers: [this.registry],
+  });
+  private readonly expired = new Counter({
+    name: "metadata_center_expired_total",
+    help: "Reservations never closed and dropped after load.ttlSeconds",
+    registers: [this.registry],
+  });
+  private readonly httpStatus = new Counter({
+    name: "http_request_status_code_total",
+    help: "HTTP API requests by route, method and status code (metadata-center name)",
+    labelNames: ["url", "method", "status_code"] as const,
+    registers: [this.registry],
+  });
+  private readonly httpDuration = new Histogram({
+    name: "http_request_duration_us",
+    help: "HTTP API request duration in microseconds (metadata-center name)",
+    labelNames: ["method", "url"] as const,
+    buckets: [50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000, 1_000_000],
+    registers: [this.registry],
+  });
+
+  constructor(private readonly source: LoadSource) {
+    const registers = [this.registry];
+    const poolGauge = (name: string, help: string, value: (pool: string, engines: string[]) => number): void => {
+      const gauge: Gauge<"model_name"> = new Gauge({
+        name,
+        help,
+        labelNames: ["model_name"] as const,
+        registers,
+        collect: async () => {
+          const snapshot = await this.snapshot();
+          gauge.reset();
+          for (const [pool, engines] of snapshot.pools) gauge.set({ model_name: pool }, value(pool, engines));
+        },
+      });
+    };
+    const engineGauge = (name: string, help: string, labels: "go" | "ours", value: (load: EngineSnapshot) => number): void => {
+      const labelNames = labels === "go" ? ["model_name", "engine_ip"] : ["pool", "engine"];
+      new SnapshotGauge({ name, help, labelNames, registers }, async () => {
+        const snapshot = await this.snapshot();
+        const series: Series[] = [];
+        for (const [pool, engines] of snapshot.pools) {
+          for (const engine of engines) {
+            const load = snapshot.loads.get(engine);
+            series.push({ labels: [pool, engine], value: load === undefined ? 0 : value(load) });
+          }
+        }
+        return series;
+      });
+    };
+    // The Go service's names; engine_ip is the engine key (ip:port, or the bare IP the API reported).
+    poolGauge("model_engine_count", "Engines per pool (metadata-center cluster)", (_, engines) => engines.length);
+    engineGauge("queued_num", "Requests in flight per engine (metadata-center name)", "go", (load) => load.requests);
+    engineGauge("prompt_length", "Prompt length in prefill per engine (metadata-center name)", "go", (load) => load.prefillTokens);
+    engineGauge("metadata_center_engine_requests", "Requests in flight per engine", "ours", (load) => load.requests);
+    engineGauge("metadata_center_engine_prefill_requests", "Requests in prefill per engine", "ours", (load) => load.prefillRequests);
+    engineGauge("metadata_center_engine_prefill_tokens", "Prompt tokens in prefill per engine", "ours", (load) => load.prefillTokens);
+    engineGauge("metadata_center_engine_tokens_held", "Prompt plus generated tokens in flight per engine", "ours", (load) => load.tokensHeld);
+    const ledger: Gauge = new Gauge({
+      name: "metadata_center_ledger_size",
+      help: "Open reservations in the ledger",
+      registers,
+      collect: async () => ledger.set((await this.snapshot()).ledger),
+    });
+  }
 
   observePick(seconds: number, outcome: "routed" | "refused"): void {
     this.pickLatency.observe({ outcome }, seconds);
   }
 
-  text(): Promise<string> {
+  picked(pool: string, engine: string, promptTokens: number): void {
+    this.picks.inc({ pool, engine, outcome: "routed" });
+    this.promptTokens.observe(promptTokens);
+  }
+
+  refused(reason: RefusalReason, pool: string | undefined): void {
+    if (reason === "no_engine_available" && pool !== undefined) this.picks.inc({ pool, engine: "", outcome: "no_engine" });
+    this.refusals.inc({ reason });
+  }
+
+  firstToken(seconds: number): void {
+    this.ttft.observe(seconds);
+  }
+
+  finished(seconds: number, outcome: Outcome): void {
+    this.duration.observe({ outcome }, seconds);
+  }
+
+  observeExpired(count: number): void {
+    this.expired.inc(count);
+  }
+
+  observeHttp(method: string, url: string, statusCode: number, microseconds: number): void {
+    this.httpStatus.inc({ url, method, status_code: String(statusCode) });
+    this.httpDuration.observe({ method, url }, microseconds);
+  }
+
+  async text(): Promise<string> {
+    this.scrape = undefined;
     return this.registry.metrics();
   }
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+
+  private snapshot(): Promise<LoadSnapshot> {
+    this.scrape ??= readLoadSnapshot(this.source.store, this.source.directory());
+    return this.scrape;
   }
 }

@@ -18,6 +18,14 @@ export function isEngineAddress(value: string): boolean {
   return portNumber > 0 && portNumber <= 65535 && (version === 4 ? !bracketed : version === 6 && bracketed);
 }
 
+/** The HTTP API may be left open only where nothing but this host can reach it. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, "").toLowerCase();
+  if (bare === "localhost" || bare === "::1") return true;
+  const v4 = bare.startsWith("::ffff:") ? bare.slice(7) : bare;
+  return isIP(v4) === 4 && v4.startsWith("127.");
+}
+
 const engineAddress = z.string().refine(isEngineAddress, {
   error: (issue) => `${JSON.stringify(issue.input)} is not a literal ip:port (IPv6 as [addr]:port)`,
 });
@@ -50,7 +58,8 @@ const bodyMode = z.enum(bodyModes as [string, ...string[]]).transform((mode) => 
 
 export const configSchema = z
   .strictObject({
-    role: z.literal("picker").default("picker"),
+    /** picker: choose and route; observer: another component routed, only track the load. */
+    role: z.enum(["picker", "observer"]).default("picker"),
     extproc: z
       .strictObject({
         host: z.string().min(1).default("127.0.0.1"),
@@ -63,7 +72,14 @@ export const configSchema = z
       })
       .prefault({}),
     health: z.strictObject({ port: port.default(9003) }).prefault({}),
-    http: z.strictObject({ host: z.string().min(1).default("127.0.0.1"), port: port.default(9090) }).prefault({}),
+    http: z
+      .strictObject({
+        host: z.string().min(1).default("127.0.0.1"),
+        port: port.default(9090),
+        /** Bearer token for the mutating endpoints; required when `host` is not loopback. */
+        token: z.string().min(16, { error: "must be at least 16 characters" }).optional(),
+      })
+      .prefault({}),
     scheduling: z
       .strictObject({
         weights: z
@@ -105,6 +121,13 @@ export const configSchema = z
     pools: z.array(pool).min(1),
   })
   .superRefine((config, context) => {
+    if (!isLoopbackHost(config.http.host) && config.http.token === undefined) {
+      context.addIssue({
+        code: "custom",
+        path: ["http", "token"],
+        message: `required when http.host (${config.http.host}) is not a loopback address: anyone who reaches the port could write load (set it or METADATA_CENTER_HTTP_TOKEN)`,
+      });
+    }
     const names = new Set<string>();
     const servedBy = new Map<string, string>();
     config.pools.forEach((p, i) => {

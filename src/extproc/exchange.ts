@@ -4,6 +4,7 @@ import type { Logger } from "../log.js";
 import {
   bodyModeOf,
   bodyReply,
+  filterMetadataOf,
   headerMapOf,
   headersReply,
   immediateReply,
@@ -27,6 +28,8 @@ export interface ExchangeSettings {
   maxRequestBodyBytes: number;
   /** Told how long each pick took, from body end (or headers) to the reply that routes or refuses. */
   observePick?: (seconds: number, outcome: "routed" | "refused") => void;
+  /** Observer role: an earlier picker's routing header and metadata are left as they are. */
+  observer: boolean;
 }
 
 /** Where replies go: the gRPC stream. */
@@ -47,6 +50,8 @@ type ResponsePhase = "waiting" | "body" | "done";
 /** One ext_proc stream = one HTTP exchange, driven message by message. */
 export class ExtProcExchange {
   private requestPhase: RequestPhase = "headers";
+  /** The engine an earlier picker wrote into `envoy.lb` metadata (forwarded by Envoy when configured). */
+  private chosenByMetadata: unknown;
   private responsePhase: ResponsePhase = "waiting";
   private modes: { request: BodyMode; response: BodyMode };
   private path = "";
@@ -79,7 +84,10 @@ export class ExtProcExchange {
         response: bodyModeOf(message.protocolConfig.responseBodyMode),
       };
     }
-    if (message.requestHeaders !== undefined) this.onRequestHeaders(message.requestHeaders.headers, message.requestHeaders.endOfStream);
+    if (message.requestHeaders !== undefined) {
+      this.chosenByMetadata = filterMetadataOf(message, "envoy.lb")?.[DESTINATION_HEADER];
+      this.onRequestHeaders(message.requestHeaders.headers, message.requestHeaders.endOfStream);
+    }
     else if (message.requestBody !== undefined) this.onRequestBody(message.requestBody.body, message.requestBody.endOfStream);
     else if (message.requestTrailers !== undefined) this.onRequestTrailers();
     else if (message.responseHeaders !== undefined) this.onResponseHeaders(message.responseHeaders.headers, message.responseHeaders.endOfStream);
@@ -117,7 +125,7 @@ export class ExtProcExchange {
         // The body comes only after this reply; the route goes on the body reply, which
         // may still change the request headers. Never let a client's value through meanwhile.
         this.requestPhase = "collecting";
-        this.write(headersReply("request", { remove: [DESTINATION_HEADER] }));
+        this.write(headersReply("request", this.settings.observer ? {} : { remove: [DESTINATION_HEADER] }));
         return;
       default:
         // Headers-only and STREAMED: the headers go upstream with this reply, before any body.
@@ -202,7 +210,14 @@ export class ExtProcExchange {
   private decide(body: Buffer | undefined, bodySeen: boolean, then: (decision: Decision) => void): void {
     this.requestPhase = "deciding";
     const started = performance.now();
-    const request = { path: this.path, header: (name: string) => this.headers.get(name), body, bodySeen };
+    const fromMetadata = typeof this.chosenByMetadata === "string" ? this.chosenByMetadata : undefined;
+    const request = {
+      path: this.path,
+      header: (name: string) => this.headers.get(name),
+      body,
+      bodySeen,
+      chosenEngine: this.headers.get(DESTINATION_HEADER) ?? fromMetadata,
+    };
     this.inference
       .decide(request)
       .catch((error: unknown): Decision => {
@@ -211,9 +226,9 @@ export class ExtProcExchange {
       })
       .then((decision) => {
         if (this.ended) return;
-        this.requestPhase = decision.kind === "route" ? "forwarding" : "refused";
+        this.requestPhase = decision.kind === "refuse" ? "refused" : "forwarding";
         then(decision);
-        this.settings.observePick?.((performance.now() - started) / 1000, decision.kind === "route" ? "routed" : "refused");
+        this.settings.observePick?.((performance.now() - started) / 1000, decision.kind === "refuse" ? "refused" : "routed");
         const waiting = this.waiting;
         this.waiting = [];
         for (const message of waiting) this.onMessage(message);
@@ -225,6 +240,10 @@ export class ExtProcExchange {
     if (decision.kind === "refuse") {
       this.refuse(decision.refusal);
       return false;
+    }
+    if (decision.kind === "observe") {
+      this.write(kind === "request_headers" ? headersReply("request") : bodyReply("request"));
+      return true;
     }
     const changes: HeaderChanges = { set: { [DESTINATION_HEADER]: decision.engine } };
     const metadata = { "envoy.lb": { [DESTINATION_HEADER]: decision.engine } };

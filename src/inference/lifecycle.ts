@@ -1,7 +1,8 @@
+import { isEngineAddress } from "../config/schema.js";
 import type { Logger } from "../log.js";
 import type { Awaitable, LoadStore, Outcome, ReportedUsage } from "../load/store.js";
 import type { Picker } from "../scheduling/picker.js";
-import type { Refusal } from "./refusal.js";
+import type { Refusal, RefusalReason } from "./refusal.js";
 import { bodilessRequest, parseInferenceRequest, type ParseResult } from "./request.js";
 import { scannerFor, type ResponseProgress, type ResponseScanner } from "./response.js";
 import type { TokenizerRegistry } from "./tokenizers/registry.js";
@@ -17,10 +18,27 @@ export interface RequestView {
   body: Buffer | undefined;
   /** False when the body exists but is not shown to us before the pick (headers-only modes). */
   bodySeen: boolean;
+  /** Observer role: the engine an earlier picker chose (routing header, else `envoy.lb` metadata). */
+  chosenEngine: string | undefined;
 }
 
-/** Route to `engine`; `body`, when set, replaces the request body (the transport fixes its length). */
-export type Decision = { kind: "route"; engine: string; body?: Buffer } | { kind: "refuse"; refusal: Refusal };
+/**
+ * route: send to this engine (`body`, when set, replaces the request body; the transport fixes
+ * its length); observe: let the request through unchanged; refuse: answer it here.
+ */
+export type Decision = { kind: "route"; engine: string; body?: Buffer } | { kind: "observe" } | { kind: "refuse"; refusal: Refusal };
+
+export type { RefusalReason };
+
+/** What happened to an exchange, once per event (never per body chunk), for metrics. */
+export interface ExchangeEvents {
+  picked(pool: string, engine: string, promptTokens: number): void;
+  refused(reason: RefusalReason, pool: string | undefined): void;
+  /** Seconds from the request reaching the sidecar to the first token. */
+  firstToken(seconds: number): void;
+  /** Seconds from the request reaching the sidecar to the release of its reservation. */
+  finished(seconds: number, outcome: Outcome): void;
+}
 
 export interface LifecycleContext {
   store: LoadStore;
@@ -31,6 +49,12 @@ export interface LifecycleContext {
   maxJsonResponseBytes: number;
   /** Ask streaming engines for `usage` when the client did not, so counts reconcile. */
   forceIncludeUsage: boolean;
+  events: ExchangeEvents;
+  /**
+   * Observer role: the pool an engine chosen elsewhere is counted under (the model's pool, or
+   * the pool listing that engine), or undefined when this sidecar is the picker.
+   */
+  observe: ((engine: string, model: string | undefined) => string) | undefined;
 }
 
 /** Runs `then` on a value that may still be on its way. */
@@ -59,6 +83,8 @@ export class InferenceExchange {
   private chain: Promise<unknown> | undefined;
 
   private requestId: string | undefined;
+  /** The pool a refusal concerned, for the refusal's metric label. */
+  private refusedPool: string | undefined;
 
   constructor(
     private readonly context: LifecycleContext,
@@ -70,17 +96,19 @@ export class InferenceExchange {
     const parsed: ParseResult = request.bodySeen
       ? parseInferenceRequest(request.path, request.body)
       : { ok: true, request: bodilessRequest() };
-    if (!parsed.ok) return { kind: "refuse", refusal: { status: 400, code: "invalid_request", message: parsed.message } };
+    if (!parsed.ok) return this.refuse({ status: 400, code: "invalid_request", message: parsed.message }, undefined);
     this.model = request.header(MODEL_REWRITE_HEADER) || parsed.request.model;
     this.promptTokens = this.context.tokens.forModel(this.model).promptTokens(parsed.request);
+    if (this.context.observe !== undefined) return this.observe(request.chosenEngine, this.context.observe);
     const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens });
     switch (result.kind) {
       case "no_pool":
-        return { kind: "refuse", refusal: { status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` } };
+        return this.refuse({ status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` }, undefined);
       case "no_engine":
-        return { kind: "refuse", refusal: { status: 503, code: "no_engine_available", message: `pool '${result.pool}' has no engine available` } };
+        return this.refuse({ status: 503, code: "no_engine_available", message: `pool '${result.pool}' has no engine available` }, result.pool);
       case "picked":
         this.reserved = { pool: result.reservation.pool, engine: result.reservation.engine };
+        this.context.events.picked(result.reservation.pool, result.reservation.engine, this.promptTokens);
         // The stream may have ended while the store answered: release at once.
         if (this.outcome !== undefined) this.release(this.outcome);
         if (this.context.forceIncludeUsage && parsed.request.withUsage !== undefined) {
@@ -88,6 +116,25 @@ export class InferenceExchange {
         }
         return { kind: "route", engine: result.reservation.engine };
     }
+  }
+
+  /**
+   * Track an exchange routed by someone else. Without a usable engine (no header, not a literal
+   * ip:port) nothing is counted: a guess would put load on the wrong engine.
+   */
+  private async observe(engine: string | undefined, poolFor: (engine: string, model: string | undefined) => string): Promise<Decision> {
+    if (engine === undefined || !isEngineAddress(engine)) return { kind: "observe" };
+    const pool = poolFor(engine, this.model);
+    if (!(await this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens }))) return { kind: "observe" };
+    this.reserved = { pool, engine };
+    this.context.events.picked(pool, engine, this.promptTokens);
+    if (this.outcome !== undefined) this.release(this.outcome);
+    return { kind: "observe" };
+  }
+
+  private refuse(refusal: Refusal, pool: string | undefined): Decision {
+    this.refusedPool = pool;
+    return { kind: "refuse", refusal };
   }
 
   responseHeaders(status: number, contentType: string | undefined): void {
@@ -119,6 +166,7 @@ export class InferenceExchange {
 
   /** The transport answered the request itself; nothing was reserved. One log line, like a finished request. */
   refused(refusal: Refusal, requestId: string | undefined): void {
+    this.context.events.refused(refusal.code, this.refusedPool);
     this.context.log.info(
       {
         requestId: requestId ?? this.requestId,
@@ -138,6 +186,7 @@ export class InferenceExchange {
     if (progress.firstToken === true && this.firstTokenAt === undefined) {
       this.firstTokenAt = performance.now();
       this.apply(() => this.context.store.firstToken(this.id));
+      this.context.events.firstToken((this.firstTokenAt - this.startedAt) / 1000);
     }
     if (progress.generated > 0) {
       this.generated += progress.generated;
@@ -166,6 +215,7 @@ export class InferenceExchange {
   }
 
   private logFinished(pool: string, engine: string, outcome: Outcome): void {
+    this.context.events.finished((performance.now() - this.startedAt) / 1000, outcome);
     this.context.log.info(
       {
         requestId: this.requestId,

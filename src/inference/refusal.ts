@@ -1,8 +1,10 @@
+export type RefusalReason = "invalid_request" | "model_not_found" | "no_engine_available" | "request_too_large" | "internal_error";
+
 /** A request the sidecar answers itself, with an OpenAI-style error body. */
 export interface Refusal {
   status: number;
-  /** OpenAI `error.code`, also the reason label in logs. */
-  code: string;
+  /** OpenAI `error.code`, also the reason label in logs and metrics. */
+  code: RefusalReason;
   message: string;
 }
 

@@ -47,6 +47,10 @@ export class MemoryLoadStore implements LoadStore {
     return true;
   }
 
+  has(id: string): boolean {
+    return this.ledger.has(id);
+  }
+
   firstToken(id: string): void {
     const entry = this.ledger.get(id);
     if (entry === undefined || !entry.inPrefill) return;
@@ -101,6 +105,10 @@ export class MemoryLoadStore implements LoadStore {
     for (const engine of engines) result.set(engine, { ...(this.engines.get(engine) ?? { ...zeroLoad(), updatedAt: 0 }) });
     for (const [engine, load] of this.engines) if (!result.has(engine)) result.set(engine, { ...load });
     return result;
+  }
+
+  pools(): string[] {
+    return [...this.poolEngines.keys()];
   }
 
   enginesOf(pool: string): string[] {

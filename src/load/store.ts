@@ -74,6 +74,8 @@ export interface LoadStore {
   pickAndReserve(request: PickRequest): Awaitable<Reservation | undefined>;
   /** Record a reservation on an engine chosen elsewhere. False when the id is already open. */
   reserve(request: ReserveRequest): Awaitable<boolean>;
+  /** True while the reservation is open. */
+  has(id: string): Awaitable<boolean>;
   /** The first token was seen: the request leaves prefill. Idempotent. */
   firstToken(id: string): Awaitable<void>;
   /** Tokens generated so far add to the tokens the engine holds. */
@@ -84,6 +86,8 @@ export interface LoadStore {
   release(id: string, outcome: Outcome): Awaitable<boolean>;
   /** Current load of each engine the store knows, plus zeroes for the engines asked about. */
   loads(engines: readonly string[]): Awaitable<Map<string, EngineSnapshot>>;
+  /** Pools with open reservations (including clusters only the HTTP API reported). */
+  pools(): Awaitable<string[]>;
   /** Engines with open reservations recorded under a pool. */
   enginesOf(pool: string): Awaitable<string[]>;
   /**

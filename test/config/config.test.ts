@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, parseConfig } from "../../src/config/load.js";
-import { isEngineAddress } from "../../src/config/schema.js";
+import { isEngineAddress, isLoopbackHost } from "../../src/config/schema.js";
 import { watchConfig } from "../../src/config/watch.js";
 
 const minimal = `pools:\n  - name: a\n    models: ["m"]\n    endpoints: ["10.0.0.1:8000"]\n`;
@@ -57,6 +57,21 @@ describe("config", () => {
     expect(() => parseConfig(minimal, "c.yaml", [{ path: ["http", "port"], value: "eighty", source: "env X", numeric: true }])).toThrow(
       /http\.port \(from env X\): "eighty" is not a number/,
     );
+  });
+
+  it("requires http.token when the HTTP API listens beyond loopback", () => {
+    const exposed = `http: { host: 0.0.0.0 }\n${minimal}`;
+    expect(() => parseConfig(exposed, "c.yaml")).toThrow(/http\.token: required when http\.host \(0\.0\.0\.0\) is not a loopback address/);
+    expect(() => parseConfig(`http: { host: 0.0.0.0, token: short }\n${minimal}`, "c.yaml")).toThrow(/http\.token: must be at least 16 characters/);
+    const token = "0123456789abcdef0123";
+    const fromEnv = parseConfig(exposed, "c.yaml", [{ path: ["http", "token"], value: token, source: "env METADATA_CENTER_HTTP_TOKEN", numeric: false }]);
+    expect(fromEnv.http.token).toBe(token);
+    expect(parseConfig(minimal, "c.yaml").http.token).toBeUndefined();
+  });
+
+  it("knows which HTTP hosts are loopback", () => {
+    for (const host of ["127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]", "::ffff:127.0.0.1"]) expect(isLoopbackHost(host)).toBe(true);
+    for (const host of ["0.0.0.0", "::", "10.0.0.1", "example.com", "128.0.0.1"]) expect(isLoopbackHost(host)).toBe(false);
   });
 
   it("takes only literal ip:port engine addresses", () => {

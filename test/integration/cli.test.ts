@@ -70,6 +70,20 @@ describe("metadata-center serve", () => {
     expect((await fetch(`http://127.0.0.1:${running.ports.http}/healthz`)).status).toBe(200);
   });
 
+  it("needs a token to expose HTTP, and takes it from METADATA_CENTER_HTTP_TOKEN", async () => {
+    const file = configFile("pools: [{ name: a, models: ['*'], endpoints: ['10.0.0.1:80'] }]\n");
+    const args = ["--config", file, "--http-host", "0.0.0.0", "--http-port", "0", "--health-port", "0", "--extproc-port", "0"];
+    const refused = spawnSync(...node(["serve", ...args]), { cwd: root, encoding: "utf8" });
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain("http.token: required when http.host (0.0.0.0) is not a loopback address");
+    const token = "token-from-the-environment";
+    running = await serve(args, { METADATA_CENTER_HTTP_TOKEN: token });
+    const post = (authorization: string) =>
+      fetch(`http://127.0.0.1:${running!.ports.http}/log/level`, { method: "POST", headers: { authorization }, body: '{"LevelParam":"INFO"}' });
+    expect((await post("Bearer wrong")).status).toBe(401);
+    expect((await post(`Bearer ${token}`)).status).toBe(200);
+  });
+
   it("on SIGTERM stops taking streams, lets an open exchange finish, and exits 0", async () => {
     engine = await startEngineSim({ decodeTokensPerSecond: 20 });
     const file = configFile(`pools: [{ name: a, models: ['*'], endpoints: ['${engine.address}'] }]\nshutdown: { graceSeconds: 10 }\n`);

@@ -139,13 +139,17 @@ describe("MemoryLoadStore ledger", () => {
     );
   });
 
-  it("lists the engines a pool has open reservations on, and forgets them when closed", () => {
+  it("lists the pools and engines with open reservations and whether an id is open, and forgets them when closed", () => {
     const store = new MemoryLoadStore();
     store.reserve({ id: "a", pool: "p1", engine: "10.0.0.1:1", promptTokens: 1 });
     store.reserve({ id: "b", pool: "p2", engine: "10.0.0.2:1", promptTokens: 1 });
     expect(store.enginesOf("p1")).toEqual(["10.0.0.1:1"]);
+    expect(store.pools().sort()).toEqual(["p1", "p2"]);
+    expect(store.has("a")).toBe(true);
     store.release("a", "ok");
+    expect(store.has("a")).toBe(false);
     expect(store.enginesOf("p1")).toEqual([]);
+    expect(store.pools()).toEqual(["p2"]);
     expect(store.enginesOf("p2")).toEqual(["10.0.0.2:1"]);
   });
 

@@ -3,7 +3,7 @@ import { pino } from "pino";
 import { parseConfig } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
 import type { EngineLoad } from "../../src/load/store.js";
-import { createLogger } from "../../src/log.js";
+import { createLogger, type Logger } from "../../src/log.js";
 import { startSidecar, type Sidecar } from "../../src/sidecar.js";
 
 export interface PoolSpec {
@@ -13,7 +13,6 @@ export interface PoolSpec {
   tokenizer?: "o200k" | { file: string; approximateAboveChars?: number };
 }
 
-/** Starts the real sidecar in this process on free ports, with the given pools and settings. */
 /** Log lines the sidecar wrote, parsed; pass one to `startTestSidecar` to keep them. */
 export class LogCapture extends Writable {
   readonly lines: Array<Record<string, unknown>> = [];
@@ -29,11 +28,12 @@ export class LogCapture extends Writable {
   }
 }
 
+/** Starts the real sidecar in this process on free ports, with the given pools and settings. */
 export async function startTestSidecar(
   pools: PoolSpec[],
   extra: Record<string, unknown> = {},
   capture?: LogCapture,
-): Promise<Sidecar & { config: Config }> {
+): Promise<Sidecar & { config: Config; log: Logger }> {
   const config = parseConfig(
     JSON.stringify({
       extproc: { port: 0 },
@@ -47,7 +47,7 @@ export async function startTestSidecar(
   );
   const log = capture === undefined ? createLogger(config.log.level) : pino({ level: "info" }, capture);
   const sidecar = await startSidecar(config, log);
-  return Object.assign(sidecar, { config });
+  return Object.assign(sidecar, { config, log });
 }
 
 /** Sum of every engine's numbers: all zero once traffic has stopped. */

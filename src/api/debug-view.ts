@@ -1,0 +1,51 @@
+import type { LoadStore } from "../load/store.js";
+import type { PoolDirectory } from "../pools/pools.js";
+import { readLoadSnapshot } from "./load-snapshot.js";
+
+export interface EngineView {
+  engine: string;
+  requests: number;
+  prefill_requests: number;
+  prefill_tokens: number;
+  tokens_held: number;
+  /** ms since the epoch of the last change; 0 if never. */
+  updated_at: number;
+}
+
+export interface PoolView {
+  name: string;
+  /** Models served; empty for a cluster only the HTTP API reported. */
+  models: readonly string[];
+  configured: boolean;
+  engines: EngineView[];
+}
+
+export interface PoolsView {
+  ledger: number;
+  pools: PoolView[];
+}
+
+/** `GET /debug/pools`: every pool, its engines and their load, for a human looking at one sidecar. */
+export async function poolsView(store: LoadStore, directory: PoolDirectory): Promise<PoolsView> {
+  const snapshot = await readLoadSnapshot(store, directory);
+  const pools = [...snapshot.pools].map(([name, engines]): PoolView => {
+    const pool = directory.named(name);
+    return {
+      name,
+      models: pool?.models ?? [],
+      configured: pool !== undefined,
+      engines: engines.map((engine) => {
+        const load = snapshot.loads.get(engine);
+        return {
+          engine,
+          requests: load?.requests ?? 0,
+          prefill_requests: load?.prefillRequests ?? 0,
+          prefill_tokens: load?.prefillTokens ?? 0,
+          tokens_held: load?.tokensHeld ?? 0,
+          updated_at: load?.updatedAt ?? 0,
+        };
+      }),
+    };
+  });
+  return { ledger: snapshot.ledger, pools };
+}
