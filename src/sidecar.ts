@@ -27,7 +27,7 @@ const restartOnly = (a: Config, b: Config): string[] =>
 export async function startSidecar(initial: Config, log: Logger, store: LoadStore = new MemoryLoadStore()): Promise<Sidecar> {
   let config = initial;
   let directory = new PoolDirectory(config.pools);
-  let picker = new Picker(store, () => directory, config.scheduling.weights);
+  let picker = new Picker(store, () => directory, config.scheduling);
   const tokens = new TokenCounter(config.tokenizer);
   // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
   const instance = randomBytes(4).toString("hex");
@@ -71,7 +71,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       const ignored = restartOnly(config, next);
       if (ignored.length > 0) log.warn({ sections: ignored }, "config sections changed that take effect only after a restart");
       directory = new PoolDirectory(next.pools);
-      picker = new Picker(store, () => directory, next.scheduling.weights);
+      picker = new Picker(store, () => directory, next.scheduling);
       log.level = next.log.level;
       config = { ...config, pools: next.pools, scheduling: next.scheduling, log: next.log };
       log.info({ pools: next.pools.map((pool) => ({ name: pool.name, engines: pool.endpoints.length })) }, "config reloaded");

@@ -55,6 +55,10 @@ export const configSchema = z
             tokensHeld: z.number().min(0).default(0.5),
           })
           .prefault({}),
+        /** Next-best engines named after the pick in the `envoy.lb` metadata (not in the header). */
+        fallbacks: z.number().int().min(0).default(0),
+        /** Open requests per engine; when every candidate is at it, 429. 0 = no limit. */
+        maxRequestsPerEngine: z.number().int().min(0).default(0),
       })
       .prefault({}),
     load: z

@@ -17,9 +17,12 @@ export interface RequestView {
   body: Buffer | undefined;
   /** False when the body exists but is not shown to us before the pick (headers-only modes). */
   bodySeen: boolean;
+  /** The gateway's subset hint (`ip:port` list) when it sent one. */
+  subset: readonly string[] | undefined;
 }
 
-export type Decision = { kind: "route"; engine: string } | { kind: "refuse"; refusal: Refusal };
+/** `fallbacks`: next-best engines, in order, for the gateway's retries. */
+export type Decision = { kind: "route"; engine: string; fallbacks: string[] } | { kind: "refuse"; refusal: Refusal };
 
 export interface LifecycleContext {
   store: LoadStore;
@@ -66,23 +69,44 @@ export class InferenceExchange {
     // Chat templates add about three tokens per message and three to prime the reply.
     const templateTokens = messages > 0 ? messages * 3 + 3 : 0;
     this.promptTokens = this.context.tokens.count(texts.join("\n")) + tokenIds + templateTokens;
-    const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens });
+    const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens, subset: request.subset });
     switch (result.kind) {
       case "no_pool":
         return { kind: "refuse", refusal: { status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` } };
       case "no_engine":
         return { kind: "refuse", refusal: { status: 503, code: "no_engine_available", message: `pool '${result.pool}' has no engine available` } };
+      case "outside_subset":
+        return {
+          kind: "refuse",
+          refusal: { status: 503, code: "no_engine_available", message: `no engine of pool '${result.pool}' is in the gateway's subset hint` },
+        };
+      case "saturated":
+        return {
+          kind: "refuse",
+          refusal: {
+            status: 429,
+            code: "rate_limit_exceeded",
+            message: `every engine of pool '${result.pool}' is at its limit of ${result.limit} requests; retry later`,
+          },
+        };
       case "picked":
         this.reserved = { pool: result.reservation.pool, engine: result.reservation.engine };
         // The stream may have ended while the store answered: release at once.
         if (this.outcome !== undefined) this.release(this.outcome);
-        return { kind: "route", engine: result.reservation.engine };
+        return { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks };
     }
   }
 
-  responseHeaders(status: number, contentType: string | undefined): void {
+  /** `servedBy`: the engine the gateway reports it actually sent the request to, if it says. */
+  responseHeaders(status: number, contentType: string | undefined, servedBy?: string): void {
     if (this.outcome !== undefined) return;
     this.status = status;
+    const reserved = this.reserved;
+    if (reserved !== undefined && servedBy !== undefined && servedBy !== reserved.engine) {
+      // A retry went to a fallback: the load is that engine's from now on.
+      reserved.engine = servedBy;
+      this.apply(() => this.context.store.move(this.id, servedBy));
+    }
     if (status >= 400) {
       this.finish("upstream_error");
       return;

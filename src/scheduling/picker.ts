@@ -7,12 +7,25 @@ export interface PickRequest {
   id: string;
   model: string | undefined;
   promptTokens: number;
+  /** The gateway's subset hint: only these `ip:port` may be picked. Undefined = no hint. */
+  subset?: readonly string[] | undefined;
 }
 
 export type PickResult =
-  | { kind: "picked"; reservation: Reservation }
+  | { kind: "picked"; reservation: Reservation; fallbacks: string[] }
   | { kind: "no_pool"; model: string | undefined }
-  | { kind: "no_engine"; pool: string };
+  | { kind: "no_engine"; pool: string }
+  /** The subset hint left no engine of the pool to pick from. */
+  | { kind: "outside_subset"; pool: string }
+  | { kind: "saturated"; pool: string; limit: number };
+
+export interface PickerSettings {
+  weights: ScoreWeights;
+  /** Open requests per engine before it stops taking more; 0 = no limit. */
+  maxRequestsPerEngine: number;
+  /** Next-best engines named after the chosen one. */
+  fallbacks: number;
+}
 
 /** Candidates from the model's pool, scored by load, picked and reserved in one store step. */
 export class Picker {
@@ -21,22 +34,37 @@ export class Picker {
   constructor(
     private readonly store: LoadStore,
     private readonly directory: () => PoolDirectory,
-    weights: ScoreWeights,
+    private readonly settings: PickerSettings,
     random: () => number = Math.random,
   ) {
-    this.choose = leastLoaded(weights, random);
+    this.choose = leastLoaded(settings.weights, random);
   }
 
   async pick(request: PickRequest): Promise<PickResult> {
     const pool = this.directory().forModel(request.model);
     if (pool === undefined) return { kind: "no_pool", model: request.model };
-    const reservation = await this.store.pickAndReserve({
+    let candidates = pool.endpoints;
+    if (request.subset !== undefined) {
+      const allowed = new Set(request.subset);
+      candidates = candidates.filter((engine) => allowed.has(engine));
+      if (candidates.length === 0) return { kind: "outside_subset", pool: pool.name };
+    }
+    const outcome = await this.store.pickAndReserve({
       id: request.id,
       pool: pool.name,
-      candidates: pool.endpoints,
+      candidates,
       promptTokens: request.promptTokens,
       choose: this.choose,
+      maxRequests: this.settings.maxRequestsPerEngine,
+      fallbacks: this.settings.fallbacks,
     });
-    return reservation === undefined ? { kind: "no_engine", pool: pool.name } : { kind: "picked", reservation };
+    switch (outcome.kind) {
+      case "reserved":
+        return { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks };
+      case "saturated":
+        return { kind: "saturated", pool: pool.name, limit: this.settings.maxRequestsPerEngine };
+      case "none":
+        return { kind: "no_engine", pool: pool.name };
+    }
   }
 }

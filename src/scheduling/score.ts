@@ -20,7 +20,7 @@ const TIE = 1e-9;
  * candidates (so tokens and request counts weigh comparably), weighted and summed; the
  * lowest score wins, chosen at random among equals so idle engines share a burst evenly.
  */
-export function leastLoaded(weights: ScoreWeights, random: () => number = Math.random): ChooseEngine {
+export function leastLoaded(weights: ScoreWeights, random: () => number = Math.random): ChooseEngine & ((loads: readonly EngineLoad[]) => number) {
   return (loads: readonly EngineLoad[]): number => {
     const max = dimensions.map((key) => loads.reduce((m, load) => Math.max(m, load[key]), 0));
     let best = Infinity;
