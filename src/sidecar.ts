@@ -8,6 +8,7 @@ import { TokenCounter } from "./inference/tokens.js";
 import { MemoryLoadStore } from "./load/memory-store.js";
 import type { LoadStore } from "./load/store.js";
 import type { Logger } from "./log.js";
+import { EngineHealth } from "./pools/health.js";
 import { PoolDirectory } from "./pools/pools.js";
 import { Picker } from "./scheduling/picker.js";
 
@@ -27,7 +28,11 @@ const restartOnly = (a: Config, b: Config): string[] =>
 export async function startSidecar(initial: Config, log: Logger, store: LoadStore = new MemoryLoadStore()): Promise<Sidecar> {
   let config = initial;
   let directory = new PoolDirectory(config.pools);
-  let picker = new Picker(store, () => directory, config.scheduling);
+  // Survives reloads: an engine's record does not depend on which config listed it.
+  const health = new EngineHealth(config.scheduling, Date.now, (engine, seconds) =>
+    log.warn({ engine, seconds }, "engine ejected after consecutive errors"),
+  );
+  let picker = new Picker(store, () => directory, config.scheduling, health);
   const tokens = new TokenCounter(config.tokenizer);
   // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
   const instance = randomBytes(4).toString("hex");
@@ -46,7 +51,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     },
     newExchange: () =>
       new InferenceExchange(
-        { store, picker, tokens, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes },
+        { store, picker, tokens, health, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes },
         `${instance}-${(sequence += 1)}`,
       ),
     log,
@@ -70,8 +75,11 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     reload(next) {
       const ignored = restartOnly(config, next);
       if (ignored.length > 0) log.warn({ sections: ignored }, "config sections changed that take effect only after a restart");
+      const known = new Set(directory.pools.flatMap((pool) => pool.endpoints));
+      health.configure(next.scheduling);
+      for (const pool of next.pools) for (const engine of pool.endpoints) if (!known.has(engine)) health.added(engine);
       directory = new PoolDirectory(next.pools);
-      picker = new Picker(store, () => directory, next.scheduling);
+      picker = new Picker(store, () => directory, next.scheduling, health);
       log.level = next.log.level;
       config = { ...config, pools: next.pools, scheduling: next.scheduling, log: next.log };
       log.info({ pools: next.pools.map((pool) => ({ name: pool.name, engines: pool.endpoints.length })) }, "config reloaded");

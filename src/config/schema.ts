@@ -59,6 +59,13 @@ export const configSchema = z
         fallbacks: z.number().int().min(0).default(0),
         /** Open requests per engine; when every candidate is at it, 429. 0 = no limit. */
         maxRequestsPerEngine: z.number().int().min(0).default(0),
+        /** Consecutive upstream errors (5xx, or no response at all) that take an engine out of picking; 0 = never. */
+        ejectAfterErrors: z.number().int().min(0).default(5),
+        /** First ejection's length; doubles on each ejection in a row, up to maxEjectSeconds. */
+        ejectSeconds: positive.default(10),
+        maxEjectSeconds: positive.default(300),
+        /** Warm-up of an engine back from ejection, or new in the pool; 0 = none. */
+        slowStartSeconds: z.number().min(0).default(30),
       })
       .prefault({}),
     load: z

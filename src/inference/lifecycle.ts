@@ -1,4 +1,5 @@
 import type { Logger } from "../log.js";
+import type { HealthReporter } from "../pools/health.js";
 import type { Awaitable, LoadStore, Outcome } from "../load/store.js";
 import type { Picker } from "../scheduling/picker.js";
 import type { Refusal } from "./refusal.js";
@@ -28,6 +29,8 @@ export interface LifecycleContext {
   store: LoadStore;
   picker: Picker;
   tokens: TokenCounter;
+  /** Told whether the engine answered: a 5xx or no response at all counts against it. */
+  health: HealthReporter;
   log: Logger;
   /** Largest plain JSON response kept to read its `usage`. */
   maxJsonResponseBytes: number;
@@ -107,6 +110,10 @@ export class InferenceExchange {
       reserved.engine = servedBy;
       this.apply(() => this.context.store.move(this.id, servedBy));
     }
+    if (reserved !== undefined) {
+      if (status >= 500) this.context.health.failed(reserved.engine);
+      else this.context.health.succeeded(reserved.engine);
+    }
     if (status >= 400) {
       this.finish("upstream_error");
       return;
@@ -132,6 +139,8 @@ export class InferenceExchange {
 
   /** The stream ended early: reset, cancel, or no response phase at all (a local reply). */
   abort(outcome: Outcome): void {
+    // No response phase: the engine was unreachable or reset the request before answering.
+    if (outcome === "no_response" && this.outcome === undefined && this.reserved !== undefined) this.context.health.failed(this.reserved.engine);
     this.finish(outcome);
   }
 

@@ -27,6 +27,14 @@ export interface PickerSettings {
   fallbacks: number;
 }
 
+/** Which engines may be picked now, and how far each is from warm (see pools/health.ts). */
+export interface EngineAvailability {
+  eligible(engine: string): boolean;
+  coldness(engine: string): number;
+}
+
+const alwaysAvailable: EngineAvailability = { eligible: () => true, coldness: () => 0 };
+
 /** Candidates from the model's pool, scored by load, picked and reserved in one store step. */
 export class Picker {
   private readonly choose;
@@ -35,9 +43,10 @@ export class Picker {
     private readonly store: LoadStore,
     private readonly directory: () => PoolDirectory,
     private readonly settings: PickerSettings,
+    private readonly availability: EngineAvailability = alwaysAvailable,
     random: () => number = Math.random,
   ) {
-    this.choose = leastLoaded(settings.weights, random);
+    this.choose = leastLoaded(settings.weights, random, (engine) => availability.coldness(engine));
   }
 
   async pick(request: PickRequest): Promise<PickResult> {
@@ -49,6 +58,10 @@ export class Picker {
       candidates = candidates.filter((engine) => allowed.has(engine));
       if (candidates.length === 0) return { kind: "outside_subset", pool: pool.name };
     }
+    // With every engine ejected, all are tried (Envoy's panic routing): errors that hit every
+    // engine at once are more likely the requests' fault than all engines'.
+    const healthy = candidates.filter((engine) => this.availability.eligible(engine));
+    if (healthy.length > 0) candidates = healthy;
     const outcome = await this.store.pickAndReserve({
       id: request.id,
       pool: pool.name,
