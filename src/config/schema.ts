@@ -21,10 +21,24 @@ const engineAddress = z.string().refine(isEngineAddress, {
   error: (issue) => `${JSON.stringify(issue.input)} is not a literal ip:port (IPv6 as [addr]:port)`,
 });
 
+/** DNS server as `ip` or `ip:port` (what node:dns `setServers` takes). */
+const dnsServer = z.string().refine((value) => isIP(value) !== 0 || isEngineAddress(value), {
+  error: (issue) => `${JSON.stringify(issue.input)} is not an ip or ip:port`,
+});
+
 const pool = z.strictObject({
   name: z.string().min(1),
   models: z.array(z.string().min(1)).min(1),
-  endpoints: z.array(engineAddress),
+  /** Literal engines; a pool with `dns` gets them from its A/AAAA records instead. */
+  endpoints: z.array(engineAddress).default([]),
+  dns: z
+    .strictObject({
+      name: z.string().min(1),
+      port: port.min(1),
+      intervalSeconds: positive.default(10),
+      servers: z.array(dnsServer).min(1).optional(),
+    })
+    .optional(),
 });
 
 const bodyMode = z.enum(bodyModes as [string, ...string[]]).transform((mode) => mode as (typeof bodyModes)[number]);
@@ -86,6 +100,9 @@ export const configSchema = z
     const names = new Set<string>();
     const servedBy = new Map<string, string>();
     config.pools.forEach((p, i) => {
+      if (p.dns !== undefined && p.endpoints.length > 0) {
+        context.addIssue({ code: "custom", path: ["pools", i, "endpoints"], message: "give either endpoints or dns, not both" });
+      }
       if (names.has(p.name)) context.addIssue({ code: "custom", path: ["pools", i, "name"], message: `pool name '${p.name}' is used twice` });
       names.add(p.name);
       p.models.forEach((model, j) => {

@@ -7,7 +7,8 @@ import { startSidecar, type Sidecar } from "../../src/sidecar.js";
 export interface PoolSpec {
   name: string;
   models: string[];
-  endpoints: string[];
+  endpoints?: string[];
+  dns?: { name: string; port: number; intervalSeconds?: number; servers?: string[] };
 }
 
 /** Starts the real sidecar in this process on free ports, with the given pools and settings. */
