@@ -47,6 +47,18 @@ describe("engine health", () => {
     expect(routed.has(a)).toBe(true);
   });
 
+  it("an engine a config reload adds warms up: while cold, idle warm engines are preferred", async () => {
+    rig = await startRig({ engines: 2, pools: ([a]) => [{ name: "llama", models: ["llama"], endpoints: [a!] }], sidecar: { scheduling: { slowStartSeconds: 1000 } } });
+    const [a, b] = rig.engines.map((engine) => engine.address) as [string, string];
+    rig.sidecar.reload({ ...rig.sidecar.config, pools: [{ name: "llama", models: ["llama"], endpoints: [a, b], dns: undefined }] });
+    for (let i = 0; i < 10; i++) expect((await rig.exchange({ request: chatRequest(chat("llama", `warm ${i}`)) })).routedTo).toBe(a);
+    // With slow start off, the engine counts as warm at once: idle picks spread over both.
+    rig.sidecar.reload({ ...rig.sidecar.config, scheduling: { ...rig.sidecar.config.scheduling, slowStartSeconds: 0 }, pools: [{ name: "llama", models: ["llama"], endpoints: [a, b], dns: undefined }] });
+    const routed = new Set<string | undefined>();
+    for (let i = 0; i < 20; i++) routed.add((await rig.exchange({ request: chatRequest(chat("llama", `spread ${i}`)) })).routedTo);
+    expect(routed).toEqual(new Set([a, b]));
+  });
+
   it("an unreachable engine (no response phase reaches the sidecar) is ejected, then let back in after the backoff", async () => {
     const dead = `127.0.0.1:${await closedPort()}`;
     rig = await startRig({
