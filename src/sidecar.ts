@@ -72,13 +72,14 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     port: config.extproc.port,
     healthPort: config.health.port,
     settings: {
+      role: config.role,
       assumedModes: config.extproc.assumedBodyModes,
       maxRequestBodyBytes: config.extproc.maxRequestBodyBytes,
       observePick: (seconds, outcome) => metrics.observePick(seconds, outcome),
     },
     newExchange: () =>
       new InferenceExchange(
-        { store, picker, tokens, health, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes },
+        { store, picker, role: config.role, tokens, health, log, maxJsonResponseBytes: config.load.maxJsonResponseBytes },
         `${instance}-${(sequence += 1)}`,
       ),
     log,

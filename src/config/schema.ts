@@ -45,7 +45,8 @@ const bodyMode = z.enum(bodyModes as [string, ...string[]]).transform((mode) => 
 
 export const configSchema = z
   .strictObject({
-    role: z.literal("picker").default("picker"),
+    /** picker: choose and route; observer: an earlier filter routed, only count the load. */
+    role: z.enum(["picker", "observer"]).default("picker"),
     extproc: z
       .strictObject({
         host: z.string().min(1).default("127.0.0.1"),

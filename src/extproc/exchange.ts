@@ -42,6 +42,8 @@ function servedOf(message: ProcessingRequest): string | undefined {
 export const MAX_ECHO_CHUNK = 62_000;
 
 export interface ExchangeSettings {
+  /** picker: writes the route; observer: leaves the routing an earlier filter set untouched. */
+  role: "picker" | "observer";
   /** Body modes assumed when Envoy does not announce them (before 1.34 there is no protocol_config). */
   assumedModes: { request: BodyMode; response: BodyMode };
   maxRequestBodyBytes: number;
@@ -143,7 +145,7 @@ export class ExtProcExchange {
         // The body comes only after this reply; the route goes on the body reply, which
         // may still change the request headers. Never let a client's value through meanwhile.
         this.requestPhase = "collecting";
-        this.write(headersReply("request", { remove: [DESTINATION_HEADER] }));
+        this.write(this.settings.role === "picker" ? headersReply("request", { remove: [DESTINATION_HEADER] }) : headersReply("request"));
         return;
       default:
         // Headers-only and STREAMED: the headers go upstream with this reply, before any body.
@@ -227,7 +229,9 @@ export class ExtProcExchange {
   private decide(body: Buffer | undefined, bodySeen: boolean, then: (decision: Decision) => void): void {
     this.requestPhase = "deciding";
     const started = performance.now();
-    const request = { path: this.path, header: (name: string) => this.headers.get(name), body, bodySeen, subset: this.subset };
+    // The routing header may be a comma list (primary, fallbacks): the primary is the engine.
+    const routedTo = this.headers.get(DESTINATION_HEADER)?.split(",")[0]?.trim() || undefined;
+    const request = { path: this.path, header: (name: string) => this.headers.get(name), body, bodySeen, subset: this.subset, routedTo };
     this.inference
       .decide(request)
       .catch((error: unknown): Decision => {
@@ -236,9 +240,9 @@ export class ExtProcExchange {
       })
       .then((decision) => {
         if (this.ended) return;
-        this.requestPhase = decision.kind === "route" ? "forwarding" : "refused";
+        this.requestPhase = decision.kind === "refuse" ? "refused" : "forwarding";
         then(decision);
-        this.settings.observePick?.((performance.now() - started) / 1000, decision.kind === "route" ? "routed" : "refused");
+        this.settings.observePick?.((performance.now() - started) / 1000, decision.kind === "refuse" ? "refused" : "routed");
         const waiting = this.waiting;
         this.waiting = [];
         for (const message of waiting) this.onMessage(message);
@@ -250,6 +254,10 @@ export class ExtProcExchange {
     if (decision.kind === "refuse") {
       this.refuse(decision.refusal);
       return false;
+    }
+    if (decision.kind === "observe") {
+      this.write(kind === "request_headers" ? headersReply("request") : bodyReply("request"));
+      return true;
     }
     // ORIGINAL_DST routes to the header's value as one literal ip:port and cannot take a list:
     // the header names the primary only; the metadata carries primary then fallbacks, in order.

@@ -20,14 +20,21 @@ export interface RequestView {
   bodySeen: boolean;
   /** The gateway's subset hint (`ip:port` list) when it sent one. */
   subset: readonly string[] | undefined;
+  /** Observer role: the engine an earlier filter routed the request to, if any. */
+  routedTo: string | undefined;
 }
 
-/** `fallbacks`: next-best engines, in order, for the gateway's retries. */
-export type Decision = { kind: "route"; engine: string; fallbacks: string[] } | { kind: "refuse"; refusal: Refusal };
+/** `fallbacks`: next-best engines, in order, for the gateway's retries. `observe`: leave the routing as it is. */
+export type Decision =
+  | { kind: "route"; engine: string; fallbacks: string[] }
+  | { kind: "observe" }
+  | { kind: "refuse"; refusal: Refusal };
 
 export interface LifecycleContext {
   store: LoadStore;
   picker: Picker;
+  /** picker: choose and route; observer: count the load on the engine chosen elsewhere. */
+  role: "picker" | "observer";
   tokens: TokenCounter;
   /** Told whether the engine answered: a 5xx or no response at all counts against it. */
   health: HealthReporter;
@@ -66,12 +73,17 @@ export class InferenceExchange {
     const parsed: ParseResult = request.bodySeen
       ? parseInferenceRequest(request.path, request.body)
       : { ok: true, request: bodilessRequest() };
-    if (!parsed.ok) return { kind: "refuse", refusal: { status: 400, code: "invalid_request", message: parsed.message } };
+    if (!parsed.ok) {
+      // An observer refuses nothing: the request is the engine's to judge.
+      if (this.context.role === "observer") return { kind: "observe" };
+      return { kind: "refuse", refusal: { status: 400, code: "invalid_request", message: parsed.message } };
+    }
     const { texts, tokenIds, messages } = parsed.request;
     this.model = request.header(MODEL_REWRITE_HEADER) || parsed.request.model;
     // Chat templates add about three tokens per message and three to prime the reply.
     const templateTokens = messages > 0 ? messages * 3 + 3 : 0;
     this.promptTokens = this.context.tokens.count(texts.join("\n")) + tokenIds + templateTokens;
+    if (this.context.role === "observer") return this.observe(request.routedTo);
     const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens, subset: request.subset });
     switch (result.kind) {
       case "no_pool":
@@ -101,6 +113,17 @@ export class InferenceExchange {
   }
 
   /** `servedBy`: the engine the gateway reports it actually sent the request to, if it says. */
+  /** Counts the load on the engine an earlier filter chose; without one there is nothing to count. */
+  private async observe(engine: string | undefined): Promise<Decision> {
+    if (engine === undefined) return { kind: "observe" };
+    const reservation = await this.context.picker.adopt({ id: this.id, model: this.model, promptTokens: this.promptTokens, engine });
+    if (reservation !== undefined) {
+      this.reserved = { pool: reservation.pool, engine: reservation.engine };
+      if (this.outcome !== undefined) this.release(this.outcome);
+    }
+    return { kind: "observe" };
+  }
+
   responseHeaders(status: number, contentType: string | undefined, servedBy?: string): void {
     if (this.outcome !== undefined) return;
     this.status = status;
