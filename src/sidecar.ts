@@ -8,6 +8,8 @@ import { TokenizerRegistry } from "./inference/tokenizers/registry.js";
 import { MemoryLoadStore } from "./load/memory-store.js";
 import type { LoadStore } from "./load/store.js";
 import type { Logger } from "./log.js";
+import { DnsPoolWatcher } from "./pools/dns.js";
+import { EngineHealth } from "./pools/health.js";
 import { PoolDirectory } from "./pools/pools.js";
 import { Picker } from "./scheduling/picker.js";
 
@@ -28,8 +30,38 @@ const restartOnly = (a: Config, b: Config): string[] =>
 /** Builds and starts every part of the sidecar from one config. */
 export async function startSidecar(initial: Config, log: Logger, store: LoadStore = new MemoryLoadStore()): Promise<Sidecar> {
   let config = initial;
-  let directory = new PoolDirectory(config.pools);
-  let picker = new Picker(store, () => directory, config.scheduling.weights);
+  // Survives reloads: an engine's record does not depend on which config listed it.
+  const health = new EngineHealth(config.scheduling, Date.now, (engine, seconds) =>
+    log.warn({ engine, seconds }, "engine ejected after consecutive errors"),
+  );
+  /** DNS pools' engines as last resolved, by pool name. */
+  const resolved = new Map<string, string[]>();
+  const directoryOf = (pools: Config["pools"]): PoolDirectory =>
+    new PoolDirectory(pools.map((pool) => (pool.dns === undefined ? pool : { ...pool, endpoints: resolved.get(pool.name) ?? [] })));
+  let directory = directoryOf(config.pools);
+  /** Once serving, engines that appear (reload, DNS) warm up; the first ones need not. */
+  let serving = false;
+  const setDirectory = (next: PoolDirectory): void => {
+    const known = new Set(directory.pools.flatMap((pool) => pool.endpoints));
+    if (serving) for (const pool of next.pools) for (const engine of pool.endpoints) if (!known.has(engine)) health.added(engine);
+    directory = next;
+  };
+  let watchers: DnsPoolWatcher[] = [];
+  const watchDns = (pools: Config["pools"]): Promise<void> => {
+    for (const watcher of watchers) watcher.stop();
+    watchers = pools.flatMap((pool) =>
+      pool.dns === undefined
+        ? []
+        : [
+            new DnsPoolWatcher(pool.name, pool.dns, (name, engines) => {
+              resolved.set(name, engines);
+              setDirectory(directoryOf(config.pools));
+            }, log),
+          ],
+    );
+    return Promise.all(watchers.map((watcher) => watcher.start())).then(() => undefined);
+  };
+  let picker = new Picker(store, () => directory, config.scheduling, health);
   const tokens = new TokenizerRegistry(config.tokenizer, () => directory);
   const tokenizers = tokens.configure(config.pools);
   // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
@@ -57,6 +89,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
           store,
           picker,
           tokens,
+          health,
           log,
           maxJsonResponseBytes: config.load.maxJsonResponseBytes,
           forceIncludeUsage: config.inference.forceIncludeUsage,
@@ -69,6 +102,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   });
   const http = new HttpApi({ host: config.http.host, port: config.http.port, token: config.http.token, store, metrics, directory: () => directory, ready: () => ready, log });
 
+  await watchDns(config.pools);
   await extproc.start();
   await http.start();
   const sweeper = setInterval(() => {
@@ -85,6 +119,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   }, config.load.sweepSeconds * 1000);
   sweeper.unref();
   ready = true;
+  serving = true;
   log.info({ extproc: extproc.port, health: extproc.healthPort, http: http.port, pools: config.pools.length }, "metadata-center serving");
 
   return {
@@ -94,16 +129,21 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     reload(next) {
       const ignored = restartOnly(config, next);
       if (ignored.length > 0) log.warn({ sections: ignored }, "config sections changed that take effect only after a restart");
-      directory = new PoolDirectory(next.pools);
-      picker = new Picker(store, () => directory, next.scheduling.weights);
+      health.configure(next.scheduling);
+      for (const name of resolved.keys()) if (!next.pools.some((pool) => pool.name === name && pool.dns !== undefined)) resolved.delete(name);
+      setDirectory(directoryOf(next.pools));
+      picker = new Picker(store, () => directory, next.scheduling, health);
       tokens.configure(next.pools).catch((error: unknown) => log.error({ reason: (error as Error).message }, "tokenizer not loaded; its pools keep their previous tokenizer"));
       log.level = next.log.level;
       config = { ...config, pools: next.pools, scheduling: next.scheduling, log: next.log };
-      log.info({ pools: next.pools.map((pool) => ({ name: pool.name, engines: pool.endpoints.length })) }, "config reloaded");
+      // Until the new lookups answer, a DNS pool keeps the engines last resolved for its name.
+      void watchDns(next.pools);
+      log.info({ pools: directory.pools.map((pool) => ({ name: pool.name, engines: pool.endpoints.length })) }, "config reloaded");
     },
     async stop(graceMs) {
       ready = false;
       clearInterval(sweeper);
+      for (const watcher of watchers) watcher.stop();
       await extproc.shutdown(graceMs);
       await http.close();
     },

@@ -46,11 +46,24 @@ const poolTokenizer = z.union([
     approximateAboveChars: z.number().int().min(0).default(16_384),
   }),
 ], { error: 'expected "o200k" or { file: "/path/to/tokenizer.json" }' });
+/** DNS server as `ip` or `ip:port` (what node:dns `setServers` takes). */
+const dnsServer = z.string().refine((value) => isIP(value) !== 0 || isEngineAddress(value), {
+  error: (issue) => `${JSON.stringify(issue.input)} is not an ip or ip:port`,
+});
 
 const pool = z.strictObject({
   name: z.string().min(1),
   models: z.array(z.string().min(1)).min(1),
-  endpoints: z.array(engineAddress),
+  /** Literal engines; a pool with `dns` gets them from its A/AAAA records instead. */
+  endpoints: z.array(engineAddress).default([]),
+  dns: z
+    .strictObject({
+      name: z.string().min(1),
+      port: port.min(1),
+      intervalSeconds: positive.default(10),
+      servers: z.array(dnsServer).min(1).optional(),
+    })
+    .optional(),
   tokenizer: poolTokenizer.default("o200k"),
 });
 
@@ -90,6 +103,17 @@ export const configSchema = z
             tokensHeld: z.number().min(0).default(0.5),
           })
           .prefault({}),
+        /** Next-best engines named after the pick in the `envoy.lb` metadata (not in the header). */
+        fallbacks: z.number().int().min(0).default(0),
+        /** Open requests per engine; when every candidate is at it, 429. 0 = no limit. */
+        maxRequestsPerEngine: z.number().int().min(0).default(0),
+        /** Consecutive upstream errors (5xx, or no response at all) that take an engine out of picking; 0 = never. */
+        ejectAfterErrors: z.number().int().min(0).default(5),
+        /** First ejection's length; doubles on each ejection in a row, up to maxEjectSeconds. */
+        ejectSeconds: positive.default(10),
+        maxEjectSeconds: positive.default(300),
+        /** Warm-up of an engine back from ejection, or new in the pool; 0 = none. */
+        slowStartSeconds: z.number().min(0).default(30),
       })
       .prefault({}),
     load: z
@@ -131,6 +155,9 @@ export const configSchema = z
     const names = new Set<string>();
     const servedBy = new Map<string, string>();
     config.pools.forEach((p, i) => {
+      if (p.dns !== undefined && p.endpoints.length > 0) {
+        context.addIssue({ code: "custom", path: ["pools", i, "endpoints"], message: "give either endpoints or dns, not both" });
+      }
       if (names.has(p.name)) context.addIssue({ code: "custom", path: ["pools", i, "name"], message: `pool name '${p.name}' is used twice` });
       names.add(p.name);
       p.models.forEach((model, j) => {

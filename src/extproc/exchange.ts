@@ -19,6 +19,25 @@ import {
 
 /** The routing header Envoy's ORIGINAL_DST cluster reads (GIE endpoint-picker protocol). */
 export const DESTINATION_HEADER = "x-gateway-destination-endpoint";
+/** Where the gateway restricts the pick: `filter_metadata[SUBSET_NAMESPACE][SUBSET_KEY]`, a list of ip:port. */
+export const SUBSET_NAMESPACE = "envoy.lb.subset_hint";
+export const SUBSET_KEY = "x-gateway-destination-endpoint-subset";
+/** Where the gateway reports, on the response path, the engine that actually served. */
+export const SERVED_NAMESPACE = "envoy.lb";
+export const SERVED_KEY = "x-gateway-destination-endpoint-served";
+
+/** The subset hint as a list; a comma list in one string is accepted too. Undefined = no hint. */
+function subsetOf(message: ProcessingRequest): string[] | undefined {
+  const value = filterMetadataOf(message, SUBSET_NAMESPACE)?.[SUBSET_KEY];
+  if (value === undefined) return undefined;
+  const items: unknown[] = Array.isArray(value) ? value : typeof value === "string" ? value.split(",") : [];
+  return items.filter((item): item is string => typeof item === "string").map((item) => item.trim()).filter((item) => item.length > 0);
+}
+
+function servedOf(message: ProcessingRequest): string | undefined {
+  const value = filterMetadataOf(message, SERVED_NAMESPACE)?.[SERVED_KEY];
+  return typeof value === "string" && value.length > 0 ? value : undefined;
+}
 /** Envoy accepts body chunks up to 64 KiB; stay under it with room for framing. */
 export const MAX_ECHO_CHUNK = 62_000;
 
@@ -56,6 +75,7 @@ export class ExtProcExchange {
   private modes: { request: BodyMode; response: BodyMode };
   private path = "";
   private headers = new Map<string, string>();
+  private subset: string[] | undefined;
   private readonly chunks: Buffer[] = [];
   private bodyBytes = 0;
   private hadTrailers = false;
@@ -86,11 +106,14 @@ export class ExtProcExchange {
     }
     if (message.requestHeaders !== undefined) {
       this.chosenByMetadata = filterMetadataOf(message, "envoy.lb")?.[DESTINATION_HEADER];
+      this.subset = subsetOf(message);
       this.onRequestHeaders(message.requestHeaders.headers, message.requestHeaders.endOfStream);
     }
     else if (message.requestBody !== undefined) this.onRequestBody(message.requestBody.body, message.requestBody.endOfStream);
     else if (message.requestTrailers !== undefined) this.onRequestTrailers();
-    else if (message.responseHeaders !== undefined) this.onResponseHeaders(message.responseHeaders.headers, message.responseHeaders.endOfStream);
+    else if (message.responseHeaders !== undefined) {
+      this.onResponseHeaders(message.responseHeaders.headers, message.responseHeaders.endOfStream, servedOf(message));
+    }
     else if (message.responseBody !== undefined) this.onResponseBody(message.responseBody.body, message.responseBody.endOfStream);
     else if (message.responseTrailers !== undefined) this.onResponseTrailers();
   }
@@ -173,10 +196,10 @@ export class ExtProcExchange {
     });
   }
 
-  private onResponseHeaders(map: Parameters<typeof headerMapOf>[0], endOfStream: boolean): void {
+  private onResponseHeaders(map: Parameters<typeof headerMapOf>[0], endOfStream: boolean, servedBy: string | undefined): void {
     const headers = headerMapOf(map);
     this.responsePhase = "body";
-    this.inference.responseHeaders(Number(headers.get(":status") ?? 0), headers.get("content-type"));
+    this.inference.responseHeaders(Number(headers.get(":status") ?? 0), headers.get("content-type"), servedBy);
     this.write(headersReply("response"));
     if (endOfStream) this.endResponse();
   }
@@ -211,12 +234,15 @@ export class ExtProcExchange {
     this.requestPhase = "deciding";
     const started = performance.now();
     const fromMetadata = typeof this.chosenByMetadata === "string" ? this.chosenByMetadata : undefined;
+    // The routing header may be a comma list (primary, fallbacks): the primary is the engine.
+    const routedTo = this.headers.get(DESTINATION_HEADER)?.split(",")[0]?.trim() || fromMetadata?.split(",")[0]?.trim() || undefined;
     const request = {
       path: this.path,
       header: (name: string) => this.headers.get(name),
       body,
       bodySeen,
-      chosenEngine: this.headers.get(DESTINATION_HEADER) ?? fromMetadata,
+      chosenEngine: routedTo,
+      subset: this.subset,
     };
     this.inference
       .decide(request)
@@ -245,8 +271,10 @@ export class ExtProcExchange {
       this.write(kind === "request_headers" ? headersReply("request") : bodyReply("request"));
       return true;
     }
+    // ORIGINAL_DST routes to the header's value as one literal ip:port and cannot take a list:
+    // the header names the primary only; the metadata carries primary then fallbacks, in order.
     const changes: HeaderChanges = { set: { [DESTINATION_HEADER]: decision.engine } };
-    const metadata = { "envoy.lb": { [DESTINATION_HEADER]: decision.engine } };
+    const metadata = { "envoy.lb": { [DESTINATION_HEADER]: [decision.engine, ...decision.fallbacks].join(",") } };
     const replaced = decision.body;
     if (kind === "request_headers") {
       // A rewritten body streams on without a length; Envoy would refuse a stale one.

@@ -1,6 +1,7 @@
 import { isEngineAddress } from "../config/schema.js";
 import type { Logger } from "../log.js";
 import type { Awaitable, LoadStore, Outcome, ReportedUsage } from "../load/store.js";
+import type { HealthReporter } from "../pools/health.js";
 import type { Picker } from "../scheduling/picker.js";
 import type { Refusal, RefusalReason } from "./refusal.js";
 import { bodilessRequest, parseInferenceRequest, type ParseResult } from "./request.js";
@@ -20,13 +21,18 @@ export interface RequestView {
   bodySeen: boolean;
   /** Observer role: the engine an earlier picker chose (routing header, else `envoy.lb` metadata). */
   chosenEngine: string | undefined;
+  /** The gateway's subset hint (`ip:port` list) when it sent one. */
+  subset: readonly string[] | undefined;
 }
 
 /**
  * route: send to this engine (`body`, when set, replaces the request body; the transport fixes
  * its length); observe: let the request through unchanged; refuse: answer it here.
  */
-export type Decision = { kind: "route"; engine: string; body?: Buffer } | { kind: "observe" } | { kind: "refuse"; refusal: Refusal };
+export type Decision =
+  | { kind: "route"; engine: string; fallbacks: string[]; body?: Buffer }
+  | { kind: "observe" }
+  | { kind: "refuse"; refusal: Refusal };
 
 export type { RefusalReason };
 
@@ -44,6 +50,8 @@ export interface LifecycleContext {
   store: LoadStore;
   picker: Picker;
   tokens: TokenizerRegistry;
+  /** Told whether the engine answered: a 5xx or no response at all counts against it. */
+  health: HealthReporter;
   log: Logger;
   /** Largest plain JSON response kept to read its `usage`. */
   maxJsonResponseBytes: number;
@@ -100,21 +108,35 @@ export class InferenceExchange {
     this.model = request.header(MODEL_REWRITE_HEADER) || parsed.request.model;
     this.promptTokens = this.context.tokens.forModel(this.model).promptTokens(parsed.request);
     if (this.context.observe !== undefined) return this.observe(request.chosenEngine, this.context.observe);
-    const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens });
+    const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens, subset: request.subset });
     switch (result.kind) {
       case "no_pool":
         return this.refuse({ status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` }, undefined);
       case "no_engine":
         return this.refuse({ status: 503, code: "no_engine_available", message: `pool '${result.pool}' has no engine available` }, result.pool);
+      case "outside_subset":
+        return this.refuse(
+          { status: 503, code: "no_engine_available", message: `no engine of pool '${result.pool}' is in the gateway's subset hint` },
+          result.pool,
+        );
+      case "saturated":
+        return this.refuse(
+          {
+            status: 429,
+            code: "rate_limit_exceeded",
+            message: `every engine of pool '${result.pool}' is at its limit of ${result.limit} requests; retry later`,
+          },
+          result.pool,
+        );
       case "picked":
         this.reserved = { pool: result.reservation.pool, engine: result.reservation.engine };
         this.context.events.picked(result.reservation.pool, result.reservation.engine, this.promptTokens);
         // The stream may have ended while the store answered: release at once.
         if (this.outcome !== undefined) this.release(this.outcome);
         if (this.context.forceIncludeUsage && parsed.request.withUsage !== undefined) {
-          return { kind: "route", engine: result.reservation.engine, body: parsed.request.withUsage() };
+          return { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks, body: parsed.request.withUsage() };
         }
-        return { kind: "route", engine: result.reservation.engine };
+        return { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks };
     }
   }
 
@@ -137,9 +159,20 @@ export class InferenceExchange {
     return { kind: "refuse", refusal };
   }
 
-  responseHeaders(status: number, contentType: string | undefined): void {
+  /** `servedBy`: the engine the gateway reports it actually sent the request to, if it says. */
+  responseHeaders(status: number, contentType: string | undefined, servedBy?: string): void {
     if (this.outcome !== undefined) return;
     this.status = status;
+    const reserved = this.reserved;
+    if (reserved !== undefined && servedBy !== undefined && servedBy !== reserved.engine) {
+      // A retry went to a fallback: the load is that engine's from now on.
+      reserved.engine = servedBy;
+      this.apply(() => this.context.store.move(this.id, servedBy));
+    }
+    if (reserved !== undefined) {
+      if (status >= 500) this.context.health.failed(reserved.engine);
+      else this.context.health.succeeded(reserved.engine);
+    }
     if (status >= 400) {
       this.finish("upstream_error");
       return;
@@ -161,6 +194,8 @@ export class InferenceExchange {
 
   /** The stream ended early: reset, cancel, or no response phase at all (a local reply). */
   abort(outcome: Outcome): void {
+    // No response phase: the engine was unreachable or reset the request before answering.
+    if (outcome === "no_response" && this.outcome === undefined && this.reserved !== undefined) this.context.health.failed(this.reserved.engine);
     this.finish(outcome);
   }
 

@@ -1,4 +1,10 @@
-export type RefusalReason = "invalid_request" | "model_not_found" | "no_engine_available" | "request_too_large" | "internal_error";
+export type RefusalReason =
+  | "invalid_request"
+  | "model_not_found"
+  | "no_engine_available"
+  | "rate_limit_exceeded"
+  | "request_too_large"
+  | "internal_error";
 
 /** A request the sidecar answers itself, with an OpenAI-style error body. */
 export interface Refusal {

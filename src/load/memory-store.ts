@@ -2,6 +2,7 @@ import {
   type EngineSnapshot,
   type LoadStore,
   type Outcome,
+  type PickOutcome,
   type PickRequest,
   type ReportedUsage,
   type Reservation,
@@ -12,7 +13,7 @@ import {
 interface LedgerEntry {
   readonly id: string;
   readonly pool: string;
-  readonly engine: string;
+  engine: string;
   readonly openedAt: number;
   promptTokens: number;
   generated: number;
@@ -31,14 +32,23 @@ export class MemoryLoadStore implements LoadStore {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  pickAndReserve(request: PickRequest): Reservation | undefined {
-    if (request.candidates.length === 0 || this.ledger.has(request.id)) return undefined;
-    const loads = request.candidates.map((engine) => this.engines.get(engine) ?? zeroLoad());
-    const index = request.choose(loads);
-    const engine = request.candidates[index];
-    if (engine === undefined) return undefined;
+  pickAndReserve(request: PickRequest): PickOutcome {
+    if (request.candidates.length === 0 || this.ledger.has(request.id)) return { kind: "none" };
+    const limit = request.maxRequests;
+    const remaining = limit > 0 ? request.candidates.filter((engine) => (this.engines.get(engine)?.requests ?? 0) < limit) : [...request.candidates];
+    if (remaining.length === 0) return { kind: "saturated" };
+    // The chosen engine first, then the next best by the same policy, each among those left.
+    const ranked: string[] = [];
+    while (ranked.length <= request.fallbacks && remaining.length > 0) {
+      const loads = remaining.map((engine) => this.engines.get(engine) ?? zeroLoad());
+      const [engine] = remaining.splice(request.choose(loads, remaining), 1);
+      if (engine === undefined) break;
+      ranked.push(engine);
+    }
+    const [engine, ...fallbacks] = ranked;
+    if (engine === undefined) return { kind: "none" };
     this.open(request.id, request.pool, engine, request.promptTokens);
-    return { id: request.id, pool: request.pool, engine, promptTokens: request.promptTokens };
+    return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: request.promptTokens }, fallbacks };
   }
 
   reserve(request: ReserveRequest): boolean {
@@ -79,24 +89,21 @@ export class MemoryLoadStore implements LoadStore {
     entry.generated = usage.completionTokens;
   }
 
+  move(id: string, engine: string): boolean {
+    const entry = this.ledger.get(id);
+    if (entry === undefined) return false;
+    if (entry.engine === engine) return true;
+    this.unload(entry);
+    entry.engine = engine;
+    this.load(entry);
+    return true;
+  }
+
   release(id: string, _outcome: Outcome): boolean {
     const entry = this.ledger.get(id);
     if (entry === undefined) return false;
     this.ledger.delete(id);
-    const load = this.loadOf(entry.engine);
-    load.requests -= 1;
-    load.tokensHeld -= entry.promptTokens + entry.generated;
-    if (entry.inPrefill) {
-      load.prefillRequests -= 1;
-      load.prefillTokens -= entry.promptTokens;
-    }
-    const perPool = this.poolEngines.get(entry.pool);
-    if (perPool !== undefined) {
-      const left = (perPool.get(entry.engine) ?? 1) - 1;
-      if (left > 0) perPool.set(entry.engine, left);
-      else perPool.delete(entry.engine);
-      if (perPool.size === 0) this.poolEngines.delete(entry.pool);
-    }
+    this.unload(entry);
     return true;
   }
 
@@ -133,15 +140,41 @@ export class MemoryLoadStore implements LoadStore {
   }
 
   private open(id: string, pool: string, engine: string, promptTokens: number): void {
-    this.ledger.set(id, { id, pool, engine, openedAt: this.now(), promptTokens, generated: 0, inPrefill: true });
-    const load = this.loadOf(engine);
+    const entry: LedgerEntry = { id, pool, engine, openedAt: this.now(), promptTokens, generated: 0, inPrefill: true };
+    this.ledger.set(id, entry);
+    this.load(entry);
+  }
+
+  /** Adds the entry's share to its engine's numbers. */
+  private load(entry: LedgerEntry): void {
+    const load = this.loadOf(entry.engine);
     load.requests += 1;
-    load.prefillRequests += 1;
-    load.prefillTokens += promptTokens;
-    load.tokensHeld += promptTokens;
-    const perPool = this.poolEngines.get(pool) ?? new Map<string, number>();
-    perPool.set(engine, (perPool.get(engine) ?? 0) + 1);
-    this.poolEngines.set(pool, perPool);
+    load.tokensHeld += entry.promptTokens + entry.generated;
+    if (entry.inPrefill) {
+      load.prefillRequests += 1;
+      load.prefillTokens += entry.promptTokens;
+    }
+    const perPool = this.poolEngines.get(entry.pool) ?? new Map<string, number>();
+    perPool.set(entry.engine, (perPool.get(entry.engine) ?? 0) + 1);
+    this.poolEngines.set(entry.pool, perPool);
+  }
+
+  /** Takes the entry's share off its engine's numbers: the exact inverse of `load`. */
+  private unload(entry: LedgerEntry): void {
+    const load = this.loadOf(entry.engine);
+    load.requests -= 1;
+    load.tokensHeld -= entry.promptTokens + entry.generated;
+    if (entry.inPrefill) {
+      load.prefillRequests -= 1;
+      load.prefillTokens -= entry.promptTokens;
+    }
+    const perPool = this.poolEngines.get(entry.pool);
+    if (perPool !== undefined) {
+      const left = (perPool.get(entry.engine) ?? 1) - 1;
+      if (left > 0) perPool.set(entry.engine, left);
+      else perPool.delete(entry.engine);
+      if (perPool.size === 0) this.poolEngines.delete(entry.pool);
+    }
   }
 
   /** The engine's record, stamped as updated now: only called to change it. */

@@ -27,10 +27,10 @@ export type Outcome =
   | "shutdown";
 
 /**
- * The pick policy: given the candidates' current loads (same order as the candidates),
+ * The pick policy: given the candidates' current loads and the candidates (same order),
  * the index of the chosen one. Called by the store inside its atomic step.
  */
-export type ChooseEngine = (loads: readonly EngineLoad[]) => number;
+export type ChooseEngine = (loads: readonly EngineLoad[], engines: readonly string[]) => number;
 
 export interface PickRequest {
   /** Ledger key; unique among open reservations. */
@@ -40,7 +40,18 @@ export interface PickRequest {
   candidates: readonly string[];
   promptTokens: number;
   choose: ChooseEngine;
+  /** Open requests an engine may carry: an engine at the limit is not eligible. 0 = no limit. */
+  maxRequests: number;
+  /** How many next-best engines to name after the chosen one (for Envoy's retries). */
+  fallbacks: number;
 }
+
+export type PickOutcome =
+  | { kind: "reserved"; reservation: Reservation; fallbacks: string[] }
+  /** Every candidate is at `maxRequests`: the request must be shed. Nothing reserved. */
+  | { kind: "saturated" }
+  /** No candidate, or the id is already open. Nothing reserved. */
+  | { kind: "none" };
 
 export interface ReserveRequest {
   id: string;
@@ -71,7 +82,7 @@ export interface ReportedUsage {
  */
 export interface LoadStore {
   /** Choose among the candidates by the weights and record the reservation, in one atomic step. */
-  pickAndReserve(request: PickRequest): Awaitable<Reservation | undefined>;
+  pickAndReserve(request: PickRequest): Awaitable<PickOutcome>;
   /** Record a reservation on an engine chosen elsewhere. False when the id is already open. */
   reserve(request: ReserveRequest): Awaitable<boolean>;
   /** True while the reservation is open. */
@@ -82,6 +93,11 @@ export interface LoadStore {
   addGenerated(id: string, tokens: number): Awaitable<void>;
   /** Replace the counted prompt/completion tokens by the engine's own numbers. */
   reconcile(id: string, usage: ReportedUsage): Awaitable<void>;
+  /**
+   * Carry the open reservation over to another engine (the one that actually served it), its
+   * counts with it. False when it is not open.
+   */
+  move(id: string, engine: string): Awaitable<boolean>;
   /** Close the reservation. Returns false when it was not open (already released or expired). */
   release(id: string, outcome: Outcome): Awaitable<boolean>;
   /** Current load of each engine the store knows, plus zeroes for the engines asked about. */

@@ -7,12 +7,33 @@ export interface PickRequest {
   id: string;
   model: string | undefined;
   promptTokens: number;
+  /** The gateway's subset hint: only these `ip:port` may be picked. Undefined = no hint. */
+  subset?: readonly string[] | undefined;
 }
 
 export type PickResult =
-  | { kind: "picked"; reservation: Reservation }
+  | { kind: "picked"; reservation: Reservation; fallbacks: string[] }
   | { kind: "no_pool"; model: string | undefined }
-  | { kind: "no_engine"; pool: string };
+  | { kind: "no_engine"; pool: string }
+  /** The subset hint left no engine of the pool to pick from. */
+  | { kind: "outside_subset"; pool: string }
+  | { kind: "saturated"; pool: string; limit: number };
+
+export interface PickerSettings {
+  weights: ScoreWeights;
+  /** Open requests per engine before it stops taking more; 0 = no limit. */
+  maxRequestsPerEngine: number;
+  /** Next-best engines named after the chosen one. */
+  fallbacks: number;
+}
+
+/** Which engines may be picked now, and how far each is from warm (see pools/health.ts). */
+export interface EngineAvailability {
+  eligible(engine: string): boolean;
+  coldness(engine: string): number;
+}
+
+const alwaysAvailable: EngineAvailability = { eligible: () => true, coldness: () => 0 };
 
 /** Candidates from the model's pool, scored by load, picked and reserved in one store step. */
 export class Picker {
@@ -21,22 +42,52 @@ export class Picker {
   constructor(
     private readonly store: LoadStore,
     private readonly directory: () => PoolDirectory,
-    weights: ScoreWeights,
+    private readonly settings: PickerSettings,
+    private readonly availability: EngineAvailability = alwaysAvailable,
     random: () => number = Math.random,
   ) {
-    this.choose = leastLoaded(weights, random);
+    this.choose = leastLoaded(settings.weights, random, (engine) => availability.coldness(engine));
+  }
+
+  /**
+   * Records a pick made elsewhere (observer role), under the model's pool; an engine serving
+   * no known model is counted under "unpooled". Undefined when the id is already open.
+   */
+  async adopt(request: { id: string; model: string | undefined; promptTokens: number; engine: string }): Promise<Reservation | undefined> {
+    const pool = this.directory().forModel(request.model)?.name ?? "unpooled";
+    const reservation = { id: request.id, pool, engine: request.engine, promptTokens: request.promptTokens };
+    return (await this.store.reserve(reservation)) ? reservation : undefined;
   }
 
   async pick(request: PickRequest): Promise<PickResult> {
     const pool = this.directory().forModel(request.model);
     if (pool === undefined) return { kind: "no_pool", model: request.model };
-    const reservation = await this.store.pickAndReserve({
+    let candidates = pool.endpoints;
+    if (request.subset !== undefined) {
+      const allowed = new Set(request.subset);
+      candidates = candidates.filter((engine) => allowed.has(engine));
+      if (candidates.length === 0) return { kind: "outside_subset", pool: pool.name };
+    }
+    // With every engine ejected, all are tried (Envoy's panic routing): errors that hit every
+    // engine at once are more likely the requests' fault than all engines'.
+    const healthy = candidates.filter((engine) => this.availability.eligible(engine));
+    if (healthy.length > 0) candidates = healthy;
+    const outcome = await this.store.pickAndReserve({
       id: request.id,
       pool: pool.name,
-      candidates: pool.endpoints,
+      candidates,
       promptTokens: request.promptTokens,
       choose: this.choose,
+      maxRequests: this.settings.maxRequestsPerEngine,
+      fallbacks: this.settings.fallbacks,
     });
-    return reservation === undefined ? { kind: "no_engine", pool: pool.name } : { kind: "picked", reservation };
+    switch (outcome.kind) {
+      case "reserved":
+        return { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks };
+      case "saturated":
+        return { kind: "saturated", pool: pool.name, limit: this.settings.maxRequestsPerEngine };
+      case "none":
+        return { kind: "no_engine", pool: pool.name };
+    }
   }
 }

@@ -74,6 +74,18 @@ describe("config", () => {
     for (const host of ["0.0.0.0", "::", "10.0.0.1", "example.com", "128.0.0.1"]) expect(isLoopbackHost(host)).toBe(false);
   });
 
+  it("takes a pool's engines from DNS instead of endpoints, never both; scheduling defaults", () => {
+    const config = parseConfig(`pools:\n  - { name: a, models: [m], dns: { name: engines.svc, port: 8000, servers: ["10.0.0.53", "127.0.0.1:5353"] } }\n`, "c.yaml");
+    expect(config.pools[0]).toMatchObject({ endpoints: [], dns: { name: "engines.svc", port: 8000, intervalSeconds: 10 } });
+    expect(config.scheduling).toMatchObject({ fallbacks: 0, maxRequestsPerEngine: 0, ejectAfterErrors: 5, ejectSeconds: 10, slowStartSeconds: 30 });
+    expect(() => parseConfig(`pools:\n  - { name: a, models: [m], endpoints: ["10.0.0.1:1"], dns: { name: x, port: 1 } }\n`, "c.yaml")).toThrow(
+      /pools\[0\]\.endpoints: give either endpoints or dns, not both/,
+    );
+    expect(() => parseConfig(`pools:\n  - { name: a, models: [m], dns: { name: x, port: 1, servers: [dns.example] } }\n`, "c.yaml")).toThrow(
+      /"dns.example" is not an ip or ip:port/,
+    );
+  });
+
   it("takes only literal ip:port engine addresses", () => {
     expect(isEngineAddress("10.0.0.1:8000")).toBe(true);
     expect(isEngineAddress("[::1]:8000")).toBe(true);

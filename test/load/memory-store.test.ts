@@ -45,6 +45,7 @@ type Step =
   | { op: "generate"; target: number; tokens: number }
   | { op: "reconcile"; target: number; prompt: number; completion: number }
   | { op: "release"; target: number }
+  | { op: "move"; target: number; engine: number }
   | { op: "tick"; ms: number }
   | { op: "expire"; ttl: number };
 
@@ -55,6 +56,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   fc.record({ op: fc.constant("generate" as const), target: fc.nat(), tokens: fc.integer({ min: 1, max: 50 }) }),
   fc.record({ op: fc.constant("reconcile" as const), target: fc.nat(), prompt: fc.nat(5000), completion: fc.nat(500) }),
   fc.record({ op: fc.constant("release" as const), target: fc.nat() }),
+  fc.record({ op: fc.constant("move" as const), target: fc.nat(), engine: fc.nat(ENGINES.length - 1) }),
   fc.record({ op: fc.constant("tick" as const), ms: fc.integer({ min: 1, max: 1000 }) }),
   fc.record({ op: fc.constant("expire" as const), ttl: fc.integer({ min: 1, max: 3000 }) }),
 );
@@ -75,9 +77,9 @@ describe("MemoryLoadStore ledger", () => {
           switch (s.op) {
             case "pick": {
               const id = `r${next++}`;
-              const reservation = store.pickAndReserve({ id, pool: "p", candidates: ENGINES, promptTokens: s.prompt, choose });
-              expect(reservation).toBeDefined();
-              open.set(id, { engine: reservation!.engine, prompt: s.prompt, generated: 0, inPrefill: true, openedAt: now });
+              const outcome = store.pickAndReserve({ id, pool: "p", candidates: ENGINES, promptTokens: s.prompt, choose, maxRequests: 0, fallbacks: 0 });
+              if (outcome.kind !== "reserved") throw new Error(`pick: ${outcome.kind}`);
+              open.set(id, { engine: outcome.reservation.engine, prompt: s.prompt, generated: 0, inPrefill: true, openedAt: now });
               break;
             }
             case "reserve": {
@@ -118,6 +120,16 @@ describe("MemoryLoadStore ledger", () => {
               open.delete(id);
               break;
             }
+            case "move": {
+              const id = pickTarget(s.target);
+              if (id === undefined) {
+                expect(store.move("never-opened", ENGINES[s.engine]!)).toBe(false);
+                break;
+              }
+              expect(store.move(id, ENGINES[s.engine]!)).toBe(true);
+              open.get(id)!.engine = ENGINES[s.engine]!;
+              break;
+            }
             case "tick":
               now += s.ms;
               break;
@@ -151,13 +163,16 @@ describe("MemoryLoadStore ledger", () => {
     expect(store.enginesOf("p1")).toEqual([]);
     expect(store.pools()).toEqual(["p2"]);
     expect(store.enginesOf("p2")).toEqual(["10.0.0.2:1"]);
+    store.move("b", "10.0.0.3:1");
+    expect(store.enginesOf("p2")).toEqual(["10.0.0.3:1"]);
   });
 
   it("refuses to open an id twice, so a duplicate never double counts", () => {
     const store = new MemoryLoadStore();
     const choose = () => 0;
-    expect(store.pickAndReserve({ id: "x", pool: "p", candidates: ENGINES, promptTokens: 10, choose })).toBeDefined();
-    expect(store.pickAndReserve({ id: "x", pool: "p", candidates: ENGINES, promptTokens: 10, choose })).toBeUndefined();
+    const request = { id: "x", pool: "p", candidates: ENGINES, promptTokens: 10, choose, maxRequests: 0, fallbacks: 0 };
+    expect(store.pickAndReserve(request).kind).toBe("reserved");
+    expect(store.pickAndReserve(request)).toEqual({ kind: "none" });
     expect(store.loads([ENGINES[0]!]).get(ENGINES[0]!)?.requests).toBe(1);
   });
 

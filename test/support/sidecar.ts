@@ -9,7 +9,8 @@ import { startSidecar, type Sidecar } from "../../src/sidecar.js";
 export interface PoolSpec {
   name: string;
   models: string[];
-  endpoints: string[];
+  endpoints?: string[];
+  dns?: { name: string; port: number; intervalSeconds?: number; servers?: string[] };
   tokenizer?: "o200k" | { file: string; approximateAboveChars?: number };
 }
 
