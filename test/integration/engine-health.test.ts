@@ -1,6 +1,6 @@
-import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { FAULT_HEADER } from "../engine-sim/engine.js";
+import { closedPort } from "../support/ports.js";
 import { chat, chatRequest, startRig, type Rig } from "./harness.js";
 
 let rig: Rig | undefined;
@@ -12,14 +12,6 @@ afterEach(async () => {
 
 const only = (engine: string) => ({ "envoy.lb.subset_hint": { "x-gateway-destination-endpoint-subset": [engine] } });
 
-/** A loopback port nobody listens on: connecting is refused at once. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return typeof address === "object" && address !== null ? address.port : 0;
-}
 
 describe("engine health", () => {
   it("an engine answering 5xx N times in a row is left out of picking", async () => {

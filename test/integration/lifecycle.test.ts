@@ -1,7 +1,7 @@
 import { setMaxListeners } from "node:events";
-import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { FAULT_HEADER } from "../engine-sim/engine.js";
+import { closedPort } from "../support/ports.js";
 import { totalLoad } from "../support/sidecar.js";
 import { chat, chatRequest, errorOf, startRig, type Rig } from "./harness.js";
 
@@ -12,14 +12,6 @@ afterEach(async () => {
   rig = undefined;
 });
 
-/** A loopback port nobody listens on: connecting is refused at once. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return typeof address === "object" && address !== null ? address.port : 0;
-}
 
 describe("refusals", () => {
   it("404 model_not_found when no pool serves the model, 503 when the pool has no engine", async () => {

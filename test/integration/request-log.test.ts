@@ -1,6 +1,6 @@
-import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { FAULT_HEADER } from "../engine-sim/engine.js";
+import { closedPort } from "../support/ports.js";
 import { LogCapture } from "../support/sidecar.js";
 import { chat, chatRequest, startRig, type Rig } from "./harness.js";
 
@@ -11,13 +11,6 @@ afterEach(async () => {
   rig = undefined;
 });
 
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return typeof address === "object" && address !== null ? address.port : 0;
-}
 
 /** Every line about one request id. */
 const about = (capture: LogCapture, requestId: string | undefined) =>
