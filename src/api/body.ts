@@ -12,18 +12,46 @@ export class BodyError extends Error {
 export async function readJson(request: IncomingMessage, limit: number): Promise<unknown> {
   const declared = Number(request.headers["content-length"] ?? 0);
   if (declared > limit) throw new BodyError(`body is larger than ${limit} bytes`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of request) {
-    const buffer = chunk as Buffer;
-    size += buffer.length;
-    if (size > limit) throw new BodyError(`body is larger than ${limit} bytes`);
-    chunks.push(buffer);
-  }
-  const text = Buffer.concat(chunks).toString("utf8");
+  const text = await readText(request, limit);
   try {
     return JSON.parse(text) as unknown;
   } catch {
     throw new BodyError(text.trim() === "" ? "body is empty; a JSON object is expected" : "body is not valid JSON");
   }
+}
+
+/**
+ * The body as UTF-8, read with plain stream events (an async iterator per request cost a few
+ * per cent of the write API's CPU). Past `limit` the request is destroyed, as leaving a
+ * `for await` loop would; a stream error or a close before the end rejects.
+ */
+function readText(request: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (error: Error | undefined): void => {
+      request.off("data", onData);
+      request.off("end", onEnd);
+      request.off("error", onError);
+      request.off("close", onClose);
+      if (error === undefined) resolve(chunks.length === 1 ? chunks[0]!.toString("utf8") : Buffer.concat(chunks).toString("utf8"));
+      else reject(error);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        done(new BodyError(`body is larger than ${limit} bytes`));
+        request.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => done(undefined);
+    const onError = (error: Error): void => done(error);
+    const onClose = (): void => done(Object.assign(new Error("request closed before its body ended"), { code: "ERR_STREAM_PREMATURE_CLOSE" }));
+    request.on("data", onData);
+    request.on("end", onEnd);
+    request.on("error", onError);
+    request.on("close", onClose);
+  });
 }

@@ -43,6 +43,30 @@ interface EngineStats {
   updated_time: number;
 }
 
+/** The request target's path, and its query parsed only when asked for. */
+interface ParsedUrl {
+  pathname: string;
+  query: () => URLSearchParams;
+}
+
+/**
+ * `new URL(target, "http://localhost")`'s pathname and searchParams, parsed once per request.
+ * A target that is one of the routes, with or without a query, is taken as it stands (WHATWG
+ * parsing would leave it unchanged); anything else goes through URL, so odd targets are
+ * normalised exactly as before.
+ */
+function parseUrl(target: string | undefined): ParsedUrl {
+  const raw = target ?? "/";
+  const mark = raw.indexOf("?");
+  const path = mark === -1 ? raw : raw.slice(0, mark);
+  if (ROUTES.has(path) && !raw.includes("#")) {
+    let query: URLSearchParams | undefined;
+    return { pathname: path, query: () => (query ??= new URL(raw, "http://localhost").searchParams) };
+  }
+  const url = new URL(raw, "http://localhost");
+  return { pathname: url.pathname, query: () => url.searchParams };
+}
+
 /** `ip:port`, or a bare IP reported over the write API without a port (port 0). */
 function splitAddress(endpoint: string): { ip: string; port: number } {
   if (isIP(endpoint) !== 0) return { ip: endpoint, port: 0 };
@@ -62,12 +86,12 @@ export class HttpApi {
     this.access = new WriteAccess(options.host, options.token);
     this.server = createServer((request, response) => {
       const started = performance.now();
+      const url = parseUrl(request.url);
       response.once("finish", () => {
-        const path = new URL(request.url ?? "/", "http://localhost").pathname;
-        const url = ROUTES.has(path) ? path : "other";
-        options.metrics.observeHttp(request.method ?? "GET", url, response.statusCode, (performance.now() - started) * 1000);
+        const route = ROUTES.has(url.pathname) ? url.pathname : "other";
+        options.metrics.observeHttp(request.method ?? "GET", route, response.statusCode, (performance.now() - started) * 1000);
       });
-      this.route(request, response).catch((error: unknown) => {
+      this.route(request, response, url).catch((error: unknown) => {
         options.log.error({ err: error, url: request.url }, "http handler failed");
         if (!response.headersSent) {
           sendEnvelope(request, response, 500, null, { code: ErrorCode.internal, message: "internal server error", reason: String(error) });
@@ -95,8 +119,7 @@ export class HttpApi {
     });
   }
 
-  private async route(request: IncomingMessage, response: ServerResponse): Promise<void> {
-    const url = new URL(request.url ?? "/", "http://localhost");
+  private async route(request: IncomingMessage, response: ServerResponse, url: ParsedUrl): Promise<void> {
     const method = request.method ?? "GET";
     const key = `${method} ${url.pathname}`;
     if (method !== "GET" && method !== "HEAD" && !this.access.allows(request)) {
@@ -120,7 +143,7 @@ export class HttpApi {
       case "GET /debug/pools":
         return sendEnvelope(request, response, 200, await poolsView(this.options.store, this.options.directory()));
       case "GET /v1/load/stats":
-        return this.loadStats(request, response, url.searchParams.get("cluster"));
+        return this.loadStats(request, response, url.query().get("cluster"));
       case "POST /v1/load/stats":
         return this.write(request, response, (body) => this.writes.add(body));
       case "DELETE /v1/load/prompt":

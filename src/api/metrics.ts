@@ -24,6 +24,8 @@ export class Metrics implements ExchangeEvents {
   readonly registry = new Registry();
   /** One store read per scrape, shared by every gauge's collect(). */
   private scrape: Promise<LoadSnapshot> | undefined;
+  /** The scrape in progress, if any: the next one starts after it. */
+  private scrapes: Promise<unknown> = Promise.resolve();
 
   /** Body end → headers reply, inside the sidecar: parse, count tokens, pick and reserve. */
   private readonly pickLatency = new Histogram({
@@ -82,6 +84,8 @@ export class Metrics implements ExchangeEvents {
     buckets: [50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000, 1_000_000],
     registers: [this.registry],
   });
+
+  private readonly httpSeries = new Map<string, { status: { inc(): void }; duration: { observe(value: number): void } }>();
 
   constructor(private readonly source: LoadSource) {
     const registers = [this.registry];
@@ -155,13 +159,40 @@ export class Metrics implements ExchangeEvents {
   }
 
   observeHttp(method: string, url: string, statusCode: number, microseconds: number): void {
-    this.httpStatus.inc({ url, method, status_code: String(statusCode) });
-    this.httpDuration.observe({ method, url }, microseconds);
+    // The label children are looked up once per route, method and status, not hashed per request.
+    const key = `${method} ${url} ${statusCode}`;
+    let series = this.httpSeries.get(key);
+    if (series === undefined) {
+      series = { status: this.httpStatus.labels({ url, method, status_code: String(statusCode) }), duration: this.httpDuration.labels({ method, url }) };
+      this.httpSeries.set(key, series);
+    }
+    series.status.inc();
+    series.duration.observe(microseconds);
   }
 
-  async text(): Promise<string> {
+  /**
+   * The exposition text, as `registry.metrics()` gives it, built one metric per event-loop turn:
+   * with 1,000 engines the whole text took ~9–12 ms of one turn, every ext_proc stream waiting
+   * behind it; one metric (1,000 series at most) takes ~1.5 ms. All gauges read one snapshot,
+   * so they agree with each other. Scrapes run one after another, each with its own snapshot.
+   */
+  text(): Promise<string> {
+    const next = this.scrapes.then(() => this.render());
+    this.scrapes = next.catch(() => undefined);
+    return next;
+  }
+
+  private async render(): Promise<string> {
+    // The store read gets a turn of its own; every gauge's collect() then shares its result.
+    this.scrape = readLoadSnapshot(this.source.store, this.source.directory());
+    await this.scrape;
+    const parts: string[] = [];
+    for (const { name } of this.registry.getMetricsAsArray()) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      parts.push(await this.registry.getSingleMetricAsString(name));
+    }
     this.scrape = undefined;
-    return this.registry.metrics();
+    return `${parts.join("\n\n")}\n`;
   }
 
   get contentType(): string {
