@@ -70,7 +70,7 @@ type ResponsePhase = "waiting" | "body" | "done";
 export class ExtProcExchange {
   private requestPhase: RequestPhase = "headers";
   /** The engine an earlier picker wrote into `envoy.lb` metadata (forwarded by Envoy when configured). */
-  private chosenByMetadata: unknown;
+  private chosenByMetadata: string | undefined;
   private responsePhase: ResponsePhase = "waiting";
   private modes: { request: BodyMode; response: BodyMode };
   private path = "";
@@ -105,16 +105,15 @@ export class ExtProcExchange {
       };
     }
     if (message.requestHeaders !== undefined) {
-      this.chosenByMetadata = filterMetadataOf(message, "envoy.lb")?.[DESTINATION_HEADER];
+      const chosen = filterMetadataOf(message, "envoy.lb")?.[DESTINATION_HEADER];
+      this.chosenByMetadata = typeof chosen === "string" ? chosen : undefined;
       this.subset = subsetOf(message);
       this.onRequestHeaders(message.requestHeaders.headers, message.requestHeaders.endOfStream);
-    }
-    else if (message.requestBody !== undefined) this.onRequestBody(message.requestBody.body, message.requestBody.endOfStream);
+    } else if (message.requestBody !== undefined) this.onRequestBody(message.requestBody.body, message.requestBody.endOfStream);
     else if (message.requestTrailers !== undefined) this.onRequestTrailers();
     else if (message.responseHeaders !== undefined) {
       this.onResponseHeaders(message.responseHeaders.headers, message.responseHeaders.endOfStream, servedOf(message));
-    }
-    else if (message.responseBody !== undefined) this.onResponseBody(message.responseBody.body, message.responseBody.endOfStream);
+    } else if (message.responseBody !== undefined) this.onResponseBody(message.responseBody.body, message.responseBody.endOfStream);
     else if (message.responseTrailers !== undefined) this.onResponseTrailers();
   }
 
@@ -233,9 +232,8 @@ export class ExtProcExchange {
   private decide(body: Buffer | undefined, bodySeen: boolean, then: (decision: Decision) => void): void {
     this.requestPhase = "deciding";
     const started = performance.now();
-    const fromMetadata = typeof this.chosenByMetadata === "string" ? this.chosenByMetadata : undefined;
     // The routing header may be a comma list (primary, fallbacks): the primary is the engine.
-    const routedTo = this.headers.get(DESTINATION_HEADER)?.split(",")[0]?.trim() || fromMetadata?.split(",")[0]?.trim() || undefined;
+    const routedTo = (this.headers.get(DESTINATION_HEADER) || this.chosenByMetadata)?.split(",")[0]?.trim() || undefined;
     const request = {
       path: this.path,
       header: (name: string) => this.headers.get(name),
