@@ -22,9 +22,10 @@ describe("TokenCounter", () => {
     expect(counter.count(`hello ${run} world`)).toBe(countTokens("hello   world") + approximateTokens(run));
   });
 
-  it("approximates ASCII at ~4 characters a token and CJK at ~1", () => {
+  it("approximates ASCII at ~4 characters a token and CJK at ~0.8 tokens a character", () => {
     expect(approximateTokens("abcdefgh")).toBe(2);
-    expect(approximateTokens("狐狸狐狸")).toBe(4);
+    expect(approximateTokens("狐狸".repeat(50))).toBe(80);
+    expect(approximateTokens("abcd狐狸狐狸狐")).toBe(5);
   });
 
   it("prices a request: texts, exact token ids, media estimates and the chat template", () => {
