@@ -40,14 +40,19 @@ function readError(body: JsonObject): string | undefined {
   return JSON.stringify(error);
 }
 
+const OUTPUT_FIELDS = ["content", "reasoning_content", "reasoning"] as const;
+
 /** True when a streamed choice carries generated output (text, reasoning or tool-call deltas). */
 function carriesOutput(choice: unknown): boolean {
   if (!isObject(choice)) return false;
   if (typeof choice["text"] === "string" && choice["text"].length > 0) return true;
   const delta = choice["delta"];
   if (!isObject(delta)) return false;
-  const content = delta["content"] ?? delta["reasoning_content"] ?? delta["reasoning"];
-  if (typeof content === "string" && content.length > 0) return true;
+  // Engines differ in which they leave empty or null beside the other (content "" next to reasoning).
+  for (const key of OUTPUT_FIELDS) {
+    const text = delta[key];
+    if (typeof text === "string" && text.length > 0) return true;
+  }
   return Array.isArray(delta["tool_calls"]) && delta["tool_calls"].length > 0;
 }
 

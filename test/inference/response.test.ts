@@ -50,6 +50,15 @@ describe("response scanning", () => {
     );
   });
 
+  it("takes reasoning as output even beside an empty or null content", () => {
+    const reasoning = sse([
+      { choices: [{ delta: { role: "assistant", content: "" } }] },
+      { choices: [{ delta: { content: "", reasoning_content: "Let" } }] },
+      { choices: [{ delta: { content: null, reasoning: " me" } }] },
+    ]);
+    expect(scan([reasoning])).toEqual({ generated: 2, firstToken: true });
+  });
+
   it("reports an error event and ignores garbage lines", () => {
     expect(scan([Buffer.from("data: not json\n\n: keep-alive\n\n"), sse([{ error: { message: "engine died" } }])])).toEqual({
       generated: 0,
