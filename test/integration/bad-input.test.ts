@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { Upstream } from "../envoy/ext-proc-client.js";
+import { gate } from "../support/gate.js";
 import { totalLoad } from "../support/sidecar.js";
 import { chat, chatRequest, errorOf, startRig, type Rig } from "./harness.js";
 
@@ -10,13 +11,6 @@ afterEach(async () => {
   rig = undefined;
 });
 
-/** A promise opened from outside (Promise.withResolvers is Node 22+). */
-function gate(): { promise: Promise<void>; open: () => void } {
-  let open = (): void => undefined;
-  const promise = new Promise<void>((resolve) => (open = resolve));
-  return { promise, open };
-}
-
 const received = (r: Rig) => r.engines.reduce((sum, engine) => sum + engine.stats().received, 0);
 
 describe("bad request bodies", () => {
@@ -26,6 +20,35 @@ describe("bad request bodies", () => {
     const result = await rig.exchange({ request: { ...chatRequest(""), body } });
     expect(result.status).toBe(400);
     expect(errorOf(result).message).toBe("request body is not valid UTF-8");
+    expect(received(rig)).toBe(0);
+  });
+
+  it("content a number → 400 naming the field; nothing reaches an engine", async () => {
+    rig = await startRig({ engines: 1 });
+    const result = await rig.exchange({ request: chatRequest(JSON.stringify({ model: "llama", messages: [{ role: "user", content: 42 }] })) });
+    expect(result.status).toBe(400);
+    expect(errorOf(result).message).toBe("'messages[0].content' must be a string, an array of content parts or null");
+    expect(received(rig)).toBe(0);
+  });
+
+  it("a body that never ends: held (bounded by the body limit), nothing reserved or sent on; the client giving up leaves nothing", async () => {
+    rig = await startRig({ engines: 1 });
+    const giveUp = new AbortController();
+    async function* endless(): AsyncGenerator<string> {
+      yield '{"model": "llama", "messages": [{"role": "user", "content": "';
+      yield "never finished ".repeat(100);
+      await new Promise((resolve) => giveUp.signal.addEventListener("abort", resolve, { once: true }));
+    }
+    const pending = rig.exchange({ request: { ...chatRequest(""), body: endless() }, signal: giveUp.signal });
+    // Let the chunks reach the sidecar; the body never completes, so nothing can be priced or picked.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(await totalLoad(rig.sidecar)).toMatchObject({ requests: 0, ledger: 0 });
+    giveUp.abort();
+    const result = await pending;
+    expect(result.reset?.by).toBe("client");
+    expect(result.routedTo).toBeUndefined();
+    const bodySent = result.log.filter((entry) => entry.direction === "sent" && entry.message?.requestBody !== undefined);
+    expect(bodySent.length).toBeGreaterThanOrEqual(2);
     expect(received(rig)).toBe(0);
   });
 
