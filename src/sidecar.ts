@@ -20,7 +20,7 @@ export interface Sidecar {
   readonly tokenizers: Promise<void>;
   /** Swap in a reloaded config: pools and weights take effect for the next pick, tokenizers once loaded. */
   reload(config: Config): void;
-  /** Stop taking streams, let open ones finish within `graceMs`, close everything. */
+  /** Stop taking streams, let open ones finish within `graceMs`, close everything (tokenizer worker threads too). */
   stop(graceMs: number): Promise<void>;
 }
 
@@ -62,7 +62,9 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     return Promise.all(watchers.map((watcher) => watcher.start())).then(() => undefined);
   };
   let picker = new Picker(store, () => directory, config.scheduling, health);
-  const tokens = new TokenizerRegistry(config.tokenizer, () => directory);
+  const tokens = new TokenizerRegistry(config.tokenizer, () => directory, (error) =>
+    log.error({ reason: error.message }, "tokenizer lost; its pools are priced by the estimate until a reload names its file"),
+  );
   const tokenizers = tokens.configure(config.pools);
   // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
   const instance = randomBytes(4).toString("hex");
@@ -146,6 +148,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       for (const watcher of watchers) watcher.stop();
       await extproc.shutdown(graceMs);
       await http.close();
+      await tokens.close();
     },
   };
 }

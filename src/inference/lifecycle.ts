@@ -106,7 +106,10 @@ export class InferenceExchange {
       : { ok: true, request: bodilessRequest() };
     if (!parsed.ok) return this.refuse({ status: 400, code: "invalid_request", message: parsed.message }, undefined);
     this.model = request.header(MODEL_REWRITE_HEADER) || parsed.request.model;
-    this.promptTokens = this.context.tokens.forModel(this.model).promptTokens(parsed.request);
+    const priced = this.context.tokens.forModel(this.model).promptTokens(parsed.request);
+    // A tokenizer in a worker thread answers later. Should the stream end meanwhile, the reservation
+    // made below is released as soon as it is made, as when it ends while the store answers.
+    this.promptTokens = typeof priced === "number" ? priced : await priced;
     if (this.context.observe !== undefined) return this.observe(request.chosenEngine, this.context.observe);
     const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens, subset: request.subset });
     switch (result.kind) {

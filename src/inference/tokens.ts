@@ -1,8 +1,8 @@
 import type { InferenceRequest } from "./request.js";
-import { o200k, type TextTokenizer } from "./tokenizers/o200k.js";
+import { o200k, type AsyncTextTokenizer } from "./tokenizers/o200k.js";
 
 export interface TokenCounterOptions {
-  /** Texts longer than this many UTF-16 code units are approximated, so a huge prompt never stalls the loop. */
+  /** Texts longer than this many UTF-16 code units are approximated, so a huge prompt never stalls the loop (nor a tokenizer's worker). */
   approximateAboveChars: number;
   /** Estimated prompt tokens of one image (the pixels are never decoded here). */
   imageTokens: number;
@@ -34,27 +34,30 @@ export function approximateTokens(text: string): number {
  */
 const LONG_RUN = /\S{64,}|\s{64,}/g;
 
+/** `tokens + more`, with no promise when the tokens are already counted. */
+function plus(tokens: number | Promise<number>, more: number): number | Promise<number> {
+  return typeof tokens === "number" ? tokens + more : tokens.then((counted) => counted + more);
+}
+
 /**
  * Counts prompt text with one tokenizer (o200k unless told), approximating above a size threshold;
- * with `null` (the pool's tokenizer is still loading) every text is approximated.
+ * with `null` (the pool's tokenizer is still loading) every text is approximated. The count is a
+ * number with a synchronous tokenizer (o200k), a promise with one in a worker thread.
  */
 export class TokenCounter {
   constructor(
     private readonly options: TokenCounterOptions,
-    private readonly tokenizer: TextTokenizer | null = o200k,
-  ) {
-    // Tokenizers build tables and compile regexes on first use (~10 ms): pay that at start, not on a request.
-    tokenizer?.count("warm up");
-  }
+    private readonly tokenizer: AsyncTextTokenizer | null = o200k,
+  ) {}
 
   /** The prompt cost P of one request: texts, token ids, media estimates and template overhead. */
-  promptTokens(request: InferenceRequest): number {
+  promptTokens(request: InferenceRequest): number | Promise<number> {
     const template = request.messages > 0 ? request.messages * TOKENS_PER_MESSAGE + REPLY_PRIMER_TOKENS : 0;
     const media = request.images * this.options.imageTokens + request.audios * this.options.audioTokens;
-    return this.count(request.texts.join("\n")) + request.tokenIds + media + template;
+    return plus(this.count(request.texts.join("\n")), request.tokenIds + media + template);
   }
 
-  count(text: string): number {
+  count(text: string): number | Promise<number> {
     if (text.length === 0) return 0;
     if (this.tokenizer === null || text.length > this.options.approximateAboveChars) return approximateTokens(text);
     let estimated = 0;
@@ -62,6 +65,6 @@ export class TokenCounter {
       estimated += approximateTokens(run);
       return " ";
     });
-    return this.tokenizer.count(rest) + estimated;
+    return plus(this.tokenizer.count(rest), estimated);
   }
 }

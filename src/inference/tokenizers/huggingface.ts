@@ -1,12 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { TokenizerFileError } from "./file-error.js";
 import type { TextTokenizer } from "./o200k.js";
-
-/** A tokenizer file that cannot be used; the message names the file. */
-export class TokenizerFileError extends Error {
-  override readonly name = "TokenizerFileError";
-}
 
 /** The file's JSON object; `fallback` when the file does not exist and one is given. */
 async function readJson(file: string, fallback?: object): Promise<object> {
@@ -30,7 +26,8 @@ async function readJson(file: string, fallback?: object): Promise<object> {
 /**
  * Loads a Hugging Face `tokenizer.json` from disk, never from the hub. The library also reads the
  * model's `tokenizer_config.json` (added-token and clean-up flags); it is taken from beside the
- * file when present, since some models ship without one.
+ * file when present, since some models ship without one. Loading and counting hold the thread
+ * for long: the sidecar runs this in a worker thread (worker.ts).
  */
 export async function loadHuggingFaceTokenizer(file: string): Promise<TextTokenizer> {
   const [json, config] = await Promise.all([readJson(file), readJson(join(dirname(file), "tokenizer_config.json"), {})]);

@@ -1,0 +1,102 @@
+import { Worker } from "node:worker_threads";
+import { approximateTokens } from "../tokens.js";
+import { TokenizerFileError } from "./file-error.js";
+import type { CountReply, LoadReply } from "./thread.js";
+
+/** Under vitest and tsx this module, and so the thread's, is TypeScript source; in dist/ it is compiled. */
+const fromSource = import.meta.url.endsWith(".ts");
+const THREAD = new URL(fromSource ? "./thread.ts" : "./thread.js", import.meta.url);
+
+/** The thread that loads `file` and counts with it (thread.ts). */
+export function startTokenizerThread(file: string): Worker {
+  const options = { workerData: { file } };
+  if (!fromSource) return new Worker(THREAD, options);
+  // Node 20 applies no module hooks from a worker's execArgv (`--import tsx`) to its entry
+  // (nodejs/node#47747): the thread registers tsx's hooks itself, then imports the source.
+  const tsx = import.meta.resolve("tsx/esm/api");
+  const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(THREAD.href)}); });`;
+  return new Worker(bootstrap, { ...options, eval: true });
+}
+
+interface PendingCount {
+  text: string;
+  resolve(tokens: number): void;
+}
+
+/**
+ * One tokenizer.json loaded and run in its own worker thread, so that neither the load (~1 s of
+ * JSON parsing and vocabulary tables) nor counting (~1 µs a character) holds the event loop.
+ * Counts never reject: whatever the thread cannot answer is estimated.
+ */
+export class TokenizerWorker {
+  /** True once loaded, false when closed first; rejects naming the file when it cannot load. */
+  readonly loaded: Promise<boolean>;
+  private state: "loading" | "ready" | "gone" = "loading";
+  private closed = false;
+  /** Texts posted and not answered yet, oldest first: the thread answers in order. */
+  private readonly pending: PendingCount[] = [];
+  private pendingChars = 0;
+
+  /** `lost`: the thread stopped after it had loaded (its pools are estimated from then on). */
+  constructor(
+    readonly file: string,
+    lost: (error: Error) => void,
+    private readonly thread: Worker = startTokenizerThread(file),
+  ) {
+    let failure: Error | undefined;
+    this.loaded = new Promise((resolve, reject) => {
+      this.thread.on("message", (reply: LoadReply | CountReply) => {
+        if (this.state === "ready") return this.answered(reply as CountReply);
+        const load = reply as LoadReply;
+        if (load.loaded) {
+          this.state = "ready";
+          // Idle, it must not keep a stopping process alive; pending counts hold it (count()).
+          this.thread.unref();
+          resolve(true);
+        } else {
+          this.state = "gone";
+          reject(new TokenizerFileError(load.message));
+          void this.thread.terminate();
+        }
+      });
+      this.thread.on("error", (error) => (failure = error));
+      this.thread.on("exit", (code) => {
+        const wasReady = this.state === "ready";
+        this.state = "gone";
+        this.pendingChars = 0;
+        for (const count of this.pending.splice(0)) count.resolve(approximateTokens(count.text));
+        // Settling twice is a no-op: these only matter when the load had not settled yet.
+        if (this.closed) return resolve(false);
+        const error = new Error(`tokenizer file ${file}: its worker thread stopped (${failure?.message ?? `exit code ${code}`})`);
+        reject(error);
+        if (wasReady) lost(error);
+      });
+    });
+  }
+
+  /**
+   * The text's tokens, counted by the thread. Estimated at once when the thread is not running,
+   * or when its backlog would exceed `maxPendingChars`: under a burst, a count waits a bounded time.
+   */
+  count(text: string, maxPendingChars: number): number | Promise<number> {
+    if (this.state !== "ready" || this.pendingChars + text.length > maxPendingChars) return approximateTokens(text);
+    if (this.pending.length === 0) this.thread.ref();
+    this.pendingChars += text.length;
+    this.thread.postMessage(text);
+    return new Promise((resolve) => this.pending.push({ text, resolve }));
+  }
+
+  /** Stops the thread; pending counts resolve to the estimate. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.thread.terminate();
+  }
+
+  private answered(reply: CountReply): void {
+    const count = this.pending.shift();
+    if (count === undefined) return;
+    this.pendingChars -= count.text.length;
+    if (this.pending.length === 0) this.thread.unref();
+    count.resolve(reply ?? approximateTokens(count.text));
+  }
+}

