@@ -4,6 +4,7 @@ import { Metrics } from "./api/metrics.js";
 import type { Config } from "./config/schema.js";
 import { ExtProcServer } from "./extproc/server.js";
 import { InferenceExchange } from "./inference/lifecycle.js";
+import { RequestParser } from "./inference/request-parser.js";
 import { TokenizerRegistry } from "./inference/tokenizers/registry.js";
 import { MemoryLoadStore } from "./load/memory-store.js";
 import type { LoadStore } from "./load/store.js";
@@ -26,6 +27,13 @@ export interface Sidecar {
 
 const restartOnly = (a: Config, b: Config): string[] =>
   (["role", "extproc", "health", "http", "load", "tokenizer"] as const).filter((key) => JSON.stringify(a[key]) !== JSON.stringify(b[key]));
+
+/** Larger request bodies are parsed off the event loop: 512 KiB of chat turns parse in ~5–10 ms, 16 MiB in ~170 ms. */
+const PARSE_OFF_THREAD_ABOVE_BYTES = 512 * 1024;
+
+/** The longest prompt text any pool's tokenizer counts whole. */
+const largestWholeText = (config: Config): number =>
+  Math.max(config.tokenizer.approximateAboveChars, ...config.pools.map((pool) => (pool.tokenizer === "o200k" ? 0 : pool.tokenizer.approximateAboveChars)));
 
 /** Builds and starts every part of the sidecar from one config. */
 export async function startSidecar(initial: Config, log: Logger, store: LoadStore = new MemoryLoadStore()): Promise<Sidecar> {
@@ -66,6 +74,11 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     log.error({ reason: error.message }, "tokenizer lost; its pools are priced by the estimate until a reload names its file"),
   );
   const tokenizers = tokens.configure(config.pools);
+  const parser = new RequestParser({
+    offThreadAboveBytes: PARSE_OFF_THREAD_ABOVE_BYTES,
+    wholeUpToChars: () => largestWholeText(config),
+    includeUsage: config.inference.forceIncludeUsage,
+  });
   // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
   const instance = randomBytes(4).toString("hex");
   let sequence = 0;
@@ -90,6 +103,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
         {
           store,
           picker,
+          parser,
           tokens,
           health,
           log,
@@ -148,7 +162,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       for (const watcher of watchers) watcher.stop();
       await extproc.shutdown(graceMs);
       await http.close();
-      await tokens.close();
+      await Promise.all([tokens.close(), parser.close()]);
     },
   };
 }

@@ -4,7 +4,8 @@ import type { Awaitable, LoadStore, Outcome, ReportedUsage } from "../load/store
 import type { HealthReporter } from "../pools/health.js";
 import type { Picker } from "../scheduling/picker.js";
 import type { Refusal, RefusalReason } from "./refusal.js";
-import { bodilessRequest, parseInferenceRequest, type ParseResult } from "./request.js";
+import { bodilessRequest, type ParseResult } from "./request.js";
+import type { RequestParser } from "./request-parser.js";
 import { scannerFor, type ResponseProgress, type ResponseScanner } from "./response.js";
 import type { TokenizerRegistry } from "./tokenizers/registry.js";
 
@@ -49,6 +50,8 @@ export interface ExchangeEvents {
 export interface LifecycleContext {
   store: LoadStore;
   picker: Picker;
+  /** Parses request bodies, large ones off the event loop. */
+  parser: RequestParser;
   tokens: TokenizerRegistry;
   /** Told whether the engine answered: a 5xx or no response at all counts against it. */
   health: HealthReporter;
@@ -101,9 +104,11 @@ export class InferenceExchange {
 
   async decide(request: RequestView): Promise<Decision> {
     this.requestId = request.header("x-request-id");
-    const parsed: ParseResult = request.bodySeen
-      ? parseInferenceRequest(request.path, request.body)
-      : { ok: true, request: bodilessRequest() };
+    let parsed: ParseResult = { ok: true, request: bodilessRequest() };
+    if (request.bodySeen) {
+      const parsing = this.context.parser.parse(request.path, request.body);
+      parsed = parsing instanceof Promise ? await parsing : parsing;
+    }
     if (!parsed.ok) return this.refuse({ status: 400, code: "invalid_request", message: parsed.message }, undefined);
     this.model = request.header(MODEL_REWRITE_HEADER) || parsed.request.model;
     const priced = this.context.tokens.forModel(this.model).promptTokens(parsed.request);

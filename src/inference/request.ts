@@ -1,9 +1,13 @@
+import type { PromptSample } from "./prompt-sample.js";
+
 /** What the picker needs to know about one OpenAI-style request. */
 export interface InferenceRequest {
   /** The `model` field; undefined for paths that carry none (routed to the catch-all pool). */
   model: string | undefined;
   /** Prompt texts, in order; counted by the tokenizer as one text. */
   texts: string[];
+  /** Set instead of `texts` when a prompt parsed off the event loop was too long to count whole. */
+  sample?: PromptSample;
   /** Prompt tokens given as token ids: counted exactly. */
   tokenIds: number;
   /** Chat messages (or Responses input items), for the chat template's per-message overhead. */

@@ -3,6 +3,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InferenceExchange, type ExchangeEvents } from "../../src/inference/lifecycle.js";
 import { parseInferenceRequest } from "../../src/inference/request.js";
+import { RequestParser } from "../../src/inference/request-parser.js";
 import { TokenizerRegistry } from "../../src/inference/tokenizers/registry.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { zeroLoad } from "../../src/load/store.js";
@@ -22,8 +23,16 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
   beforeAll(() => tokens.configure([{ name: "qwen", tokenizer: { file: QWEN3, approximateAboveChars: 16_384 } }]));
   afterAll(() => tokens.close());
 
-  for (const role of ["picker", "observer"] as const) {
-    it(`${role}: a stream that ends while the prompt is counted releases its reservation at once, counted once`, async () => {
+  // Parsed inline, or (every body above 0 bytes) on the parsing thread: a second wait before the pick.
+  const parsers = { inline: Number.MAX_SAFE_INTEGER, "off the event loop": 0 };
+  const cases = (["picker", "observer"] as const).flatMap((role) => Object.entries(parsers).map(([parsing, above]) => ({ role, parsing, above })));
+  const openParsers: RequestParser[] = [];
+  afterAll(() => Promise.all(openParsers.map((parser) => parser.close())));
+
+  for (const { role, parsing, above } of cases) {
+    it(`${role}, body parsed ${parsing}: a stream that ends while the prompt is counted releases its reservation at once, counted once`, async () => {
+      const parser = new RequestParser({ offThreadAboveBytes: above, wholeUpToChars: () => 65_536, includeUsage: false });
+      openParsers.push(parser);
       const store = new MemoryLoadStore();
       const seen: string[] = [];
       const events: ExchangeEvents = {
@@ -36,6 +45,7 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
         {
           store,
           picker: new Picker(store, () => directory, { weights: defaultWeights, maxRequestsPerEngine: 0, fallbacks: 0 }),
+          parser,
           tokens,
           health: { succeeded: () => seen.push("succeeded"), failed: () => seen.push("failed") },
           log: pino({ level: "silent" }),

@@ -13,7 +13,8 @@ import { loadHuggingFaceTokenizer } from "../../src/inference/tokenizers/hugging
 import type { TextTokenizer } from "../../src/inference/tokenizers/o200k.js";
 import { TokenizerRegistry, type PoolTokenizer, type StartTokenizer } from "../../src/inference/tokenizers/registry.js";
 import { startTokenizerThread, TokenizerWorker } from "../../src/inference/tokenizers/worker.js";
-import { approximateTokens } from "../../src/inference/tokens.js";
+import { approximateTokens } from "../../src/inference/estimate.js";
+import { extrapolate, samplePrompt } from "../../src/inference/prompt-sample.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { startTestSidecar } from "../support/sidecar.js";
 
@@ -121,12 +122,16 @@ describe("tokenizer registry", () => {
     }
   });
 
-  it("estimates texts above the pool's own threshold, on this thread", async () => {
+  it("prices texts above the pool's own threshold from a sample the worker counts", async () => {
     const registry = new TokenizerRegistry(options, () => directory, noLoss);
     try {
-      await registry.configure([qwenPool(QWEN3, 100), otherPool]);
-      const long = "lorem ipsum ".repeat(10);
-      expect(registry.forModel("Qwen/Qwen3-8B").count(long)).toBe(approximateTokens(long));
+      await registry.configure([qwenPool(QWEN3, 1000), otherPool]);
+      const long = "The quick brown fox jumps over the lazy dog. ".repeat(50);
+      // A quarter of the threshold is sampled.
+      const sample = samplePrompt(long, 250);
+      const expected = extrapolate(sample, sample.windows.reduce((sum, window) => sum + qwen3.count(window), 0));
+      expect(expected).not.toBe(approximateTokens(long));
+      expect(await registry.forModel("Qwen/Qwen3-8B").count(long)).toBe(expected);
       expect(await registry.forModel("Qwen/Qwen3-8B").count("lorem ipsum")).toBe(qwen3.count("lorem ipsum"));
     } finally {
       await registry.close();

@@ -1,7 +1,8 @@
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 import { describe, expect, it } from "vitest";
 import { bodilessRequest } from "../../src/inference/request.js";
-import { approximateTokens, TokenCounter } from "../../src/inference/tokens.js";
+import { approximateTokens } from "../../src/inference/estimate.js";
+import { TokenCounter } from "../../src/inference/tokens.js";
 
 describe("TokenCounter", () => {
   const counter = new TokenCounter({ approximateAboveChars: 10_000, imageTokens: 765, audioTokens: 200 });
@@ -12,14 +13,35 @@ describe("TokenCounter", () => {
     expect(counter.count("")).toBe(0);
   });
 
-  it("estimates text above the size threshold", () => {
-    const text = "lorem ipsum ".repeat(1000);
-    expect(counter.count(text)).toBe(approximateTokens(text));
+  it("prices text above the size threshold from a sample of it, within 2 % of the exact count", () => {
+    let counted = 0;
+    const spy = { count: (text: string) => ((counted += text.length), countTokens(text)) };
+    const sampling = new TokenCounter({ approximateAboveChars: 10_000, imageTokens: 765, audioTokens: 200 }, spy);
+    const text = "lorem ipsum dolor sit amet, ".repeat(2000) + "敏捷的棕色狐狸跳过了懒狗。".repeat(2000);
+    const priced = sampling.count(text) as number;
+    expect(counted).toBeLessThanOrEqual(10_000);
+    expect(Math.abs(priced / countTokens(text) - 1)).toBeLessThan(0.02);
   });
 
-  it("estimates long runs without whitespace (quadratic for BPE) and counts the rest exactly", () => {
+  it("estimates everything with a threshold of 0", () => {
+    const estimating = new TokenCounter({ approximateAboveChars: 0, imageTokens: 765, audioTokens: 200 });
+    expect(estimating.count("hello world")).toBe(approximateTokens("hello world"));
+  });
+
+  it("estimates long runs a pre-tokenizer keeps whole (quadratic for BPE) and counts the rest exactly", () => {
     const run = "x".repeat(5000);
     expect(counter.count(`hello ${run} world`)).toBe(countTokens("hello   world") + approximateTokens(run));
+    const rule = "=".repeat(100);
+    expect(counter.count(`a\n${rule}\nb`)).toBe(countTokens("a\n \nb") + approximateTokens(rule));
+    // A paragraph with no whitespace at all is one pre-token to SentencePiece-style tokenizers.
+    const paragraph = "敏捷的棕色狐狸跳过了懒狗。".repeat(100);
+    expect(counter.count(paragraph)).toBe(countTokens(" ") + approximateTokens(paragraph));
+  });
+
+  it("counts Chinese exactly: its punctuation cuts it into short pre-tokens", () => {
+    const chinese = "清晨的港口慢慢醒来。渔民们把渔网拖过潮湿的石板路，面包师已经忙了两个小时，他把面包一条条摆进橱窗，一边和收音机里的天气预报争论。镇上没有人相信天气预报。";
+    expect(chinese.length).toBeGreaterThan(64);
+    expect(counter.count(chinese)).toBe(countTokens(chinese));
   });
 
   it("approximates ASCII at ~4 characters a token and CJK at ~0.8 tokens a character", () => {
@@ -34,10 +56,15 @@ describe("TokenCounter", () => {
     expect(counter.promptTokens(bodilessRequest())).toBe(0);
   });
 
-  it("a 2 MB mixed prompt is estimated, not tokenized (timing: npm run bench:tokens)", () => {
+  it("a 2 MB mixed prompt is priced from 16 Ki characters of it, within 2 % (timing: npm run bench:tokens)", () => {
+    let counted = 0;
+    const spy = { count: (text: string) => ((counted += text.length), countTokens(text)) };
+    const sampling = new TokenCounter({ approximateAboveChars: 65_536, imageTokens: 765, audioTokens: 200 }, spy);
     const unit = "The quick brown fox. function f(x) { return x * 2; } 敏捷的棕色狐狸跳过了懒狗。\n";
     const text = unit.repeat(Math.ceil((2 << 20) / unit.length));
     const request = { ...bodilessRequest(), texts: [text], messages: 1 };
-    expect(counter.promptTokens(request)).toBe(approximateTokens(text) + 6);
+    const priced = sampling.promptTokens(request) as number;
+    expect(counted).toBeLessThanOrEqual(16_384);
+    expect(Math.abs(priced / (countTokens(text) + 6) - 1)).toBeLessThan(0.02);
   });
 });

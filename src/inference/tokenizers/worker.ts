@@ -1,22 +1,11 @@
-import { Worker } from "node:worker_threads";
-import { approximateTokens } from "../tokens.js";
+import type { Worker } from "node:worker_threads";
+import { startThread, threadModule } from "../../threads.js";
+import { approximateTokens } from "../estimate.js";
 import { TokenizerFileError } from "./file-error.js";
 import type { CountReply, LoadReply } from "./thread.js";
 
-/** Under vitest and tsx this module, and so the thread's, is TypeScript source; in dist/ it is compiled. */
-const fromSource = import.meta.url.endsWith(".ts");
-const THREAD = new URL(fromSource ? "./thread.ts" : "./thread.js", import.meta.url);
-
 /** The thread that loads `file` and counts with it (thread.ts). */
-export function startTokenizerThread(file: string): Worker {
-  const options = { workerData: { file } };
-  if (!fromSource) return new Worker(THREAD, options);
-  // Node 20 applies no module hooks from a worker's execArgv (`--import tsx`) to its entry
-  // (nodejs/node#47747): the thread registers tsx's hooks itself, then imports the source.
-  const tsx = import.meta.resolve("tsx/esm/api");
-  const bootstrap = `import(${JSON.stringify(tsx)}).then(({ register }) => { register(); return import(${JSON.stringify(THREAD.href)}); });`;
-  return new Worker(bootstrap, { ...options, eval: true });
-}
+export const startTokenizerThread = (file: string): Worker => startThread(threadModule("thread", import.meta.url), { file });
 
 interface PendingCount {
   text: string;

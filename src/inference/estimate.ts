@@ -1,0 +1,12 @@
+/** CJK text: o200k and Llama-3 vocabularies take ~0.8 tokens a character (Qwen3 ~0.64; bench:tokens). */
+const TOKENS_PER_CJK_CHARACTER = 0.8;
+
+/**
+ * Cheap estimate: about four characters per token for ASCII text, and 0.8 tokens per character
+ * elsewhere. The split is read from the native UTF-8 length, taking non-ASCII characters as three
+ * bytes (CJK): a loop over the characters in JS is 5–40 times slower (80 ms for a 16 MiB prompt).
+ */
+export function approximateTokens(text: string): number {
+  const nonAscii = Math.max(0, Math.round((Buffer.byteLength(text, "utf8") - text.length) / 2));
+  return Math.ceil((text.length - nonAscii) / 4 + nonAscii * TOKENS_PER_CJK_CHARACTER);
+}

@@ -1,0 +1,88 @@
+import type { Worker } from "node:worker_threads";
+import { startThread, threadModule } from "../threads.js";
+import { parseInferenceRequest, type InferenceRequest, type ParseResult } from "./request.js";
+
+/** A body sent to the parsing thread. */
+export interface ParseJob {
+  id: number;
+  path: string;
+  body: Uint8Array;
+  /** Texts longer than this come back as a sample (prompt-sample.ts). */
+  wholeUpToChars: number;
+  /** Build the body with `stream_options.include_usage` added, when the request lacks it. */
+  includeUsage: boolean;
+}
+
+/** What the thread answers: a ParseResult whose body rewrite is built already (functions do not cross threads). */
+export type OffThreadParse =
+  | { ok: false; message: string }
+  | { ok: true; request: Omit<InferenceRequest, "withUsage">; withUsageBody?: Uint8Array };
+
+export interface RequestParserOptions {
+  /** Bodies larger than this are parsed on the parsing thread; smaller ones inline (~10 ms at 512 KiB of chat turns). */
+  offThreadAboveBytes: number;
+  /** The largest text any pool's tokenizer counts whole (longer ones are sampled). */
+  wholeUpToChars: () => number;
+  includeUsage: boolean;
+}
+
+/**
+ * Parses request bodies: small ones at once, large ones on a worker thread, so that other streams
+ * keep flowing while megabytes of JSON parse. Never rejects: if the thread stops, the bodies it
+ * held are parsed inline (correct, if slow) and the next large body starts a new thread.
+ */
+export class RequestParser {
+  private thread: Worker | undefined;
+  private readonly pending = new Map<number, { path: string; body: Buffer; resolve(result: ParseResult): void }>();
+  private sequence = 0;
+
+  constructor(private readonly options: RequestParserOptions) {}
+
+  parse(path: string, body: Buffer | undefined): ParseResult | Promise<ParseResult> {
+    if (body === undefined || body.length <= this.options.offThreadAboveBytes) return parseInferenceRequest(path, body);
+    const thread = this.thread ?? this.start();
+    const id = (this.sequence += 1);
+    // A copy of exactly the body, moved (not cloned) to the thread: the body itself is still to be forwarded.
+    const copy = new Uint8Array(body);
+    const job: ParseJob = { id, path, body: copy, wholeUpToChars: this.options.wholeUpToChars(), includeUsage: this.options.includeUsage };
+    if (this.pending.size === 0) thread.ref();
+    thread.postMessage(job, [copy.buffer]);
+    return new Promise((resolve) => this.pending.set(id, { path, body, resolve }));
+  }
+
+  async close(): Promise<void> {
+    const thread = this.thread;
+    this.thread = undefined;
+    await thread?.terminate();
+  }
+
+  private start(): Worker {
+    const thread = startThread(threadModule("parse-thread", import.meta.url), undefined);
+    thread.unref();
+    thread.on("message", ({ id, reply }: { id: number; reply: OffThreadParse }) => {
+      const job = this.pending.get(id);
+      if (job === undefined) return;
+      this.pending.delete(id);
+      if (this.pending.size === 0) thread.unref();
+      job.resolve(toParseResult(reply));
+    });
+    // An error is followed by exit; only exit needs handling.
+    thread.on("error", () => undefined);
+    thread.on("exit", () => {
+      if (this.thread === thread) this.thread = undefined;
+      const stranded = [...this.pending.values()];
+      this.pending.clear();
+      for (const job of stranded) job.resolve(parseInferenceRequest(job.path, job.body));
+    });
+    this.thread = thread;
+    return thread;
+  }
+}
+
+function toParseResult(reply: OffThreadParse): ParseResult {
+  if (!reply.ok) return reply;
+  const bytes = reply.withUsageBody;
+  const request: InferenceRequest = { ...reply.request };
+  if (bytes !== undefined) request.withUsage = () => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { ok: true, request };
+}
