@@ -35,6 +35,18 @@ describe("inference.forceIncludeUsage", () => {
     expect(result.upstreamRequest!.headers["content-length"]).toBe(String(forwarded.length));
   });
 
+  it("a 2 MiB request, parsed off the event loop: the rewritten body is built there and forwarded whole", async () => {
+    const history = Array.from({ length: 20_000 }, (_, i) => ({ role: i % 2 === 0 ? "user" : "assistant", content: `turn ${i}: the harbour town woke slowly` }));
+    const body = JSON.stringify({ model: "llama", messages: history, stream: true, max_tokens: 4 });
+    expect(Buffer.byteLength(body)).toBeGreaterThan(1 << 20);
+    const result = await rig.exchange({ request: chatRequest(body), chunking: { sizes: [65_536] } });
+    expect(result.failure).toBeUndefined();
+    expect(result.status).toBe(200);
+    const sent = JSON.parse(result.upstreamRequest!.body.toString()) as { messages: unknown[]; stream_options: unknown };
+    expect(sent.messages).toEqual(history);
+    expect(sent.stream_options).toEqual({ include_usage: true });
+  });
+
   it("leaves requests that already ask for usage, and non-streaming ones, byte for byte", async () => {
     for (const body of [chat("llama", "as is", { stream: true, stream_options: { include_usage: true } }), chat("llama", "plain")]) {
       const result = await rig.exchange({ request: chatRequest(body) });
