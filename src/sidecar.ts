@@ -78,6 +78,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     offThreadAboveBytes: PARSE_OFF_THREAD_ABOVE_BYTES,
     wholeUpToChars: () => largestWholeText(config),
     includeUsage: config.inference.forceIncludeUsage,
+    lost: (error) => log.warn({ reason: error.message }, "request parsing thread lost; the bodies it held are parsed inline, the next large one starts a new thread"),
   });
   // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
   const instance = randomBytes(4).toString("hex");

@@ -24,6 +24,8 @@ export interface RequestParserOptions {
   /** The largest text any pool's tokenizer counts whole (longer ones are sampled). */
   wholeUpToChars: () => number;
   includeUsage: boolean;
+  /** Told when the thread stops unexpectedly (the bodies it held are parsed inline). */
+  lost: (error: Error) => void;
 }
 
 /**
@@ -66,10 +68,12 @@ export class RequestParser {
       if (this.pending.size === 0) thread.unref();
       job.resolve(toParseResult(reply));
     });
-    // An error is followed by exit; only exit needs handling.
-    thread.on("error", () => undefined);
-    thread.on("exit", () => {
-      if (this.thread === thread) this.thread = undefined;
+    let failure: Error | undefined;
+    thread.on("error", (error) => (failure = error));
+    thread.on("exit", (code) => {
+      const closed = this.thread !== thread;
+      this.thread = undefined;
+      if (!closed) this.options.lost(new Error(`request parsing thread stopped: ${failure?.message ?? `exit code ${code}`}`));
       const stranded = [...this.pending.values()];
       this.pending.clear();
       for (const job of stranded) job.resolve(parseInferenceRequest(job.path, job.body));

@@ -234,7 +234,9 @@ for (const model of ["gpt-4o", "qwen3"]) {
 
 console.log("\n5. the longest event-loop turn (target: ~20 ms)");
 const huge = chatBody(16 * MB);
-const parser = new RequestParser({ offThreadAboveBytes: 512 * 1024, wholeUpToChars: () => O200K_WHOLE, includeUsage: false });
+const parser = new RequestParser({ offThreadAboveBytes: 512 * 1024, wholeUpToChars: () => O200K_WHOLE, includeUsage: false, lost: (error) => {
+        throw error;
+      } });
 for (const model of ["gpt-4o", "qwen3"]) {
   let tokens = 0;
   const turn = await longestTurn(async () => {

@@ -31,7 +31,9 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
 
   for (const { role, parsing, above } of cases) {
     it(`${role}, body parsed ${parsing}: a stream that ends while the prompt is counted releases its reservation at once, counted once`, async () => {
-      const parser = new RequestParser({ offThreadAboveBytes: above, wholeUpToChars: () => 65_536, includeUsage: false });
+      const parser = new RequestParser({ offThreadAboveBytes: above, wholeUpToChars: () => 65_536, includeUsage: false, lost: (error) => {
+        throw error;
+      } });
       openParsers.push(parser);
       const store = new MemoryLoadStore();
       const seen: string[] = [];

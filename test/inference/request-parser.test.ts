@@ -1,4 +1,5 @@
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
+import type { Worker } from "node:worker_threads";
 import { afterEach, describe, expect, it } from "vitest";
 import { SAMPLE_CHARS } from "../../src/inference/prompt-sample.js";
 import { parseInferenceRequest, type ParseResult } from "../../src/inference/request.js";
@@ -9,8 +10,13 @@ const options = { approximateAboveChars: 65_536, imageTokens: 765, audioTokens: 
 let parser: RequestParser | undefined;
 afterEach(() => parser?.close());
 
+const lostThreads: Error[] = [];
+afterEach(() => {
+  lostThreads.length = 0;
+});
+
 function offThread(wholeUpToChars = 65_536, includeUsage = false): RequestParser {
-  parser = new RequestParser({ offThreadAboveBytes: 1024, wholeUpToChars: () => wholeUpToChars, includeUsage });
+  parser = new RequestParser({ offThreadAboveBytes: 1024, wholeUpToChars: () => wholeUpToChars, includeUsage, lost: (error) => lostThreads.push(error) });
   return parser;
 }
 
@@ -102,6 +108,18 @@ describe("request parsing off the event loop", () => {
     expect(await pending).toEqual(inline);
     const again = await settled(own.parse("/v1/chat/completions", chatBody(20_000)));
     expect(again.ok).toBe(true);
+    // Closing is not losing.
+    expect(lostThreads).toEqual([]);
+  });
+
+  it("a thread that dies is reported; the bodies it held are parsed inline", async () => {
+    const body = chatBody(2 << 20);
+    const own = offThread();
+    const pending = own.parse("/v1/chat/completions", body);
+    // Kill the thread from outside, as an out-of-memory or a crash would.
+    await (own as unknown as { thread: Worker }).thread.terminate();
+    expect(await pending).toEqual(parseInferenceRequest("/v1/chat/completions", body));
+    expect(lostThreads.map((error) => error.message)).toEqual([expect.stringContaining("request parsing thread stopped")]);
   });
 
   it("small bodies parse at once, with no thread", () => {
