@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createSocket } from "node:dgram";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -13,21 +14,41 @@ export interface DnsServer {
   stop(): Promise<void>;
 }
 
-async function freeUdpPort(): Promise<number> {
+/** A loopback port free for UDP and for TCP (dnsmasq listens on both) at the time of asking. */
+async function freeDnsPort(): Promise<number> {
   const socket = createSocket("udp4");
   await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
   const { port } = socket.address();
+  const tcp = createServer();
+  const tcpFree = await new Promise<boolean>((resolve) => {
+    tcp.once("error", () => resolve(false));
+    tcp.listen(port, "127.0.0.1", () => resolve(true));
+  });
+  if (tcpFree) await new Promise((resolve) => tcp.close(resolve));
   await new Promise<void>((resolve) => socket.close(resolve));
-  return port;
+  return tcpFree ? port : freeDnsPort();
 }
 
 const binary = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"].find((path) => existsSync(path)) ?? "dnsmasq";
 
-export async function startDnsmasq(lines: string[]): Promise<DnsServer> {
+/**
+ * Starts dnsmasq on a free port. Tests running beside it open and close ports all the time, so
+ * the port can be taken between asking and binding: then it tries another.
+ */
+export async function startDnsmasq(lines: string[], attempts = 5): Promise<DnsServer> {
+  try {
+    return await startDnsmasqOnce(lines);
+  } catch (error) {
+    if (attempts <= 1 || !String((error as Error).message).includes("Address already in use")) throw error;
+    return startDnsmasq(lines, attempts - 1);
+  }
+}
+
+async function startDnsmasqOnce(lines: string[]): Promise<DnsServer> {
   const dir = mkdtempSync(join(tmpdir(), "mc-dns-"));
   const hosts = join(dir, "hosts");
   writeFileSync(hosts, `${lines.join("\n")}\n`);
-  const port = await freeUdpPort();
+  const port = await freeDnsPort();
   const child: ChildProcess = spawn(
     binary,
     [
@@ -46,16 +67,22 @@ export async function startDnsmasq(lines: string[]): Promise<DnsServer> {
   );
   let stderr = "";
   child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString("utf8")));
-  await new Promise<void>((resolve, reject) => {
-    child.once("error", reject);
-    child.once("exit", (code) => reject(new Error(`dnsmasq exited with ${code}: ${stderr}`)));
-    // dnsmasq logs "read <file>" once it listens and has read the records.
-    const check = (): void => {
-      if (stderr.includes(`read ${hosts}`)) resolve();
-      else setTimeout(check, 20);
-    };
-    check();
-  });
+  const exited = (): boolean => child.exitCode !== null || child.signalCode !== null;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.once("error", reject);
+      child.once("exit", (code) => reject(new Error(`dnsmasq exited with ${code}: ${stderr}`)));
+      // dnsmasq logs "read <file>" once it listens and has read the records.
+      const check = (): void => {
+        if (stderr.includes(`read ${hosts}`)) resolve();
+        else if (!exited()) setTimeout(check, 20);
+      };
+      check();
+    });
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
   return {
     address: `127.0.0.1:${port}`,
     async setRecords(next) {
@@ -66,7 +93,7 @@ export async function startDnsmasq(lines: string[]): Promise<DnsServer> {
       while ((stderr.match(/read /g) ?? []).length <= before) await new Promise((resolve) => setTimeout(resolve, 20));
     },
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
+      if (!exited()) {
         const exited = new Promise((resolve) => child.once("exit", resolve));
         child.kill("SIGTERM");
         await exited;
