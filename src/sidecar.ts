@@ -33,7 +33,7 @@ const PARSE_OFF_THREAD_ABOVE_BYTES = 512 * 1024;
 
 /** The longest prompt text any pool's tokenizer counts whole. */
 const largestWholeText = (config: Config): number =>
-  Math.max(config.tokenizer.approximateAboveChars, ...config.pools.map((pool) => (pool.tokenizer === "o200k" ? 0 : pool.tokenizer.approximateAboveChars)));
+  Math.max(config.tokenizer.countWholeUpTo, ...config.pools.map((pool) => (pool.tokenizer === "o200k" ? 0 : pool.tokenizer.countWholeUpTo)));
 
 /** Builds and starts every part of the sidecar from one config. */
 export async function startSidecar(initial: Config, log: Logger, store: LoadStore = new MemoryLoadStore()): Promise<Sidecar> {
@@ -76,7 +76,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   const tokenizers = tokens.configure(config.pools);
   const parser = new RequestParser({
     offThreadAboveBytes: PARSE_OFF_THREAD_ABOVE_BYTES,
-    wholeUpToChars: () => largestWholeText(config),
+    wholeUpToCost: () => largestWholeText(config),
     includeUsage: config.inference.forceIncludeUsage,
     lost: (error) => log.warn({ reason: error.message }, "request parsing thread lost; the bodies it held are parsed inline, the next large one starts a new thread"),
   });

@@ -42,8 +42,11 @@ const poolTokenizer = z.union([
       .string()
       .min(1)
       .refine((file) => existsSync(file), { error: (issue) => `tokenizer file ${JSON.stringify(issue.input)} does not exist` }),
-    /** ~1 µs a character in the pure-JS Hugging Face tokenizer (bench:tokens): 16,384 characters stay under ~20 ms. */
-    approximateAboveChars: z.number().int().min(0).default(16_384),
+    /**
+     * Texts costing more (countingCost: ASCII characters, others weighing more) are priced from a
+     * sample: ~1 µs a character in the pure-JS Hugging Face tokenizer, so ~20 ms of its worker.
+     */
+    countWholeUpTo: z.number().int().min(0).default(16_384),
   }),
 ], { error: 'expected "o200k" or { file: "/path/to/tokenizer.json" }' });
 /** DNS server as `ip` or `ip:port` (what node:dns `setServers` takes). */
@@ -127,7 +130,8 @@ export const configSchema = z
       .prefault({}),
     tokenizer: z
       .strictObject({
-        approximateAboveChars: z.number().int().min(0).default(65_536),
+        /** o200k pools: texts costing more (countingCost) are priced from a sample; 0: estimate all. */
+        countWholeUpTo: z.number().int().min(0).default(65_536),
         /** OpenAI's price of one high-detail 1024×1024 image (85 + 4 tiles × 170); open VLMs are in the same range. */
         imageTokens: z.number().int().min(0).default(765),
         /** About 8 s of audio at the 25 tokens/s of Whisper-style encoders (Qwen2-Audio). */

@@ -2,6 +2,7 @@
 // JSON.parse of megabytes (~170 ms for 16 MiB of chat turns) never holds the event loop.
 import { parentPort } from "node:worker_threads";
 import { parseInferenceRequest } from "./request.js";
+import { countingCost } from "./estimate.js";
 import { samplePrompt } from "./prompt-sample.js";
 import type { OffThreadParse, ParseJob } from "./request-parser.js";
 
@@ -18,7 +19,7 @@ port.on("message", (job: ParseJob) => {
     const text = texts.join("\n");
     // Only a sample crosses back when the text is longer than any tokenizer counts whole.
     reply =
-      text.length > job.wholeUpToChars
+      countingCost(text) > job.wholeUpToCost
         ? { ok: true, request: { ...request, texts: [], sample: samplePrompt(text) } }
         : { ok: true, request: { ...request, texts } };
     if (job.includeUsage && withUsage !== undefined) reply.withUsageBody = withUsage();

@@ -1,25 +1,36 @@
-import { approximateTokens } from "./estimate.js";
+import { approximateTokens, countingCost } from "./estimate.js";
 
 /**
- * Characters counted exactly out of a prompt too long to count whole, at most: ~1 ms with o200k,
- * and the price lands within ~1 % of the whole count (bench:tokens).
+ * What is counted exactly out of a prompt too long to count whole, at most, in countingCost
+ * units (8 Ki ASCII characters, ~330 Chinese ones): ~1–2 ms with o200k, and the price lands
+ * within ~1–2 % of the whole count (bench:tokens).
  */
-export const SAMPLE_CHARS = 8192;
-const WINDOWS = 16;
+export const SAMPLE_COST = 16_384;
+/** Up to 16 windows spread over the prompt, each of at least 64 characters (fewer windows when the budget is small). */
+const MAX_WINDOWS = 16;
+const MIN_WINDOW_CHARS = 64;
 
-/** How far a window edge moves to reach a word boundary; CJK text has none, and is cut anywhere. */
+/** How far a window edge moves to reach a word boundary; past that, it cuts where it is. */
 const ALIGN_CHARS = 24;
 
+/** Whitespace, and CJK or fullwidth punctuation: where pre-tokenizers start a new piece. */
+function isPieceStart(code: number): boolean {
+  return code === 0x20 || code === 0x0a || code === 0x09 || code === 0x0d || (code >= 0x3000 && code <= 0x303f) || (code >= 0xff00 && code <= 0xff65);
+}
+
 /**
- * `at`, moved forward onto the next whitespace: tokenizers attach a space to the word after it,
- * so a window from one space to the next holds whole tokens. A word cut in two, or a dangling
- * space, costs a token more than it does in the whole text and would bias every window upward.
+ * The start of a piece (a space, which tokenizers attach to the word after it, or a CJK
+ * punctuation mark) near `at`: the first at or after it when `forward`, else the last at or
+ * before it, but never before `floor`. A window from one piece start to the next holds whole
+ * tokens; a word cut in two costs a token more than it does in the whole text and would bias
+ * every window upward. Without a piece start within reach, `at` itself.
  */
-function wordEdge(text: string, at: number): number {
-  if (at === 0 || at >= text.length) return at;
-  for (let i = at; i < Math.min(text.length, at + ALIGN_CHARS); i++) {
-    const code = text.charCodeAt(i);
-    if (code === 0x20 || code === 0x0a || code === 0x09 || code === 0x0d) return i;
+function pieceStart(text: string, at: number, forward: boolean, floor = 0): number {
+  if (at <= 0 || at >= text.length) return at;
+  if (forward) {
+    for (let i = at; i < Math.min(text.length, at + ALIGN_CHARS); i++) if (isPieceStart(text.charCodeAt(i))) return i;
+  } else {
+    for (let i = at; i > Math.max(floor, at - ALIGN_CHARS); i--) if (isPieceStart(text.charCodeAt(i))) return i;
   }
   return at;
 }
@@ -35,31 +46,35 @@ export interface PromptSample {
   windows: string[];
   /** approximateTokens() of the whole text. */
   estimate: number;
-  /** The characters the windows were cut for. */
-  chars: number;
+  /** The countingCost the windows were cut for. */
+  cost: number;
 }
 
-export function samplePrompt(text: string, chars = SAMPLE_CHARS): PromptSample {
-  const width = Math.max(1, Math.floor(chars / WINDOWS));
-  const stride = text.length / WINDOWS;
+export function samplePrompt(text: string, cost = SAMPLE_COST): PromptSample {
+  // The budget in characters of this text: fewer where each costs more to count.
+  const chars = Math.floor((cost * text.length) / Math.max(1, countingCost(text)));
+  const count = Math.max(1, Math.min(MAX_WINDOWS, Math.floor(chars / MIN_WINDOW_CHARS)));
+  const width = Math.max(1, Math.floor(chars / count));
+  const stride = text.length / count;
   const windows: string[] = [];
-  for (let i = 0; i < WINDOWS; i++) {
-    let start = wordEdge(text, Math.floor(i * stride));
-    let end = wordEdge(text, Math.min(text.length, start + width));
+  for (let i = 0; i < count; i++) {
+    // Starts move forward, ends back: a window never outgrows its share of the budget.
+    let start = pieceStart(text, Math.floor(i * stride), true);
+    let end = pieceStart(text, Math.min(text.length, start + width), false, start);
     // Never start or end a window between the halves of a surrogate pair.
     if (isLowSurrogate(text.charCodeAt(start))) start += 1;
     if (end < text.length && isLowSurrogate(text.charCodeAt(end))) end += 1;
     windows.push(text.slice(start, Math.max(start, end)));
   }
-  return { windows, estimate: approximateTokens(text), chars };
+  return { windows, estimate: approximateTokens(text), cost };
 }
 
-/** The same sample with each window cut to its share of `chars` (a slower tokenizer counts less). */
-export function narrowSample(sample: PromptSample, chars: number): PromptSample {
-  if (chars >= sample.chars) return sample;
-  const width = Math.max(1, Math.floor(chars / WINDOWS));
-  const windows = sample.windows.map((window) => (window.length <= width ? window : window.slice(0, wordEdge(window, width))));
-  return { windows, estimate: sample.estimate, chars };
+/** The same sample with each window cut to its share of a smaller `cost` (a slower tokenizer counts less). */
+export function narrowSample(sample: PromptSample, cost: number): PromptSample {
+  if (cost >= sample.cost) return sample;
+  const keep = cost / sample.cost;
+  const windows = sample.windows.map((window) => window.slice(0, pieceStart(window, Math.max(1, Math.floor(window.length * keep)), false)));
+  return { windows, estimate: sample.estimate, cost };
 }
 
 /** The whole prompt's tokens: its estimate scaled by the windows' exact count over their estimate. */

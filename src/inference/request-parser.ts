@@ -8,7 +8,7 @@ export interface ParseJob {
   path: string;
   body: Uint8Array;
   /** Texts longer than this come back as a sample (prompt-sample.ts). */
-  wholeUpToChars: number;
+  wholeUpToCost: number;
   /** Build the body with `stream_options.include_usage` added, when the request lacks it. */
   includeUsage: boolean;
 }
@@ -22,7 +22,7 @@ export interface RequestParserOptions {
   /** Bodies larger than this are parsed on the parsing thread; smaller ones inline (~10 ms at 512 KiB of chat turns). */
   offThreadAboveBytes: number;
   /** The largest text any pool's tokenizer counts whole (longer ones are sampled). */
-  wholeUpToChars: () => number;
+  wholeUpToCost: () => number;
   includeUsage: boolean;
   /** Told when the thread stops unexpectedly (the bodies it held are parsed inline). */
   lost: (error: Error) => void;
@@ -46,7 +46,7 @@ export class RequestParser {
     const id = (this.sequence += 1);
     // A copy of exactly the body, moved (not cloned) to the thread: the body itself is still to be forwarded.
     const copy = new Uint8Array(body);
-    const job: ParseJob = { id, path, body: copy, wholeUpToChars: this.options.wholeUpToChars(), includeUsage: this.options.includeUsage };
+    const job: ParseJob = { id, path, body: copy, wholeUpToCost: this.options.wholeUpToCost(), includeUsage: this.options.includeUsage };
     if (this.pending.size === 0) thread.ref();
     thread.postMessage(job, [copy.buffer]);
     return new Promise((resolve) => this.pending.set(id, { path, body, resolve }));

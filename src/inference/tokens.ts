@@ -1,14 +1,15 @@
-import { approximateTokens } from "./estimate.js";
-import { extrapolate, narrowSample, SAMPLE_CHARS, samplePrompt, type PromptSample } from "./prompt-sample.js";
+import { approximateTokens, countingCost } from "./estimate.js";
+import { extrapolate, narrowSample, SAMPLE_COST, samplePrompt, type PromptSample } from "./prompt-sample.js";
 import type { InferenceRequest } from "./request.js";
 import { o200k, type AsyncTextTokenizer } from "./tokenizers/o200k.js";
 
 export interface TokenCounterOptions {
   /**
-   * Texts up to this many UTF-16 code units are counted whole; longer ones are priced from a
-   * sample of them, so a huge prompt never stalls the loop (nor a tokenizer's worker). 0: estimate all.
+   * Texts whose countingCost (ASCII characters; others weigh more, as BPE takes longer on them) is
+   * at most this are counted whole; costlier ones are priced from a sample, so a huge prompt never
+   * stalls the loop (nor a tokenizer's worker). 0: estimate all.
    */
-  approximateAboveChars: number;
+  countWholeUpTo: number;
   /** Estimated prompt tokens of one image (the pixels are never decoded here). */
   imageTokens: number;
   /** Estimated prompt tokens of one audio clip. */
@@ -52,26 +53,26 @@ export class TokenCounter {
   promptTokens(request: InferenceRequest): number | Promise<number> {
     const template = request.messages > 0 ? request.messages * TOKENS_PER_MESSAGE + REPLY_PRIMER_TOKENS : 0;
     const media = request.images * this.options.imageTokens + request.audios * this.options.audioTokens;
-    const text = request.sample !== undefined ? this.sampled(narrowSample(request.sample, this.sampleChars())) : this.count(request.texts.join("\n"));
+    const text = request.sample !== undefined ? this.sampled(narrowSample(request.sample, this.sampleCost())) : this.count(request.texts.join("\n"));
     return plus(text, request.tokenIds + media + template);
   }
 
   count(text: string): number | Promise<number> {
     if (text.length === 0) return 0;
-    const threshold = this.options.approximateAboveChars;
+    const threshold = this.options.countWholeUpTo;
     if (this.tokenizer === null || threshold === 0) return approximateTokens(text);
-    if (text.length > threshold) return this.sampled(samplePrompt(text, this.sampleChars()));
+    if (text.length > threshold || countingCost(text) > threshold) return this.sampled(samplePrompt(text, this.sampleCost()));
     return this.exact(this.tokenizer, text);
   }
 
   /** A quarter of what is counted whole: the thresholds are set by each tokenizer's speed. */
-  private sampleChars(): number {
-    return Math.min(SAMPLE_CHARS, Math.floor(this.options.approximateAboveChars / 4));
+  private sampleCost(): number {
+    return Math.min(SAMPLE_COST, Math.floor(this.options.countWholeUpTo / 4));
   }
 
   private sampled(sample: PromptSample): number | Promise<number> {
     const tokenizer = this.tokenizer;
-    if (tokenizer === null || this.options.approximateAboveChars === 0) return sample.estimate;
+    if (tokenizer === null || this.options.countWholeUpTo === 0) return sample.estimate;
     const counts = sample.windows.map((window) => this.exact(tokenizer, window));
     const total = (values: readonly number[]): number => extrapolate(sample, values.reduce((sum, value) => sum + value, 0));
     return counts.every((count) => typeof count === "number") ? total(counts as number[]) : Promise.all(counts).then(total);

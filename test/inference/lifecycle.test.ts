@@ -17,10 +17,10 @@ const directory = new PoolDirectory([{ name: "qwen", models: ["qwen3"], endpoint
 const body = Buffer.from(JSON.stringify({ model: "qwen3", messages: [{ role: "user", content: "The quick brown fox jumps over the lazy dog." }] }));
 
 describe("an exchange whose prompt is counted in a worker thread", () => {
-  const tokens = new TokenizerRegistry({ approximateAboveChars: 65_536, imageTokens: 765, audioTokens: 200 }, () => directory, (error) => {
+  const tokens = new TokenizerRegistry({ countWholeUpTo: 65_536, imageTokens: 765, audioTokens: 200 }, () => directory, (error) => {
     throw error;
   });
-  beforeAll(() => tokens.configure([{ name: "qwen", tokenizer: { file: QWEN3, approximateAboveChars: 16_384 } }]));
+  beforeAll(() => tokens.configure([{ name: "qwen", tokenizer: { file: QWEN3, countWholeUpTo: 16_384 } }]));
   afterAll(() => tokens.close());
 
   // Parsed inline, or (every body above 0 bytes) on the parsing thread: a second wait before the pick.
@@ -31,7 +31,7 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
 
   for (const { role, parsing, above } of cases) {
     it(`${role}, body parsed ${parsing}: a stream that ends while the prompt is counted releases its reservation at once, counted once`, async () => {
-      const parser = new RequestParser({ offThreadAboveBytes: above, wholeUpToChars: () => 65_536, includeUsage: false, lost: (error) => {
+      const parser = new RequestParser({ offThreadAboveBytes: above, wholeUpToCost: () => 65_536, includeUsage: false, lost: (error) => {
         throw error;
       } });
       openParsers.push(parser);

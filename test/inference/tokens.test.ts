@@ -5,7 +5,7 @@ import { approximateTokens } from "../../src/inference/estimate.js";
 import { TokenCounter } from "../../src/inference/tokens.js";
 
 describe("TokenCounter", () => {
-  const counter = new TokenCounter({ approximateAboveChars: 10_000, imageTokens: 765, audioTokens: 200 });
+  const counter = new TokenCounter({ countWholeUpTo: 10_000, imageTokens: 765, audioTokens: 200 });
 
   it("counts ordinary text exactly with o200k", () => {
     const text = "The quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸。";
@@ -13,18 +13,19 @@ describe("TokenCounter", () => {
     expect(counter.count("")).toBe(0);
   });
 
-  it("prices text above the size threshold from a sample of it, within 2 % of the exact count", () => {
+  it("prices text above the size threshold from a sample of it, within 3 % of the exact count", () => {
     let counted = 0;
     const spy = { count: (text: string) => ((counted += text.length), countTokens(text)) };
-    const sampling = new TokenCounter({ approximateAboveChars: 10_000, imageTokens: 765, audioTokens: 200 }, spy);
-    const text = "lorem ipsum dolor sit amet, ".repeat(2000) + "敏捷的棕色狐狸跳过了懒狗。".repeat(2000);
+    const sampling = new TokenCounter({ countWholeUpTo: 65_536, imageTokens: 765, audioTokens: 200 }, spy);
+    const text = "lorem ipsum dolor sit amet, ".repeat(4000) + "敏捷的棕色狐狸，跳过了懒狗。\n".repeat(2000);
     const priced = sampling.count(text) as number;
-    expect(counted).toBeLessThanOrEqual(10_000);
-    expect(Math.abs(priced / countTokens(text) - 1)).toBeLessThan(0.02);
+    // A quarter of the threshold's cost: 16 Ki of ASCII, far fewer of Chinese.
+    expect(counted).toBeLessThanOrEqual(16_384);
+    expect(Math.abs(priced / countTokens(text) - 1)).toBeLessThan(0.03);
   });
 
   it("estimates everything with a threshold of 0", () => {
-    const estimating = new TokenCounter({ approximateAboveChars: 0, imageTokens: 765, audioTokens: 200 });
+    const estimating = new TokenCounter({ countWholeUpTo: 0, imageTokens: 765, audioTokens: 200 });
     expect(estimating.count("hello world")).toBe(approximateTokens("hello world"));
   });
 
@@ -35,7 +36,8 @@ describe("TokenCounter", () => {
     expect(counter.count(`a\n${rule}\nb`)).toBe(countTokens("a\n \nb") + approximateTokens(rule));
     // A paragraph with no whitespace at all is one pre-token to SentencePiece-style tokenizers.
     const paragraph = "敏捷的棕色狐狸跳过了懒狗。".repeat(100);
-    expect(counter.count(paragraph)).toBe(countTokens(" ") + approximateTokens(paragraph));
+    const roomy = new TokenCounter({ countWholeUpTo: 100_000, imageTokens: 765, audioTokens: 200 });
+    expect(roomy.count(paragraph)).toBe(countTokens(" ") + approximateTokens(paragraph));
   });
 
   it("counts Chinese exactly: its punctuation cuts it into short pre-tokens", () => {
@@ -56,15 +58,15 @@ describe("TokenCounter", () => {
     expect(counter.promptTokens(bodilessRequest())).toBe(0);
   });
 
-  it("a 2 MB mixed prompt is priced from 16 Ki characters of it, within 2 % (timing: npm run bench:tokens)", () => {
+  it("a 2 MB mixed prompt is priced from a sample of it, within 3 % (timing: npm run bench:tokens)", () => {
     let counted = 0;
     const spy = { count: (text: string) => ((counted += text.length), countTokens(text)) };
-    const sampling = new TokenCounter({ approximateAboveChars: 65_536, imageTokens: 765, audioTokens: 200 }, spy);
+    const sampling = new TokenCounter({ countWholeUpTo: 65_536, imageTokens: 765, audioTokens: 200 }, spy);
     const unit = "The quick brown fox. function f(x) { return x * 2; } 敏捷的棕色狐狸跳过了懒狗。\n";
     const text = unit.repeat(Math.ceil((2 << 20) / unit.length));
     const request = { ...bodilessRequest(), texts: [text], messages: 1 };
     const priced = sampling.promptTokens(request) as number;
     expect(counted).toBeLessThanOrEqual(16_384);
-    expect(Math.abs(priced / (countTokens(text) + 6) - 1)).toBeLessThan(0.02);
+    expect(Math.abs(priced / (countTokens(text) + 6) - 1)).toBeLessThan(0.03);
   });
 });

@@ -90,12 +90,12 @@ describe("prompt tokens reserved for each request shape", () => {
     expect(items).toBeGreaterThanOrEqual(countTokens(text));
   });
 
-  it("prompts above the threshold are priced from a sample within 2 %, whether the body parses inline or off the event loop", async () => {
+  it("prompts above the threshold are priced from a sample within 3 %, whether the body parses inline or off the event loop", async () => {
     for (const turns of [1_000, 12_000]) {
       const messages = Array.from({ length: turns }, (_, i) => ({ role: "user", content: `${text} 敏捷的棕色狐狸跳过了懒狗，第${i}次。` }));
       const exact = countTokens(messages.map((message) => message.content).join("\n")) + turns * 3 + 3;
       const priced = await reserved("/v1/chat/completions", { model: "m", messages });
-      expect(Math.abs(priced / exact - 1)).toBeLessThan(0.02);
+      expect(Math.abs(priced / exact - 1)).toBeLessThan(0.03);
     }
   });
 

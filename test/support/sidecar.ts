@@ -11,7 +11,7 @@ export interface PoolSpec {
   models: string[];
   endpoints?: string[];
   dns?: { name: string; port: number; intervalSeconds?: number; servers?: string[] };
-  tokenizer?: "o200k" | { file: string; approximateAboveChars?: number };
+  tokenizer?: "o200k" | { file: string; countWholeUpTo?: number };
 }
 
 /** Log lines the sidecar wrote, parsed; pass one to `startTestSidecar` to keep them. */

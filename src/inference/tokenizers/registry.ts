@@ -3,7 +3,7 @@ import { TokenCounter, type TokenCounterOptions } from "../tokens.js";
 import { TokenizerWorker } from "./worker.js";
 
 /** A pool's tokenizer: the default o200k, or a Hugging Face `tokenizer.json` on disk. */
-export type TokenizerSpec = "o200k" | { file: string; approximateAboveChars: number };
+export type TokenizerSpec = "o200k" | { file: string; countWholeUpTo: number };
 
 export interface PoolTokenizer {
   name: string;
@@ -76,9 +76,9 @@ export class TokenizerRegistry {
       try {
         const loaded = await worker.loaded;
         if (!loaded || generation !== this.generation) return;
-        const maxPendingChars = BACKLOG_TEXTS * spec.approximateAboveChars;
+        const maxPendingChars = BACKLOG_TEXTS * spec.countWholeUpTo;
         const counter = new TokenCounter(
-          { ...this.options, approximateAboveChars: spec.approximateAboveChars },
+          { ...this.options, countWholeUpTo: spec.countWholeUpTo },
           { count: (text) => worker.count(text, maxPendingChars) },
         );
         this.byPool.set(pool.name, { counter, worker });
