@@ -96,6 +96,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     settings: {
       assumedModes: config.extproc.assumedBodyModes,
       maxRequestBodyBytes: config.extproc.maxRequestBodyBytes,
+      requestBodyTimeoutMs: config.extproc.requestBodyTimeoutSeconds * 1000,
       observePick: (seconds, outcome) => metrics.observePick(seconds, outcome),
       observer: config.role === "observer",
     },

@@ -81,6 +81,11 @@ export const configSchema = z
         host: z.string().min(1).default("127.0.0.1"),
         port: port.default(9002),
         maxRequestBodyBytes: z.number().int().positive().default(16 << 20),
+        /**
+         * A request body held for the pick (FULL_DUPLEX_STREAMED) that has not all arrived after
+         * this long is refused with 408, so a client that never finishes cannot hold memory; 0 = never.
+         */
+        requestBodyTimeoutSeconds: z.number().min(0).default(120),
         /** Used only when Envoy does not announce its modes (no protocol_config before Envoy 1.34). */
         assumedBodyModes: z
           .strictObject({ request: bodyMode.default("FULL_DUPLEX_STREAMED"), response: bodyMode.default("FULL_DUPLEX_STREAMED") })

@@ -45,6 +45,8 @@ export interface ExchangeSettings {
   /** Body modes assumed when Envoy does not announce them (before 1.34 there is no protocol_config). */
   assumedModes: { request: BodyMode; response: BodyMode };
   maxRequestBodyBytes: number;
+  /** A body held for the pick that has not all arrived by then is refused (408); 0 = never. */
+  requestBodyTimeoutMs: number;
   /** Told how long each pick took, from body end (or headers) to the reply that routes or refuses. */
   observePick?: (seconds: number, outcome: "routed" | "refused") => void;
   /** Observer role: an earlier picker's routing header and metadata are left as they are. */
@@ -82,6 +84,8 @@ export class ExtProcExchange {
   /** Messages that arrived while a pick was in progress, handled in order after it. */
   private waiting: ProcessingRequest[] = [];
   private ended = false;
+  /** Running while a FULL_DUPLEX_STREAMED body is collected: the sidecar holds it until its end. */
+  private bodyTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly sink: ReplySink,
@@ -124,6 +128,7 @@ export class ExtProcExchange {
   onStreamEnd(): void {
     if (this.ended) return;
     this.ended = true;
+    clearTimeout(this.bodyTimer);
     this.chunks.length = 0;
     this.waiting = [];
     if (this.responsePhase === "body" && this.modes.response === "NONE") {
@@ -142,6 +147,7 @@ export class ExtProcExchange {
     switch (this.modes.request) {
       case "FULL_DUPLEX_STREAMED":
         this.requestPhase = "collecting";
+        this.startBodyTimer();
         return;
       case "BUFFERED":
         // The body comes only after this reply; the route goes on the body reply, which
@@ -228,8 +234,24 @@ export class ExtProcExchange {
     return body;
   }
 
+  private startBodyTimer(): void {
+    const timeout = this.settings.requestBodyTimeoutMs;
+    if (timeout <= 0) return;
+    this.bodyTimer = setTimeout(() => {
+      if (this.ended || this.requestPhase !== "collecting") return;
+      this.refuse({
+        status: 408,
+        code: "request_timeout",
+        message: `request body not complete after ${timeout / 1000} s (${this.bodyBytes} bytes received)`,
+      });
+    }, timeout);
+    // A stream Envoy still holds open must not keep a stopping process alive.
+    this.bodyTimer.unref();
+  }
+
   /** Pick (async), then reply; messages arriving meanwhile are handled afterwards, in order. */
   private decide(body: Buffer | undefined, bodySeen: boolean, then: (decision: Decision) => void): void {
+    clearTimeout(this.bodyTimer);
     this.requestPhase = "deciding";
     const started = performance.now();
     // The routing header may be a comma list (primary, fallbacks): the primary is the engine.
@@ -287,6 +309,7 @@ export class ExtProcExchange {
   }
 
   private refuse(refusal: Refusal): void {
+    clearTimeout(this.bodyTimer);
     this.requestPhase = "refused";
     this.chunks.length = 0;
     this.inference.refused(refusal, this.headers.get("x-request-id"));

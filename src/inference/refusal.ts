@@ -4,6 +4,7 @@ export type RefusalReason =
   | "no_engine_available"
   | "rate_limit_exceeded"
   | "request_too_large"
+  | "request_timeout"
   | "internal_error";
 
 /** A request the sidecar answers itself, with an OpenAI-style error body. */
