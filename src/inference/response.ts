@@ -1,9 +1,10 @@
 import { createParser, type EventSourceMessage, type EventSourceParser } from "eventsource-parser";
 import type { ReportedUsage } from "../load/store.js";
+import { outputTokens } from "./tokens.js";
 
 /** What a stretch of response body told us. */
 export interface ResponseProgress {
-  /** Generated tokens seen (one per SSE event that carries output). */
+  /** Generated tokens seen: each SSE event's output counted (o200k), at least one an event with output. */
   generated: number;
   /**
    * Set on the one stretch where the first token arrived: the first SSE event carrying
@@ -20,13 +21,14 @@ export interface ResponseProgress {
 type JsonObject = { [key: string]: unknown };
 const isObject = (value: unknown): value is JsonObject => typeof value === "object" && value !== null && !Array.isArray(value);
 
-function readUsage(body: JsonObject): ReportedUsage | undefined {
-  const usage = body["usage"];
+/** `usage` as chat and completions report it (prompt/completion) or as the Responses API does (input/output). */
+function readUsage(holder: JsonObject): ReportedUsage | undefined {
+  const usage = holder["usage"];
   if (!isObject(usage)) return undefined;
-  const prompt = usage["prompt_tokens"];
-  const completion = usage["completion_tokens"];
+  const prompt = usage["prompt_tokens"] ?? usage["input_tokens"];
+  const completion = usage["completion_tokens"] ?? usage["output_tokens"];
   if (typeof prompt !== "number" || typeof completion !== "number") return undefined;
-  const details = usage["prompt_tokens_details"];
+  const details = usage["prompt_tokens_details"] ?? usage["input_tokens_details"];
   const cached = isObject(details) ? details["cached_tokens"] : undefined;
   return typeof cached === "number"
     ? { promptTokens: prompt, completionTokens: completion, cachedTokens: cached }
@@ -42,19 +44,44 @@ function readError(body: JsonObject): string | undefined {
 
 const OUTPUT_FIELDS = ["content", "reasoning_content", "reasoning"] as const;
 
-/** True when a streamed choice carries generated output (text, reasoning or tool-call deltas). */
-function carriesOutput(choice: unknown): boolean {
-  if (!isObject(choice)) return false;
-  if (typeof choice["text"] === "string" && choice["text"].length > 0) return true;
+/**
+ * The output a streamed chat or completions choice carries (text, reasoning, tool-call name and
+ * arguments), "" for a tool-call delta with no text yet, undefined when it carries none (a
+ * role-only delta).
+ */
+function choiceOutput(choice: unknown): string | undefined {
+  if (!isObject(choice)) return undefined;
+  if (typeof choice["text"] === "string" && choice["text"].length > 0) return choice["text"];
   const delta = choice["delta"];
-  if (!isObject(delta)) return false;
+  if (!isObject(delta)) return undefined;
+  let output: string | undefined;
   // Engines differ in which they leave empty or null beside the other (content "" next to reasoning).
   for (const key of OUTPUT_FIELDS) {
     const text = delta[key];
-    if (typeof text === "string" && text.length > 0) return true;
+    if (typeof text === "string" && text.length > 0) output = (output ?? "") + text;
   }
-  return Array.isArray(delta["tool_calls"]) && delta["tool_calls"].length > 0;
+  const calls = delta["tool_calls"];
+  if (!Array.isArray(calls) || calls.length === 0) return output;
+  output ??= "";
+  for (const call of calls) {
+    const fn = isObject(call) ? call["function"] : undefined;
+    if (!isObject(fn)) continue;
+    if (typeof fn["name"] === "string") output += fn["name"];
+    if (typeof fn["arguments"] === "string") output += fn["arguments"];
+  }
+  return output;
 }
+
+/** Responses API stream events that carry generated output in `delta`. */
+const RESPONSES_OUTPUT_EVENTS = new Set([
+  "response.output_text.delta",
+  "response.refusal.delta",
+  "response.reasoning_text.delta",
+  "response.reasoning_summary_text.delta",
+  "response.function_call_arguments.delta",
+]);
+/** Responses API stream events that end the response, carrying it (and its `usage`). */
+const RESPONSES_END_EVENTS = new Set(["response.completed", "response.incomplete", "response.failed"]);
 
 /**
  * Scans an SSE response as it streams: each event is parsed on its own (never the whole
@@ -97,17 +124,51 @@ class StreamScanner {
       return; // not ours to judge: the bytes are echoed unchanged either way
     }
     if (!isObject(body)) return;
+    const type = body["type"];
+    if (typeof type === "string" && (type.startsWith("response.") || type === "error")) this.onResponsesEvent(type, body);
+    else this.onChoicesEvent(event, body);
+  }
+
+  /** Chat and completions: `choices` deltas, and `usage` (final chunk, or every chunk with continuous usage). */
+  private onChoicesEvent(event: EventSourceMessage, body: JsonObject): void {
     const usage = readUsage(body);
     if (usage !== undefined) this.progress.usage = usage;
     const error = event.event === "error" ? (readError(body) ?? "error event") : readError(body);
     if (error !== undefined) this.progress.error = error;
     const choices = body["choices"];
-    if (Array.isArray(choices) && choices.some(carriesOutput)) {
-      this.progress.generated += 1;
-      if (!this.outputSeen) {
-        this.outputSeen = true;
-        this.progress.firstToken = true;
-      }
+    if (!Array.isArray(choices)) return;
+    for (const choice of choices) this.output(choiceOutput(choice));
+  }
+
+  /** Responses API: typed events; output in `*.delta` events, usage in the response that ends it. */
+  private onResponsesEvent(type: string, body: JsonObject): void {
+    if (type === "error") {
+      this.progress.error = typeof body["message"] === "string" ? body["message"] : "error event";
+      return;
+    }
+    const delta = body["delta"];
+    if (RESPONSES_OUTPUT_EVENTS.has(type) && typeof delta === "string") {
+      this.output(delta);
+      return;
+    }
+    const response = body["response"];
+    if (!RESPONSES_END_EVENTS.has(type) || !isObject(response)) return;
+    const usage = readUsage(response);
+    if (usage !== undefined) this.progress.usage = usage;
+    if (type === "response.failed") this.progress.error = readError(response) ?? "response failed";
+  }
+
+  /**
+   * One choice's (or event's) output: its tokens, by o200k, at least one. Engines send several
+   * tokens in one event (speculative decoding, or outputs merged when they fall behind), so
+   * counting events would fall short; the engine's own `usage` settles the count at the end.
+   */
+  private output(text: string | undefined): void {
+    if (text === undefined) return;
+    this.progress.generated += Math.max(1, outputTokens(text));
+    if (!this.outputSeen) {
+      this.outputSeen = true;
+      this.progress.firstToken = true;
     }
   }
 }

@@ -87,3 +87,12 @@ export class TokenCounter {
     return plus(tokenizer.count(rest), estimated);
   }
 }
+
+/** Generated text is counted with o200k as it streams; bounded like a prompt, since an engine may send one huge delta. */
+const outputCounter = new TokenCounter({ countWholeUpTo: 4096, imageTokens: 0, audioTokens: 0 });
+
+/** The tokens of a stretch of generated text (o200k; the engine's `usage` settles the count). */
+export function outputTokens(text: string): number {
+  const tokens = outputCounter.count(text);
+  return typeof tokens === "number" ? tokens : approximateTokens(text);
+}

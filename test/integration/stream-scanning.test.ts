@@ -1,6 +1,7 @@
 // Response scanning over real sockets: the engine's bytes reach the sidecar in exactly the pieces
 // an upstream sends (the Envoy-faithful client forwards each as one response body message), so
 // the awkward boundaries below are the ones the sidecar sees.
+import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 import { afterEach, describe, expect, it } from "vitest";
 import type { DownstreamObserver, ExchangeResult, Upstream } from "../envoy/ext-proc-client.js";
 import { gate } from "../support/gate.js";
@@ -93,8 +94,9 @@ describe("first token and generated tokens, whatever the chunk boundaries", () =
 
     gates[1]!.open();
     await expect.poll(downstream.received).toBe(sent(4));
-    // Reasoning, content and a tool-call delta: three generated tokens, held beside the prompt.
-    expect(await totalLoad(rig.sidecar)).toMatchObject({ requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: prefill.tokensHeld + 3 });
+    // Reasoning, content and a tool-call delta: their tokens are held beside the prompt.
+    const generated = countTokens("思考") + countTokens("Hi") + countTokens('{"city"');
+    expect(await totalLoad(rig.sidecar)).toMatchObject({ requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: prefill.tokensHeld + generated });
 
     gates[2]!.open();
     const result = await pending;
@@ -132,7 +134,7 @@ describe("first token and generated tokens, whatever the chunk boundaries", () =
     expect(prefill).toMatchObject({ requests: 1, prefillRequests: 1 });
     gates[0]!.open();
     await expect.poll(downstream.received).toBe(pieces[0]!.bytes.length + pieces[1]!.bytes.length);
-    expect(await totalLoad(rig.sidecar)).toMatchObject({ requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: prefill.tokensHeld + 1 });
+    expect(await totalLoad(rig.sidecar)).toMatchObject({ requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: prefill.tokensHeld + countTokens(" once") });
     gates[1]!.open();
     expect((await pending).status).toBe(200);
   });
@@ -164,6 +166,38 @@ describe("first token and generated tokens, whatever the chunk boundaries", () =
     expect((await pending).status).toBe(200);
     await expect.poll(() => requestLine(capture, "scan-json").length).toBe(1);
     expect(requestLine(capture, "scan-json")[0]).toMatchObject({ outcome: "ok", reportedPromptTokens: 21, completionTokens: 6 });
+  });
+
+  it("a Responses API stream: prefill ends at the first output delta; the completed response's usage reconciles", async () => {
+    const capture = new LogCapture();
+    rig = await startRig({ engines: 1, capture });
+    const next = gate();
+    const event = (value: { type: string } & Record<string, unknown>): string => `event: ${value.type}\ndata: ${JSON.stringify(value)}\n\n`;
+    const pieces = [
+      { bytes: Buffer.from(event({ type: "response.created", response: { status: "in_progress" } }) + event({ type: "response.output_item.added", item: { type: "message" } })), after: null },
+      { bytes: Buffer.from(event({ type: "response.output_text.delta", delta: "Hello" })), after: next.promise },
+      {
+        bytes: Buffer.from(event({ type: "response.completed", response: { status: "completed", usage: { input_tokens: 30, output_tokens: 2, input_tokens_details: { cached_tokens: 16 } } } })),
+        after: null,
+      },
+    ];
+    const downstream = downstreamBytes();
+    const pending = rig.exchange({
+      request: {
+        method: "POST",
+        path: "/v1/responses",
+        headers: { "content-type": "application/json", "x-request-id": "scan-responses" },
+        body: JSON.stringify({ model: "llama", input: "say hello", stream: true }),
+      },
+      upstream: scriptedEngine("text/event-stream", pieces),
+      downstream: downstream.observer,
+    });
+    await expect.poll(downstream.received).toBe(pieces[0]!.bytes.length);
+    expect(await totalLoad(rig.sidecar)).toMatchObject({ requests: 1, prefillRequests: 1 });
+    next.open();
+    expect((await pending).status).toBe(200);
+    await expect.poll(() => requestLine(capture, "scan-responses").length).toBe(1);
+    expect(requestLine(capture, "scan-responses")[0]).toMatchObject({ outcome: "ok", reportedPromptTokens: 30, cachedTokens: 16, completionTokens: 2, ttftMs: expect.any(Number) });
   });
 
   it("an error event inside a stream ends the request as failed at once, before the stream ends", async () => {
