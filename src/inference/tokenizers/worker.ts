@@ -10,7 +10,15 @@ export const startTokenizerThread = (file: string): Worker => startThread(thread
 interface PendingCount {
   text: string;
   resolve(tokens: number): void;
+  /** performance.now() when posted. */
+  postedAt: number;
 }
+
+/**
+ * A count unanswered this long means the thread is stuck (a text that sends the tokenizer into a
+ * loop): it is stopped, as if it had crashed. Healthy counts take ~20 ms at most.
+ */
+const STUCK_AFTER_MS = 2000;
 
 /**
  * One tokenizer.json loaded and run in its own worker thread, so that neither the load (~1 s of
@@ -25,14 +33,17 @@ export class TokenizerWorker {
   /** Texts posted and not answered yet, oldest first: the thread answers in order. */
   private readonly pending: PendingCount[] = [];
   private pendingChars = 0;
+  /** Runs while counts are pending, stopping a thread that no longer answers. */
+  private watchdog: NodeJS.Timeout | undefined;
+  private failure: Error | undefined;
 
   /** `lost`: the thread stopped after it had loaded (its pools are estimated from then on). */
   constructor(
     readonly file: string,
     lost: (error: Error) => void,
     private readonly thread: Worker = startTokenizerThread(file),
+    private readonly stuckAfterMs = STUCK_AFTER_MS,
   ) {
-    let failure: Error | undefined;
     this.loaded = new Promise((resolve, reject) => {
       this.thread.on("message", (reply: LoadReply | CountReply) => {
         if (this.state === "ready") return this.answered(reply as CountReply);
@@ -48,15 +59,16 @@ export class TokenizerWorker {
           void this.thread.terminate();
         }
       });
-      this.thread.on("error", (error) => (failure = error));
+      this.thread.on("error", (error) => (this.failure = error));
       this.thread.on("exit", (code) => {
         const wasReady = this.state === "ready";
         this.state = "gone";
         this.pendingChars = 0;
+        clearInterval(this.watchdog);
         for (const count of this.pending.splice(0)) count.resolve(approximateTokens(count.text));
         // Settling twice is a no-op: these only matter when the load had not settled yet.
         if (this.closed) return resolve(false);
-        const error = new Error(`tokenizer file ${file}: its worker thread stopped (${failure?.message ?? `exit code ${code}`})`);
+        const error = new Error(`tokenizer file ${file}: its worker thread stopped (${this.failure?.message ?? `exit code ${code}`})`);
         reject(error);
         if (wasReady) lost(error);
       });
@@ -72,12 +84,31 @@ export class TokenizerWorker {
     if (this.pending.length === 0) this.thread.ref();
     this.pendingChars += text.length;
     this.thread.postMessage(text);
-    return new Promise((resolve) => this.pending.push({ text, resolve }));
+    if (this.watchdog === undefined) {
+      this.watchdog = setInterval(() => this.checkStuck(), Math.max(10, this.stuckAfterMs / 4));
+      this.watchdog.unref();
+    }
+    const postedAt = performance.now();
+    return new Promise((resolve) => this.pending.push({ text, resolve, postedAt }));
+  }
+
+  private checkStuck(): void {
+    const oldest = this.pending[0];
+    if (oldest === undefined) {
+      clearInterval(this.watchdog);
+      this.watchdog = undefined;
+      return;
+    }
+    if (performance.now() - oldest.postedAt < this.stuckAfterMs) return;
+    this.failure = new Error(`no answer to a count for ${this.stuckAfterMs} ms`);
+    // Its exit settles the pending counts (by the estimate) and reports the loss.
+    void this.thread.terminate();
   }
 
   /** Stops the thread; pending counts resolve to the estimate. */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.watchdog);
     await this.thread.terminate();
   }
 
