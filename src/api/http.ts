@@ -7,6 +7,7 @@ import { WriteAccess } from "./access.js";
 import { BodyError, readJson } from "./body.js";
 import { poolsView } from "./debug-view.js";
 import { ErrorCode, sendEnvelope } from "./envelope.js";
+import { poolEngines } from "./load-snapshot.js";
 import { LoadWrites, type WriteResult } from "./load-writes.js";
 import { setLogLevel } from "./log-level.js";
 import type { Metrics } from "./metrics.js";
@@ -165,10 +166,9 @@ export class HttpApi {
         reason: "query parameter 'cluster' is required",
       });
     }
-    const pool = this.options.directory().named(cluster);
-    const active = await this.options.store.enginesOf(cluster);
-    if (pool === undefined && active.length === 0) return sendEnvelope(request, response, 200, null);
-    const engines = [...new Set([...(pool?.endpoints ?? []), ...active])];
+    const directory = this.options.directory();
+    const engines = await poolEngines(this.options.store, directory, cluster);
+    if (directory.named(cluster) === undefined && engines.length === 0) return sendEnvelope(request, response, 200, null);
     const loads = await this.options.store.loads(engines);
     const data: EngineStats[] = engines.map((endpoint) => {
       const load = loads.get(endpoint);

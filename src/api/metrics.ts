@@ -184,8 +184,7 @@ export class Metrics implements ExchangeEvents {
 
   private async render(): Promise<string> {
     // The store read gets a turn of its own; every gauge's collect() then shares its result.
-    this.scrape = readLoadSnapshot(this.source.store, this.source.directory());
-    await this.scrape;
+    await this.snapshot();
     const parts: string[] = [];
     for (const { name } of this.registry.getMetricsAsArray()) {
       await new Promise<void>((resolve) => setImmediate(resolve));

@@ -22,8 +22,12 @@ export const DESTINATION_HEADER = "x-gateway-destination-endpoint";
 /** Where the gateway restricts the pick: `filter_metadata[SUBSET_NAMESPACE][SUBSET_KEY]`, a list of ip:port. */
 export const SUBSET_NAMESPACE = "envoy.lb.subset_hint";
 export const SUBSET_KEY = "x-gateway-destination-endpoint-subset";
-/** Where the gateway reports, on the response path, the engine that actually served. */
-export const SERVED_NAMESPACE = "envoy.lb";
+/**
+ * The load-balancing metadata namespace: the chosen engine and its fallbacks go out in it (keyed
+ * by DESTINATION_HEADER), an earlier picker's choice comes in it, and so does, on the response
+ * path, the engine that actually served (SERVED_KEY).
+ */
+export const LB_NAMESPACE = "envoy.lb";
 export const SERVED_KEY = "x-gateway-destination-endpoint-served";
 
 /** The subset hint as a list; a comma list in one string is accepted too. Undefined = no hint. */
@@ -35,7 +39,7 @@ function subsetOf(message: ProcessingRequest): string[] | undefined {
 }
 
 function servedOf(message: ProcessingRequest): string | undefined {
-  const value = filterMetadataOf(message, SERVED_NAMESPACE)?.[SERVED_KEY];
+  const value = filterMetadataOf(message, LB_NAMESPACE)?.[SERVED_KEY];
   return typeof value === "string" && value.length > 0 ? value : undefined;
 }
 /** Envoy accepts body chunks up to 64 KiB; stay under it with room for framing. */
@@ -109,7 +113,7 @@ export class ExtProcExchange {
       };
     }
     if (message.requestHeaders !== undefined) {
-      const chosen = filterMetadataOf(message, "envoy.lb")?.[DESTINATION_HEADER];
+      const chosen = filterMetadataOf(message, LB_NAMESPACE)?.[DESTINATION_HEADER];
       this.chosenByMetadata = typeof chosen === "string" ? chosen : undefined;
       this.subset = subsetOf(message);
       this.onRequestHeaders(message.requestHeaders.headers, message.requestHeaders.endOfStream);
@@ -294,7 +298,7 @@ export class ExtProcExchange {
     // ORIGINAL_DST routes to the header's value as one literal ip:port and cannot take a list:
     // the header names the primary only; the metadata carries primary then fallbacks, in order.
     const changes: HeaderChanges = { set: { [DESTINATION_HEADER]: decision.engine } };
-    const metadata = { "envoy.lb": { [DESTINATION_HEADER]: [decision.engine, ...decision.fallbacks].join(",") } };
+    const metadata = { [LB_NAMESPACE]: { [DESTINATION_HEADER]: [decision.engine, ...decision.fallbacks].join(",") } };
     const replaced = decision.body;
     if (kind === "request_headers") {
       // A rewritten body streams on without a length; Envoy would refuse a stale one.

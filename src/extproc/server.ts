@@ -11,7 +11,9 @@ import { ExtProcExchange, type ExchangeSettings } from "./exchange.js";
 import type { InferenceExchange } from "../inference/lifecycle.js";
 
 /** The gRPC health services Envoy and Kubernetes probe (GIE convention). */
-export const HEALTH_SERVICES = ["", "liveness", "readiness", "envoy.service.ext_proc.v3.ExternalProcessor"] as const;
+const HEALTH_SERVICES = ["", "liveness", "readiness", "envoy.service.ext_proc.v3.ExternalProcessor"] as const;
+/** Draining: no new traffic, but alive (liveness and the overall status stay SERVING). */
+const TRAFFIC_SERVICES = ["readiness", "envoy.service.ext_proc.v3.ExternalProcessor"] as const;
 
 export interface ExtProcServerOptions {
   host: string;
@@ -62,16 +64,11 @@ export class ExtProcServer {
   async start(): Promise<void> {
     this.port = await bind(this.server, hostPort(this.options.host, this.options.port));
     this.healthPort = await bind(this.healthServer, hostPort(this.options.host, this.options.healthPort));
-    this.setHealth("SERVING");
+    this.setHealth("SERVING", HEALTH_SERVICES);
   }
 
-  /** Readiness follows the sidecar's state (e.g. NOT_SERVING while draining). */
-  setHealth(status: ServingStatus): void {
-    for (const service of HEALTH_SERVICES) this.health.setStatus(service, status);
-  }
-
-  openStreams(): number {
-    return this.open.size;
+  private setHealth(status: ServingStatus, services: readonly string[]): void {
+    for (const service of services) this.health.setStatus(service, status);
   }
 
   /**
@@ -79,8 +76,7 @@ export class ExtProcServer {
    * cancelled (their reservations are released by the cancel path like any reset).
    */
   async shutdown(graceMs: number): Promise<void> {
-    this.health.setStatus("readiness", "NOT_SERVING");
-    this.health.setStatus("envoy.service.ext_proc.v3.ExternalProcessor", "NOT_SERVING");
+    this.setHealth("NOT_SERVING", TRAFFIC_SERVICES);
     const drained = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<void>((resolve) => {

@@ -137,10 +137,7 @@ export class InferenceExchange {
           result.pool,
         );
       case "picked":
-        this.reserved = { pool: result.reservation.pool, engine: result.reservation.engine };
-        this.context.events.picked(result.reservation.pool, result.reservation.engine, this.promptTokens);
-        // The stream may have ended while the store answered: release at once.
-        if (this.outcome !== undefined) this.release(this.outcome);
+        this.reservedOn(result.reservation.pool, result.reservation.engine);
         if (this.context.forceIncludeUsage && parsed.request.withUsage !== undefined) {
           return { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks, body: parsed.request.withUsage() };
         }
@@ -155,11 +152,15 @@ export class InferenceExchange {
   private async observe(engine: string | undefined, poolFor: (engine: string, model: string | undefined) => string): Promise<Decision> {
     if (engine === undefined || !isEngineAddress(engine)) return { kind: "observe" };
     const pool = poolFor(engine, this.model);
-    if (!(await this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens }))) return { kind: "observe" };
+    if (await this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens })) this.reservedOn(pool, engine);
+    return { kind: "observe" };
+  }
+
+  /** The store holds the reservation now. The stream may have ended meanwhile: then it is released at once. */
+  private reservedOn(pool: string, engine: string): void {
     this.reserved = { pool, engine };
     this.context.events.picked(pool, engine, this.promptTokens);
     if (this.outcome !== undefined) this.release(this.outcome);
-    return { kind: "observe" };
   }
 
   private refuse(refusal: Refusal, pool: string | undefined): Decision {

@@ -1,8 +1,8 @@
-import { approximateTokens, countingCost } from "./estimate.js";
+import { approximateTokens, countingCost, sizeOf, type TextSize } from "./estimate.js";
 
 /**
  * What is counted exactly out of a prompt too long to count whole, at most, in countingCost
- * units (8 Ki ASCII characters, ~330 Chinese ones): ~1–2 ms with o200k, and the price lands
+ * units (16 Ki ASCII characters, ~650 Chinese ones): ~1–3 ms with o200k, and the price lands
  * within ~1–2 % of the whole count (bench:tokens).
  */
 export const SAMPLE_COST = 16_384;
@@ -50,9 +50,10 @@ export interface PromptSample {
   cost: number;
 }
 
-export function samplePrompt(text: string, cost = SAMPLE_COST): PromptSample {
+/** `size`: the text's, when the caller has measured it already. */
+export function samplePrompt(text: string, cost = SAMPLE_COST, size: TextSize = sizeOf(text)): PromptSample {
   // The budget in characters of this text: fewer where each costs more to count.
-  const chars = Math.floor((cost * text.length) / Math.max(1, countingCost(text)));
+  const chars = Math.floor((cost * text.length) / Math.max(1, countingCost(size)));
   const count = Math.max(1, Math.min(MAX_WINDOWS, Math.floor(chars / MIN_WINDOW_CHARS)));
   const width = Math.max(1, Math.floor(chars / count));
   const stride = text.length / count;
@@ -66,7 +67,7 @@ export function samplePrompt(text: string, cost = SAMPLE_COST): PromptSample {
     if (end < text.length && isLowSurrogate(text.charCodeAt(end))) end += 1;
     windows.push(text.slice(start, Math.max(start, end)));
   }
-  return { windows, estimate: approximateTokens(text), cost };
+  return { windows, estimate: approximateTokens(size), cost };
 }
 
 /** The same sample with each window cut to its share of a smaller `cost` (a slower tokenizer counts less). */

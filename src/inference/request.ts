@@ -23,6 +23,9 @@ export interface InferenceRequest {
   withUsage?: () => Buffer;
 }
 
+/** The prompt's texts as one text, as they are counted. */
+export const promptText = (request: Pick<InferenceRequest, "texts">): string => request.texts.join("\n");
+
 export type ParseResult = { ok: true; request: InferenceRequest } | { ok: false; message: string };
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };

@@ -1,6 +1,6 @@
-import { approximateTokens, countingCost } from "./estimate.js";
+import { approximateTokens, countingCost, sizeOf } from "./estimate.js";
 import { extrapolate, narrowSample, SAMPLE_COST, samplePrompt, type PromptSample } from "./prompt-sample.js";
-import type { InferenceRequest } from "./request.js";
+import { promptText, type InferenceRequest } from "./request.js";
 import { o200k, type AsyncTextTokenizer } from "./tokenizers/o200k.js";
 
 export interface TokenCounterOptions {
@@ -53,7 +53,7 @@ export class TokenCounter {
   promptTokens(request: InferenceRequest): number | Promise<number> {
     const template = request.messages > 0 ? request.messages * TOKENS_PER_MESSAGE + REPLY_PRIMER_TOKENS : 0;
     const media = request.images * this.options.imageTokens + request.audios * this.options.audioTokens;
-    const text = request.sample !== undefined ? this.sampled(narrowSample(request.sample, this.sampleCost())) : this.count(request.texts.join("\n"));
+    const text = request.sample !== undefined ? this.sampled(narrowSample(request.sample, this.sampleCost())) : this.count(promptText(request));
     return plus(text, request.tokenIds + media + template);
   }
 
@@ -61,7 +61,10 @@ export class TokenCounter {
     if (text.length === 0) return 0;
     const threshold = this.options.countWholeUpTo;
     if (this.tokenizer === null || threshold === 0) return approximateTokens(text);
-    if (text.length > threshold || countingCost(text) > threshold) return this.sampled(samplePrompt(text, this.sampleCost()));
+    // Never costs less than its length: a text that long needs no measuring to be sampled.
+    if (text.length > threshold) return this.sampled(samplePrompt(text, this.sampleCost()));
+    const size = sizeOf(text);
+    if (countingCost(size) > threshold) return this.sampled(samplePrompt(text, this.sampleCost(), size));
     return this.exact(this.tokenizer, text);
   }
 

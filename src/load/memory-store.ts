@@ -39,9 +39,11 @@ export class MemoryLoadStore implements LoadStore {
     if (remaining.length === 0) return { kind: "saturated" };
     // The chosen engine first, then the next best by the same policy, each among those left.
     const ranked: string[] = [];
+    const loads = remaining.map((engine) => this.engines.get(engine) ?? zeroLoad());
     while (ranked.length <= request.fallbacks && remaining.length > 0) {
-      const loads = remaining.map((engine) => this.engines.get(engine) ?? zeroLoad());
-      const [engine] = remaining.splice(request.choose(loads, remaining), 1);
+      const chosen = request.choose(loads, remaining);
+      const [engine] = remaining.splice(chosen, 1);
+      loads.splice(chosen, 1);
       if (engine === undefined) break;
       ranked.push(engine);
     }

