@@ -25,8 +25,13 @@ export interface Sidecar {
   stop(graceMs: number): Promise<void>;
 }
 
+/** What a reload changes; every other section takes effect only after a restart. */
+const RELOADABLE = ["pools", "scheduling", "log"] as const satisfies readonly (keyof Config)[];
+
 const restartOnly = (a: Config, b: Config): string[] =>
-  (["role", "extproc", "health", "http", "load", "tokenizer"] as const).filter((key) => JSON.stringify(a[key]) !== JSON.stringify(b[key]));
+  (Object.keys(a) as (keyof Config)[]).filter(
+    (key) => !(RELOADABLE as readonly string[]).includes(key) && JSON.stringify(a[key]) !== JSON.stringify(b[key]),
+  );
 
 /** Larger request bodies are parsed off the event loop: 512 KiB of chat turns parse in ~5–10 ms, 16 MiB in ~170 ms. */
 const PARSE_OFF_THREAD_ABOVE_BYTES = 512 * 1024;
@@ -153,7 +158,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       picker = new Picker(store, () => directory, next.scheduling, health);
       tokens.configure(next.pools).catch((error: unknown) => log.error({ reason: (error as Error).message }, "tokenizer not loaded; its pools keep their previous tokenizer"));
       log.level = next.log.level;
-      config = { ...config, pools: next.pools, scheduling: next.scheduling, log: next.log };
+      config = { ...config, ...Object.fromEntries(RELOADABLE.map((key) => [key, next[key]])) };
       // Until the new lookups answer, a DNS pool keeps the engines last resolved for its name.
       void watchDns(next.pools);
       log.info({ pools: directory.pools.map((pool) => ({ name: pool.name, engines: pool.endpoints.length })) }, "config reloaded");

@@ -2,7 +2,7 @@ import { setMaxListeners } from "node:events";
 import { afterEach, describe, expect, it } from "vitest";
 import { FAULT_HEADER } from "../engine-sim/engine.js";
 import { closedPort } from "../support/ports.js";
-import { totalLoad } from "../support/sidecar.js";
+import { LogCapture, totalLoad } from "../support/sidecar.js";
 import { chat, chatRequest, errorOf, startRig, type Rig } from "./harness.js";
 
 let rig: Rig | undefined;
@@ -110,6 +110,19 @@ describe("the load numbers follow the exchange", () => {
     expect([...loads.values()].map((load) => load.requests)).toEqual([50, 50, 50, 50]);
     stop.abort();
     await Promise.all(exchanges);
+  });
+
+  it("a reload changing a section that takes effect only after a restart says which, and keeps it", async () => {
+    const capture = new LogCapture();
+    rig = await startRig({ engines: 1, capture });
+    const before = rig.sidecar.config;
+    rig.sidecar.reload({ ...before, inference: { forceIncludeUsage: true }, shutdown: { graceSeconds: 1 }, scheduling: { ...before.scheduling, fallbacks: 1 } });
+    expect(capture.lines.filter((line) => line["msg"] === "config sections changed that take effect only after a restart")).toEqual([
+      expect.objectContaining({ sections: ["inference", "shutdown"] }),
+    ]);
+    const body = chat("llama", "unchanged", { stream: true });
+    const result = await rig.exchange({ request: chatRequest(body) });
+    expect(result.upstreamRequest?.body.toString()).toBe(body);
   });
 
   it("an engine removed by a config reload gets no new picks; its open requests still release", async () => {
