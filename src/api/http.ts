@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIP } from "node:net";
 import type { LoadStore } from "../load/store.js";
 import type { Logger } from "../log.js";
-import type { PoolDirectory } from "../pools/pools.js";
+import { splitAddress, type PoolDirectory } from "../pools/pools.js";
 import { WriteAccess } from "./access.js";
 import { BodyError, readJson } from "./body.js";
 import { poolsView } from "./debug-view.js";
@@ -68,12 +68,6 @@ function parseUrl(target: string | undefined): ParsedUrl {
   return { pathname: url.pathname, query: () => url.searchParams };
 }
 
-/** `ip:port`, or a bare IP reported over the write API without a port (port 0). */
-function splitAddress(endpoint: string): { ip: string; port: number } {
-  if (isIP(endpoint) !== 0) return { ip: endpoint, port: 0 };
-  const colon = endpoint.lastIndexOf(":");
-  return { ip: endpoint.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(endpoint.slice(colon + 1)) };
-}
 
 /** The HTTP side: the metadata-center v1 load API and health endpoints. */
 export class HttpApi {

@@ -1,7 +1,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import type { LoadStore } from "../load/store.js";
-import type { PoolDirectory } from "../pools/pools.js";
+import { splitAddress, type PoolDirectory } from "../pools/pools.js";
 import { EarlyDeletes } from "./early-deletes.js";
 import { ErrorCode, type ApiError } from "./envelope.js";
 import { validate } from "./validation.js";
@@ -38,7 +38,7 @@ export const ledgerId = (requestId: string): string => `api:${requestId}`;
  * engine add up; otherwise the bare IP.
  */
 export function engineKey(directory: PoolDirectory, cluster: string, ip: string): string {
-  const matches = (directory.named(cluster)?.endpoints ?? []).filter((endpoint) => endpoint.slice(0, endpoint.lastIndexOf(":")) === ip);
+  const matches = (directory.named(cluster)?.endpoints ?? []).filter((endpoint) => splitAddress(endpoint).ip === ip);
   return matches.length === 1 && matches[0] !== undefined ? matches[0] : ip;
 }
 

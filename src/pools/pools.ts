@@ -1,3 +1,12 @@
+import { isIP } from "node:net";
+
+/** `ip:port` (IPv6 as `[addr]:port`), or a bare IP reported over the write API without a port (port 0). */
+export function splitAddress(endpoint: string): { ip: string; port: number } {
+  if (isIP(endpoint) !== 0) return { ip: endpoint, port: 0 };
+  const colon = endpoint.lastIndexOf(":");
+  return { ip: endpoint.slice(0, colon).replace(/^\[|\]$/g, ""), port: Number(endpoint.slice(colon + 1)) };
+}
+
 /** A set of engines serving the same models (the Go metadata-center's "cluster"). */
 export interface Pool {
   readonly name: string;
