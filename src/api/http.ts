@@ -1,5 +1,4 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { isIP } from "node:net";
 import type { LoadStore } from "../load/store.js";
 import type { Logger } from "../log.js";
 import { splitAddress, type PoolDirectory } from "../pools/pools.js";
