@@ -10,8 +10,8 @@ export type Ending = "eos-on-last" | "empty-eos";
 
 export type Frame = { kind: "data"; data: Buffer; endStream: boolean } | { kind: "trailers"; trailers: HeaderMap };
 
-/** mulberry32: small, seedable, good enough to pick chunk sizes reproducibly. */
-function mulberry32(seed: number): () => number {
+/** mulberry32: small, seedable, good enough to pick chunk sizes (and injected faults) reproducibly. */
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

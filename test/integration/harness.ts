@@ -2,6 +2,7 @@ import { EnvoyExtProcClient, httpUpstream, type ExchangeResult, type ExchangeSpe
 import { startEngineSim, type EngineSim, type EngineSimOptions } from "../engine-sim/engine.js";
 import { idle, startTestSidecar, totalLoad, type LogCapture, type PoolSpec } from "../support/sidecar.js";
 import { expect } from "vitest";
+import type { LoadStore } from "../../src/load/store.js";
 
 export const ROUTE_HEADER = "x-gateway-destination-endpoint";
 
@@ -25,13 +26,15 @@ export interface RigOptions {
   sidecar?: Record<string, unknown>;
   /** Keeps the sidecar's log lines. */
   capture?: LogCapture;
+  /** The load store the sidecar uses (default: a fresh memory store). */
+  store?: LoadStore;
 }
 
 export async function startRig(options: RigOptions = {}): Promise<Rig> {
   const engines = await Promise.all(Array.from({ length: options.engines ?? 2 }, () => startEngineSim(options.engine)));
   const addresses = engines.map((engine) => engine.address);
   const pools = options.pools?.(addresses) ?? [{ name: "llama", models: ["llama"], endpoints: addresses }];
-  const sidecar = await startTestSidecar(pools, options.sidecar, options.capture);
+  const sidecar = await startTestSidecar(pools, options.sidecar, options.capture, options.store);
   const client = new EnvoyExtProcClient(`127.0.0.1:${sidecar.ports.extproc}`);
   const upstream = httpUpstream();
   return {

@@ -2,7 +2,7 @@ import { Writable } from "node:stream";
 import { pino } from "pino";
 import { parseConfig } from "../../src/config/load.js";
 import type { Config } from "../../src/config/schema.js";
-import type { EngineLoad } from "../../src/load/store.js";
+import type { EngineLoad, LoadStore } from "../../src/load/store.js";
 import { createLogger, type Logger } from "../../src/log.js";
 import { startSidecar, type Sidecar } from "../../src/sidecar.js";
 
@@ -34,6 +34,7 @@ export async function startTestSidecar(
   pools: PoolSpec[],
   extra: Record<string, unknown> = {},
   capture?: LogCapture,
+  store?: LoadStore,
 ): Promise<Sidecar & { config: Config; log: Logger }> {
   const config = parseConfig(
     JSON.stringify({
@@ -47,7 +48,7 @@ export async function startTestSidecar(
     "test-config",
   );
   const log = capture === undefined ? createLogger(config.log.level) : pino({ level: "info" }, capture);
-  const sidecar = await startSidecar(config, log);
+  const sidecar = await startSidecar(config, log, store);
   return Object.assign(sidecar, { config, log });
 }
 
