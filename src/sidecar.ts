@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { HttpApi } from "./api/http.js";
 import { Metrics } from "./api/metrics.js";
 import type { Config } from "./config/schema.js";
+import { HeldBodies } from "./extproc/held-bodies.js";
 import { ExtProcServer } from "./extproc/server.js";
 import { InferenceExchange } from "./inference/lifecycle.js";
 import { RequestParser } from "./inference/request-parser.js";
@@ -12,6 +13,7 @@ import type { Logger } from "./log.js";
 import { DnsPoolWatcher } from "./pools/dns.js";
 import { EngineHealth } from "./pools/health.js";
 import { PoolDirectory } from "./pools/pools.js";
+import { tcpProbe } from "./pools/probe.js";
 import { Picker } from "./scheduling/picker.js";
 
 export interface Sidecar {
@@ -44,8 +46,11 @@ const largestWholeText = (config: Config): number =>
 export async function startSidecar(initial: Config, log: Logger, store: LoadStore = new MemoryLoadStore()): Promise<Sidecar> {
   let config = initial;
   // Survives reloads: an engine's record does not depend on which config listed it.
-  const health = new EngineHealth(config.scheduling, Date.now, (engine, seconds) =>
-    log.warn({ engine, seconds }, "engine ejected after consecutive errors"),
+  const health = new EngineHealth(
+    config.scheduling,
+    Date.now,
+    (engine, seconds) => log.warn({ engine, seconds }, "engine ejected after consecutive errors"),
+    tcpProbe(config.scheduling.probeTimeoutSeconds * 1000),
   );
   /** DNS pools' engines as last resolved, by pool name. */
   const resolved = new Map<string, string[]>();
@@ -104,6 +109,8 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       requestBodyTimeoutMs: config.extproc.requestBodyTimeoutSeconds * 1000,
       observePick: (seconds, outcome) => metrics.observePick(seconds, outcome),
       observer: config.role === "observer",
+      trustedHeaders: new Set(config.extproc.trustedHeaders),
+      heldBodies: new HeldBodies(config.extproc.maxHeldBodyBytes),
     },
     newExchange: () =>
       new InferenceExchange(

@@ -3,6 +3,7 @@ import { isIP } from "node:net";
 import { z } from "zod";
 import { logLevels } from "../log.js";
 import { bodyModes } from "../extproc/messages.js";
+import { ROUTING_HEADERS } from "../extproc/routing.js";
 
 const port = z.number().int().min(0).max(65535);
 const positive = z.number().positive();
@@ -81,6 +82,13 @@ export const configSchema = z
         host: z.string().min(1).default("127.0.0.1"),
         port: port.default(9002),
         maxRequestBodyBytes: z.number().int().positive().default(16 << 20),
+        /** Request bodies held for the pick, all requests together: past it a request is refused (503) until others are picked. */
+        maxHeldBodyBytes: z.number().int().positive().default(256 << 20),
+        /**
+         * Routing headers read from the request. A client can send any header, so none is trusted
+         * unless named: an untrusted one is ignored, and removed before the engine sees it (picker role).
+         */
+        trustedHeaders: z.array(z.enum(ROUTING_HEADERS)).default([]),
         /**
          * A request body held for the pick (FULL_DUPLEX_STREAMED) that has not all arrived after
          * this long is refused with 408, so a client that never finishes cannot hold memory; 0 = never.
@@ -122,6 +130,8 @@ export const configSchema = z
         maxEjectSeconds: positive.default(300),
         /** Warm-up of an engine back from ejection, or new in the pool; 0 = none. */
         slowStartSeconds: z.number().min(0).default(30),
+        /** A request that got no response counts against its engine only if a TCP connection to the engine fails within this. */
+        probeTimeoutSeconds: positive.default(1),
       })
       .prefault({}),
     load: z
@@ -154,6 +164,13 @@ export const configSchema = z
     pools: z.array(pool).min(1),
   })
   .superRefine((config, context) => {
+    if (config.extproc.maxHeldBodyBytes < config.extproc.maxRequestBodyBytes) {
+      context.addIssue({
+        code: "custom",
+        path: ["extproc", "maxHeldBodyBytes"],
+        message: `must be at least extproc.maxRequestBodyBytes (${config.extproc.maxRequestBodyBytes}): one request of that size could never be held`,
+      });
+    }
     if (!isLoopbackHost(config.http.host) && config.http.token === undefined) {
       context.addIssue({
         code: "custom",

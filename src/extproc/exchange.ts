@@ -1,4 +1,15 @@
 import type { Decision, InferenceExchange } from "../inference/lifecycle.js";
+import type { HeldBodies } from "./held-bodies.js";
+import {
+  DESTINATION_HEADER,
+  LB_NAMESPACE,
+  MODEL_REWRITE_HEADER,
+  ROUTING_HEADERS,
+  SERVED_KEY,
+  SUBSET_KEY,
+  SUBSET_NAMESPACE,
+  type RoutingHeader,
+} from "./routing.js";
 import { refusalBody, type Refusal } from "../inference/refusal.js";
 import type { Logger } from "../log.js";
 import {
@@ -16,19 +27,6 @@ import {
   type ProcessingRequest,
   type ProcessingResponse,
 } from "./messages.js";
-
-/** The routing header Envoy's ORIGINAL_DST cluster reads (GIE endpoint-picker protocol). */
-export const DESTINATION_HEADER = "x-gateway-destination-endpoint";
-/** Where the gateway restricts the pick: `filter_metadata[SUBSET_NAMESPACE][SUBSET_KEY]`, a list of ip:port. */
-export const SUBSET_NAMESPACE = "envoy.lb.subset_hint";
-export const SUBSET_KEY = "x-gateway-destination-endpoint-subset";
-/**
- * The load-balancing metadata namespace: the chosen engine and its fallbacks go out in it (keyed
- * by DESTINATION_HEADER), an earlier picker's choice comes in it, and so does, on the response
- * path, the engine that actually served (SERVED_KEY).
- */
-export const LB_NAMESPACE = "envoy.lb";
-export const SERVED_KEY = "x-gateway-destination-endpoint-served";
 
 /** The subset hint as a list; a comma list in one string is accepted too. Undefined = no hint. */
 function subsetOf(message: ProcessingRequest): string[] | undefined {
@@ -55,12 +53,21 @@ export interface ExchangeSettings {
   observePick?: (seconds: number, outcome: "routed" | "refused") => void;
   /** Observer role: an earlier picker's routing header and metadata are left as they are. */
   observer: boolean;
+  /** Routing headers taken from the request; any other is ignored (and, in the picker role, removed before the engine sees it). */
+  trustedHeaders: ReadonlySet<RoutingHeader>;
+  /** Bytes of request bodies held for the pick, across all exchanges, within one limit. */
+  heldBodies: HeldBodies;
 }
 
 /** Where replies go: the gRPC stream. */
 export interface ReplySink {
   write(reply: ProcessingResponse): void;
+  /** End the stream with a gRPC error status (Envoy answers the client 500, or resets a response under way). */
+  abort(code: "INTERNAL" | "UNAVAILABLE", message: string): void;
 }
+
+/** What a client sees when the sidecar fails on its request while the request phase is open. */
+const INTERNAL_REFUSAL: Refusal = { status: 500, code: "internal_error", message: "the endpoint picker failed on this request; its log names the cause" };
 
 /**
  * Request direction:
@@ -90,6 +97,10 @@ export class ExtProcExchange {
   private ended = false;
   /** Running while a FULL_DUPLEX_STREAMED body is collected: the sidecar holds it until its end. */
   private bodyTimer: NodeJS.Timeout | undefined;
+  /** Bytes of this request's body counted against the shared limit until the pick is made. */
+  private heldBytes = 0;
+  /** Routing headers the client sent that the config does not trust. */
+  private untrusted: RoutingHeader[] = [];
 
   constructor(
     private readonly sink: ReplySink,
@@ -98,9 +109,15 @@ export class ExtProcExchange {
     private readonly log: Logger,
   ) {
     this.modes = { ...settings.assumedModes };
+    inference.onFailure((cause) => this.fail(cause));
   }
 
+  /** One message from Envoy. Whatever fails while it is handled fails this exchange alone. */
   onMessage(message: ProcessingRequest): void {
+    this.guarded(() => this.handle(message));
+  }
+
+  private handle(message: ProcessingRequest): void {
     if (this.ended || this.requestPhase === "refused") return;
     if (this.requestPhase === "deciding") {
       this.waiting.push(message);
@@ -114,12 +131,17 @@ export class ExtProcExchange {
     }
     if (message.requestHeaders !== undefined) {
       const chosen = filterMetadataOf(message, LB_NAMESPACE)?.[DESTINATION_HEADER];
-      this.chosenByMetadata = typeof chosen === "string" ? chosen : undefined;
+      this.chosenByMetadata = typeof chosen === "string" && chosen.length > 0 ? chosen : undefined;
       this.subset = subsetOf(message);
       this.onRequestHeaders(message.requestHeaders.headers, message.requestHeaders.endOfStream);
     } else if (message.requestBody !== undefined) this.onRequestBody(message.requestBody.body, message.requestBody.endOfStream);
     else if (message.requestTrailers !== undefined) this.onRequestTrailers();
-    else if (message.responseHeaders !== undefined) {
+    else if (message.requestHeaders === undefined && this.requestPhase !== "forwarding") {
+      // Envoy sends the response only after the request went upstream, which needs our reply first.
+      if (message.responseHeaders !== undefined || message.responseBody !== undefined || message.responseTrailers !== undefined) {
+        this.protocolError("response before the request was forwarded");
+      }
+    } else if (message.responseHeaders !== undefined) {
       this.onResponseHeaders(message.responseHeaders.headers, message.responseHeaders.endOfStream, servedOf(message));
     } else if (message.responseBody !== undefined) this.onResponseBody(message.responseBody.body, message.responseBody.endOfStream);
     else if (message.responseTrailers !== undefined) this.onResponseTrailers();
@@ -130,22 +152,68 @@ export class ExtProcExchange {
    * response phase this was Envoy's own local reply (or a reset before the response).
    */
   onStreamEnd(): void {
-    if (this.ended) return;
+    this.guarded(() => {
+      if (!this.close()) return;
+      if (this.responsePhase === "body" && this.modes.response === "NONE") {
+        // Headers-only responses: the body passed Envoy unseen; the stream's end is the response's end.
+        this.inference.responseEnd();
+        return;
+      }
+      this.inference.abort(this.responsePhase === "waiting" ? "no_response" : "client_reset");
+    });
+  }
+
+  /** The sidecar is stopping: the exchange ends with outcome `shutdown` (never held against the engine), and so does its stream. */
+  shutdown(): void {
+    this.guarded(() => {
+      if (!this.close()) return;
+      this.inference.abort("shutdown");
+      this.sink.abort("UNAVAILABLE", "metadata-center is shutting down");
+    });
+  }
+
+  /** Stops handling messages and lets go of what the exchange holds; false when it had ended already. */
+  private close(): boolean {
+    if (this.ended) return false;
     this.ended = true;
     clearTimeout(this.bodyTimer);
     this.chunks.length = 0;
     this.waiting = [];
-    if (this.responsePhase === "body" && this.modes.response === "NONE") {
-      // Headers-only responses: the body passed Envoy unseen; the stream's end is the response's end.
-      this.inference.responseEnd();
-      return;
+    this.releaseHeldBody();
+    return true;
+  }
+
+  /**
+   * This exchange failed inside the sidecar: its lifecycle ends (released once, one log line), and
+   * so does its stream — a 500 in the OpenAI error shape while the request phase is open, else a
+   * gRPC error. Never throws: it is where every other failure goes.
+   */
+  private fail(error: unknown): void {
+    const requestOpen = this.requestPhase === "headers" || this.requestPhase === "collecting" || this.requestPhase === "deciding";
+    if (!this.close()) return;
+    try {
+      this.inference.fail(error);
+      if (requestOpen) {
+        this.sink.write(immediateReply(INTERNAL_REFUSAL.status, refusalBody(INTERNAL_REFUSAL), "metadata-center: internal_error"));
+      } else this.sink.abort("INTERNAL", "metadata-center failed on this exchange");
+    } catch (secondary) {
+      this.log.error({ err: secondary, cause: String(error) }, "ending a failed exchange failed");
     }
-    this.inference.abort(this.responsePhase === "waiting" ? "no_response" : "client_reset");
+  }
+
+  private guarded(run: () => void): void {
+    try {
+      run();
+    } catch (error) {
+      this.fail(error);
+    }
   }
 
   private onRequestHeaders(map: Parameters<typeof headerMapOf>[0], endOfStream: boolean): void {
     if (this.requestPhase !== "headers") return this.protocolError("request headers twice");
     this.headers = headerMapOf(map);
+    // Sent by the client and not trusted: removed on the way upstream (picker role), never read.
+    this.untrusted = this.settings.observer ? [] : ROUTING_HEADERS.filter((name) => !this.settings.trustedHeaders.has(name) && this.headers.has(name));
     this.path = this.headers.get(":path") ?? "";
     if (endOfStream) return this.decide(undefined, true, (decision) => this.replyRouted("request_headers", decision));
     switch (this.modes.request) {
@@ -157,7 +225,7 @@ export class ExtProcExchange {
         // The body comes only after this reply; the route goes on the body reply, which
         // may still change the request headers. Never let a client's value through meanwhile.
         this.requestPhase = "collecting";
-        this.write(headersReply("request", this.settings.observer ? {} : { remove: [DESTINATION_HEADER] }));
+        this.write(headersReply("request", this.settings.observer ? {} : { remove: [DESTINATION_HEADER, ...this.untrusted.filter((name) => name !== DESTINATION_HEADER)] }));
         return;
       default:
         // Headers-only and STREAMED: the headers go upstream with this reply, before any body.
@@ -179,6 +247,14 @@ export class ExtProcExchange {
         message: `request body exceeds the limit of ${this.settings.maxRequestBodyBytes} bytes`,
       });
     }
+    if (!this.settings.heldBodies.take(body.length)) {
+      return this.refuse({
+        status: 503,
+        code: "overloaded",
+        message: `request bodies held for picking would exceed extproc.maxHeldBodyBytes (${this.settings.heldBodies.limit} bytes across all requests); retry later`,
+      });
+    }
+    this.heldBytes += body.length;
     if (body.length > 0) this.chunks.push(body);
     if (this.modes.request === "BUFFERED") {
       // The whole body in one message, whether or not trailers follow.
@@ -241,14 +317,18 @@ export class ExtProcExchange {
   private startBodyTimer(): void {
     const timeout = this.settings.requestBodyTimeoutMs;
     if (timeout <= 0) return;
-    this.bodyTimer = setTimeout(() => {
-      if (this.ended || this.requestPhase !== "collecting") return;
-      this.refuse({
-        status: 408,
-        code: "request_timeout",
-        message: `request body not complete after ${timeout / 1000} s (${this.bodyBytes} bytes received)`,
-      });
-    }, timeout);
+    this.bodyTimer = setTimeout(
+      () =>
+        this.guarded(() => {
+          if (this.ended || this.requestPhase !== "collecting") return;
+          this.refuse({
+            status: 408,
+            code: "request_timeout",
+            message: `request body not complete after ${timeout / 1000} s (${this.bodyBytes} bytes received)`,
+          });
+        }),
+      timeout,
+    );
     // A stream Envoy still holds open must not keep a stopping process alive.
     this.bodyTimer.unref();
   }
@@ -258,31 +338,33 @@ export class ExtProcExchange {
     clearTimeout(this.bodyTimer);
     this.requestPhase = "deciding";
     const started = performance.now();
-    // The routing header may be a comma list (primary, fallbacks): the primary is the engine.
-    const routedTo = (this.headers.get(DESTINATION_HEADER) || this.chosenByMetadata)?.split(",")[0]?.trim() || undefined;
+    const trusted = (name: RoutingHeader): string | undefined => (this.settings.trustedHeaders.has(name) ? this.headers.get(name) : undefined);
+    // GIE: an earlier picker's choice comes in `envoy.lb` metadata, which no client can send; the
+    // header only when trusted. It may be a comma list (primary, fallbacks): the primary is the engine.
+    const routedTo = (this.chosenByMetadata ?? trusted(DESTINATION_HEADER))?.split(",")[0]?.trim() || undefined;
     const request = {
       path: this.path,
       header: (name: string) => this.headers.get(name),
+      modelOverride: trusted(MODEL_REWRITE_HEADER) || undefined,
       body,
       bodySeen,
       chosenEngine: routedTo,
       subset: this.subset,
     };
-    this.inference
-      .decide(request)
-      .catch((error: unknown): Decision => {
-        this.log.error({ err: error }, "pick failed");
-        return { kind: "refuse", refusal: { status: 500, code: "internal_error", message: "the endpoint picker failed" } };
-      })
-      .then((decision) => {
-        if (this.ended) return;
-        this.requestPhase = decision.kind === "refuse" ? "refused" : "forwarding";
-        then(decision);
-        this.settings.observePick?.((performance.now() - started) / 1000, decision.kind === "refuse" ? "refused" : "routed");
-        const waiting = this.waiting;
-        this.waiting = [];
-        for (const message of waiting) this.onMessage(message);
-      });
+    this.inference.decide(request).then(
+      (decision) =>
+        this.guarded(() => {
+          this.releaseHeldBody();
+          if (this.ended) return;
+          this.requestPhase = decision.kind === "refuse" ? "refused" : "forwarding";
+          then(decision);
+          this.settings.observePick?.((performance.now() - started) / 1000, decision.kind === "refuse" ? "refused" : "routed");
+          const waiting = this.waiting;
+          this.waiting = [];
+          for (const message of waiting) this.handle(message);
+        }),
+      (error: unknown) => this.fail(error),
+    );
   }
 
   /** Sends the route (or the refusal) on the reply to `kind`. True when routed. */
@@ -298,11 +380,13 @@ export class ExtProcExchange {
     // ORIGINAL_DST routes to the header's value as one literal ip:port and cannot take a list:
     // the header names the primary only; the metadata carries primary then fallbacks, in order.
     const changes: HeaderChanges = { set: { [DESTINATION_HEADER]: decision.engine } };
+    const remove = this.untrusted.filter((name) => name !== DESTINATION_HEADER);
+    if (remove.length > 0) changes.remove = remove;
     const metadata = { [LB_NAMESPACE]: { [DESTINATION_HEADER]: [decision.engine, ...decision.fallbacks].join(",") } };
     const replaced = decision.body;
     if (kind === "request_headers") {
       // A rewritten body streams on without a length; Envoy would refuse a stale one.
-      if (replaced !== undefined) changes.remove = ["content-length"];
+      if (replaced !== undefined) changes.remove = [...(changes.remove ?? []), "content-length"];
       this.write(headersReply("request", changes, metadata));
     } else {
       // BUFFERED: the new body replaces the buffered one, with its own length.
@@ -316,6 +400,7 @@ export class ExtProcExchange {
     clearTimeout(this.bodyTimer);
     this.requestPhase = "refused";
     this.chunks.length = 0;
+    this.releaseHeldBody();
     this.inference.refused(refusal, this.headers.get("x-request-id"));
     this.write(immediateReply(refusal.status, refusalBody(refusal), `metadata-center: ${refusal.code}`));
   }
@@ -330,6 +415,11 @@ export class ExtProcExchange {
       const end = Math.min(offset + MAX_ECHO_CHUNK, body.length);
       this.write(streamedBodyReply(direction, body.subarray(offset, end), endOfStream && end === body.length));
     }
+  }
+
+  private releaseHeldBody(): void {
+    this.settings.heldBodies.give(this.heldBytes);
+    this.heldBytes = 0;
   }
 
   private protocolError(what: string): void {

@@ -1,4 +1,4 @@
-import { Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
+import { Server, ServerCredentials, status, type ServerDuplexStream } from "@grpc/grpc-js";
 import { HealthImplementation, type ServingStatus } from "grpc-health-check";
 import {
   ExternalProcessorService,
@@ -44,7 +44,8 @@ export class ExtProcServer {
   private readonly health = new HealthImplementation(
     Object.fromEntries(HEALTH_SERVICES.map((service) => [service, "NOT_SERVING" as ServingStatus])),
   );
-  private readonly open = new Set<ProcessCall>();
+  /** Open streams and their exchanges: at shutdown each still open ends with outcome `shutdown`. */
+  private readonly open = new Map<ProcessCall, { exchange: ExtProcExchange; inference: InferenceExchange }>();
   private readonly rotation: ConnectionRotation;
   port = 0;
   healthPort = 0;
@@ -72,8 +73,9 @@ export class ExtProcServer {
   }
 
   /**
-   * Stops taking new streams and lets open ones finish; after `graceMs` the rest are
-   * cancelled (their reservations are released by the cancel path like any reset).
+   * Stops taking new streams and lets open ones finish; after `graceMs` the rest end with outcome
+   * `shutdown` (never held against their engines) and their streams are cancelled. Resolves once
+   * every exchange's release is done.
    */
   async shutdown(graceMs: number): Promise<void> {
     this.setHealth("NOT_SERVING", TRAFFIC_SERVICES);
@@ -81,28 +83,43 @@ export class ExtProcServer {
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
-        if (this.open.size > 0) this.options.log.warn({ open: this.open.size }, "grace period over; cancelling open streams");
+        if (this.open.size > 0) this.options.log.warn({ open: this.open.size }, "grace period over; ending open streams");
+        const releases = [...this.open.values()].map(({ exchange, inference }) => {
+          exchange.shutdown();
+          return inference.settled();
+        });
         this.server.forceShutdown();
-        resolve();
+        void Promise.all(releases).then(() => resolve());
       }, graceMs);
     });
     await Promise.race([drained, timedOut]);
     clearTimeout(timer);
+    await Promise.all(this.settling);
     this.healthServer.forceShutdown();
   }
 
+  /** Releases still in flight of exchanges whose streams have closed. */
+  private readonly settling = new Set<Promise<void>>();
+
   private process(call: ProcessCall): void {
-    this.open.add(call);
     this.rotation.track(call);
+    const inference = this.options.newExchange();
     const exchange = new ExtProcExchange(
-      { write: (reply) => call.write(reply) },
-      this.options.newExchange(),
+      {
+        write: (reply) => call.write(reply),
+        abort: (code, message) => call.emit("error", { code: status[code], details: message }),
+      },
+      inference,
       this.options.settings,
       this.options.log,
     );
+    this.open.set(call, { exchange, inference });
     const ended = (): void => {
-      this.open.delete(call);
+      if (!this.open.delete(call)) return;
       exchange.onStreamEnd();
+      const settled = inference.settled();
+      this.settling.add(settled);
+      void settled.then(() => this.settling.delete(settled));
     };
     call.on("data", (message: ProcessingRequest) => exchange.onMessage(message));
     call.on("end", () => {

@@ -9,13 +9,12 @@ import type { RequestParser } from "./request-parser.js";
 import { scannerFor, type ResponseProgress, type ResponseScanner } from "./response.js";
 import type { TokenizerRegistry } from "./tokenizers/registry.js";
 
-/** Header that names the model instead of the body's `model` (GIE convention). */
-export const MODEL_REWRITE_HEADER = "x-gateway-model-name-rewrite";
-
 /** The request as the inference layer needs it; the transport fills it in. */
 export interface RequestView {
   path: string;
   header(name: string): string | undefined;
+  /** The model named by a trusted routing input (the GIE model-rewrite header, when the config trusts it); it wins over the body's. */
+  modelOverride: string | undefined;
   /** Whole body; undefined when the request has none. */
   body: Buffer | undefined;
   /** False when the body exists but is not shown to us before the pick (headers-only modes). */
@@ -74,14 +73,47 @@ function settle<T>(value: Awaitable<T>, then: (result: T) => void): Awaitable<vo
 }
 
 /**
- * One inference exchange from pick to release. Every path that ends the exchange goes
- * through `finish`, which releases the reservation exactly once; store operations are
- * applied in order even when the store answers asynchronously.
+ * The named states of one exchange. `receiving`: the request is arriving, nothing decided;
+ * `deciding`: parse, price and pick under way; `picked`: routed (reserved, unless observed without
+ * an engine), no response yet; `responding`: the engine answered, first token not yet seen;
+ * `streaming`: first token seen; `ended`: terminal, with an outcome.
+ */
+export type ExchangeState = "receiving" | "deciding" | "picked" | "responding" | "streaming" | "ended";
+
+/** How an exchange ended: a reservation's outcome, or refused (answered by the sidecar, nothing reserved). */
+export type ExchangeOutcome = Outcome | "refused";
+
+/** The only moves there are; `ended` is reachable from every other state, and from nowhere else does anything follow. */
+const TRANSITIONS: Record<ExchangeState, readonly ExchangeState[]> = {
+  receiving: ["deciding", "ended"],
+  deciding: ["picked", "ended"],
+  picked: ["responding", "ended"],
+  responding: ["streaming", "ended"],
+  streaming: ["ended"],
+  ended: [],
+};
+
+/** A move the state machine does not have: a defect of the caller, which fails that exchange alone. */
+export class LifecycleError extends Error {
+  override readonly name = "LifecycleError";
+}
+
+const asError = (value: unknown): Error => (value instanceof Error ? value : new Error(String(value)));
+
+/**
+ * One inference exchange from request to release, as a state machine: `enter` is the one place
+ * where the state changes, and `end` the one way into `ended`, which releases the reservation
+ * exactly once. Every effect — store calls, metrics, health reports, logs — runs through `effect`
+ * or `safely`, which route any throw or rejection to `fail`: that exchange ends (outcome
+ * `internal_error`, its reservation released once, one log line naming the cause) and the
+ * transport is told, so it can end the stream; nothing escapes to the process.
  */
 export class InferenceExchange {
+  private state: ExchangeState = "receiving";
+  private outcome: ExchangeOutcome | undefined;
   private reserved: { pool: string; engine: string } | undefined;
-  /** Set once, when the exchange ends; the reservation is released with it. */
-  private outcome: Outcome | undefined;
+  /** Set when the release is issued: it is issued once. */
+  private releasing = false;
   private firstTokenAt: number | undefined;
   private scanner: ResponseScanner | undefined;
   private status = 0;
@@ -90,8 +122,16 @@ export class InferenceExchange {
   private generated = 0;
   /** The engine's own `usage`, when it sent one. */
   private reported: ReportedUsage | undefined;
+  /** The first `usage` the engine sent that was not a sane count, logged once with the exchange's line. */
+  private rejectedUsage: string | undefined;
   private readonly startedAt = performance.now();
+  /** Store operations, applied in order; undefined while none is pending. */
   private chain: Promise<unknown> | undefined;
+  /** Why the exchange failed (outcome internal_error), or why its release failed. */
+  private failure: Error | undefined;
+  private failureListener: ((cause: Error) => void) | undefined;
+  private settledPromise: Promise<void> | undefined;
+  private settleDone: (() => void) | undefined;
 
   private requestId: string | undefined;
   /** The pool a refusal concerned, for the refusal's metric label. */
@@ -102,7 +142,26 @@ export class InferenceExchange {
     readonly id: string,
   ) {}
 
+  /** Where the exchange is now. */
+  get current(): ExchangeState {
+    return this.state;
+  }
+
+  /** Told when the exchange fails from inside (a store call rejected, a metric threw): the transport ends the stream. */
+  onFailure(listener: (cause: Error) => void): void {
+    this.failureListener = listener;
+  }
+
+  /** Settles once the exchange has ended and its release (and its log line) are done. */
+  settled(): Promise<void> {
+    if (this.state === "ended" && this.chain === undefined) return Promise.resolve();
+    this.settledPromise ??= new Promise((resolve) => (this.settleDone = resolve));
+    return this.settledPromise;
+  }
+
+  /** Parse, price and pick (or observe). A rejection is this exchange's failure: the transport calls `fail`. */
   async decide(request: RequestView): Promise<Decision> {
+    this.enter("deciding");
     this.requestId = request.header("x-request-id");
     let parsed: ParseResult = { ok: true, request: bodilessRequest() };
     if (request.bodySeen) {
@@ -110,7 +169,7 @@ export class InferenceExchange {
       parsed = parsing instanceof Promise ? await parsing : parsing;
     }
     if (!parsed.ok) return this.refuse({ status: 400, code: "invalid_request", message: parsed.message }, undefined);
-    this.model = request.header(MODEL_REWRITE_HEADER) || parsed.request.model;
+    this.model = request.modelOverride || parsed.request.model;
     const priced = this.context.tokens.forModel(this.model).promptTokens(parsed.request);
     // A tokenizer in a worker thread answers later. Should the stream end meanwhile, the reservation
     // made below is released as soon as it is made, as when it ends while the store answers.
@@ -136,12 +195,13 @@ export class InferenceExchange {
           },
           result.pool,
         );
-      case "picked":
+      case "picked": {
         this.reservedOn(result.reservation.pool, result.reservation.engine);
-        if (this.context.forceIncludeUsage && parsed.request.withUsage !== undefined) {
-          return { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks, body: parsed.request.withUsage() };
-        }
-        return { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks };
+        const body = this.context.forceIncludeUsage ? parsed.request.withUsageBody : undefined;
+        return body === undefined
+          ? { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks }
+          : { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks, body };
+      }
     }
   }
 
@@ -150,17 +210,26 @@ export class InferenceExchange {
    * ip:port) nothing is counted: a guess would put load on the wrong engine.
    */
   private async observe(engine: string | undefined, poolFor: (engine: string, model: string | undefined) => string): Promise<Decision> {
-    if (engine === undefined || !isEngineAddress(engine)) return { kind: "observe" };
+    if (engine === undefined || !isEngineAddress(engine)) {
+      this.routed();
+      return { kind: "observe" };
+    }
     const pool = poolFor(engine, this.model);
     if (await this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens })) this.reservedOn(pool, engine);
+    else this.routed();
     return { kind: "observe" };
   }
 
   /** The store holds the reservation now. The stream may have ended meanwhile: then it is released at once. */
   private reservedOn(pool: string, engine: string): void {
     this.reserved = { pool, engine };
-    this.context.events.picked(pool, engine, this.promptTokens);
-    if (this.outcome !== undefined) this.release(this.outcome);
+    this.safely(() => this.context.events.picked(pool, engine, this.promptTokens));
+    if (this.state === "ended") this.release();
+    else this.routed();
+  }
+
+  private routed(): void {
+    if (this.state === "deciding") this.enter("picked");
   }
 
   private refuse(refusal: Refusal, pool: string | undefined): Decision {
@@ -170,130 +239,208 @@ export class InferenceExchange {
 
   /** `servedBy`: the engine the gateway reports it actually sent the request to, if it says. */
   responseHeaders(status: number, contentType: string | undefined, servedBy?: string): void {
-    if (this.outcome !== undefined) return;
+    if (this.state === "ended") return;
+    this.enter("responding");
     this.status = status;
     const reserved = this.reserved;
     if (reserved !== undefined && servedBy !== undefined && servedBy !== reserved.engine) {
       // A retry went to a fallback: the load is that engine's from now on.
       reserved.engine = servedBy;
-      this.apply(() => this.context.store.move(this.id, servedBy));
+      this.effect(() => this.context.store.move(this.id, servedBy));
     }
     if (reserved !== undefined) {
-      if (status >= 500) this.context.health.failed(reserved.engine);
-      else this.context.health.succeeded(reserved.engine);
+      const engine = reserved.engine;
+      this.safely(() => (status >= 500 ? this.context.health.failed(engine) : this.context.health.succeeded(engine)));
     }
     if (status >= 400) {
-      this.finish("upstream_error");
+      this.end("upstream_error");
       return;
     }
     this.scanner = scannerFor(contentType, this.context.maxJsonResponseBytes);
   }
 
   responseBody(chunk: Uint8Array): void {
-    if (this.outcome !== undefined || this.scanner === undefined || chunk.length === 0) return;
+    if (this.state === "ended" || this.scanner === undefined || chunk.length === 0) return;
     this.record(this.scanner.push(chunk));
   }
 
   /** The response reached its end of stream. */
   responseEnd(): void {
-    if (this.outcome !== undefined) return;
+    if (this.state === "ended") return;
     if (this.scanner !== undefined) this.record(this.scanner.end());
-    this.finish(this.status >= 400 ? "upstream_error" : "ok");
+    this.end(this.status >= 400 ? "upstream_error" : "ok");
   }
 
-  /** The stream ended early: reset, cancel, or no response phase at all (a local reply). */
-  abort(outcome: Outcome): void {
-    // No response phase: the engine was unreachable or reset the request before answering.
-    if (outcome === "no_response" && this.outcome === undefined && this.reserved !== undefined) this.context.health.failed(this.reserved.engine);
-    this.finish(outcome);
+  /**
+   * The stream ended early: a reset or cancel, no response phase at all (a local reply), or the
+   * sidecar's own shutdown. Only the engine's evidence counts against it: with no response, the
+   * health reporter asks the engine itself (a client that gave up looks the same to us).
+   */
+  abort(outcome: "client_reset" | "no_response" | "shutdown"): void {
+    if (this.state === "ended") return;
+    const reserved = this.reserved;
+    if (outcome === "no_response" && reserved !== undefined) this.safely(() => this.context.health.unanswered(reserved.engine));
+    this.end(outcome);
+  }
+
+  /** Something inside this exchange failed: it ends here (released once, one log line naming the cause). */
+  fail(cause: unknown): void {
+    if (this.state === "ended") return;
+    this.failure = asError(cause);
+    this.end("internal_error");
   }
 
   /** The transport answered the request itself; nothing was reserved. One log line, like a finished request. */
   refused(refusal: Refusal, requestId: string | undefined): void {
-    this.context.events.refused(refusal.code, this.refusedPool);
-    this.context.log.info(
-      {
-        requestId: requestId ?? this.requestId,
-        model: this.model,
-        status: refusal.status,
-        reason: refusal.code,
-        message: refusal.message,
-        durationMs: Math.round(performance.now() - this.startedAt),
-        outcome: "refused",
-      },
-      "request refused",
-    );
+    if (this.state === "ended") return;
+    this.end("refused");
+    this.safely(() => {
+      this.context.events.refused(refusal.code, this.refusedPool);
+      this.context.log.info(
+        {
+          requestId: requestId ?? this.requestId,
+          model: this.model,
+          status: refusal.status,
+          reason: refusal.code,
+          message: refusal.message,
+          durationMs: Math.round(performance.now() - this.startedAt),
+          outcome: "refused",
+        },
+        "request refused",
+      );
+    });
   }
 
   private record(progress: ResponseProgress): void {
     // Before the generated tokens: prefill ends, then the output is held.
     if (progress.firstToken === true && this.firstTokenAt === undefined) {
       this.firstTokenAt = performance.now();
-      this.apply(() => this.context.store.firstToken(this.id));
-      this.context.events.firstToken((this.firstTokenAt - this.startedAt) / 1000);
+      this.enter("streaming");
+      this.effect(() => this.context.store.firstToken(this.id));
+      const seconds = (this.firstTokenAt - this.startedAt) / 1000;
+      this.safely(() => this.context.events.firstToken(seconds));
     }
     if (progress.generated > 0) {
       this.generated += progress.generated;
-      this.apply(() => this.context.store.addGenerated(this.id, progress.generated));
+      this.effect(() => this.context.store.addGenerated(this.id, progress.generated));
     }
     const usage = progress.usage;
     if (usage !== undefined) {
       this.generated = usage.completionTokens;
       this.reported = usage;
-      this.apply(() => this.context.store.reconcile(this.id, usage));
+      this.effect(() => this.context.store.reconcile(this.id, usage));
     }
-    if (progress.error !== undefined) this.finish("upstream_error");
+    if (progress.rejectedUsage !== undefined && this.rejectedUsage === undefined) {
+      this.rejectedUsage = progress.rejectedUsage;
+      this.safely(() => this.context.log.warn({ id: this.id, requestId: this.requestId, engine: this.reserved?.engine, usage: progress.rejectedUsage }, "engine usage ignored: not a sane token count"));
+    }
+    if (progress.error !== undefined) this.end("upstream_error");
   }
 
-  private finish(outcome: Outcome): void {
-    if (this.outcome !== undefined) return;
+  /** Into `ended`, once: the reservation (if any) is released, then the exchange's one log line. */
+  private end(outcome: ExchangeOutcome): void {
+    if (this.state === "ended") return;
+    this.enter("ended");
     this.outcome = outcome;
-    this.release(outcome);
+    if (this.reserved !== undefined) this.release();
+    else if (outcome === "internal_error") this.safely(() => this.logEnd(undefined));
+    this.maybeSettled();
   }
 
-  private release(outcome: Outcome): void {
-    if (this.reserved === undefined) return;
-    const { pool, engine } = this.reserved;
+  private release(): void {
+    const reserved = this.reserved;
+    const outcome = this.outcome;
+    if (reserved === undefined || outcome === undefined || outcome === "refused" || this.releasing) return;
+    this.releasing = true;
+    const { pool, engine } = reserved;
+    const storeOutcome: Outcome = outcome;
     // Not released means the TTL sweep expired it first; that sweep logged it.
-    this.apply(() => settle(this.context.store.release(this.id, outcome), (released) => released && this.logFinished(pool, engine, outcome)));
-  }
-
-  private logFinished(pool: string, engine: string, outcome: Outcome): void {
-    this.context.events.finished((performance.now() - this.startedAt) / 1000, outcome);
-    this.context.log.info(
-      {
-        requestId: this.requestId,
-        model: this.model,
-        pool,
-        engine,
-        promptTokens: this.promptTokens,
-        reportedPromptTokens: this.reported?.promptTokens,
-        cachedTokens: this.reported?.cachedTokens,
-        completionTokens: this.generated,
-        ttftMs: this.firstTokenAt === undefined ? undefined : Math.round(this.firstTokenAt - this.startedAt),
-        durationMs: Math.round(performance.now() - this.startedAt),
-        status: this.status || undefined,
-        outcome,
-      },
-      "request finished",
+    this.effect(
+      () => settle(this.context.store.release(this.id, storeOutcome), (released) => (released ? this.logEnd({ pool, engine }) : undefined)),
+      () => this.logEnd({ pool, engine }),
     );
   }
 
-  /** Runs store operations in order; synchronous stores never touch a promise. */
-  private apply(operation: () => Awaitable<unknown>): void {
-    if (this.chain !== undefined) {
-      this.chain = this.chain.then(operation).catch((error: unknown) => this.storeFailed(error));
-      return;
-    }
+  /** The exchange's one line: finished, or failed naming the cause (a release that failed is named there too). */
+  private logEnd(reserved: { pool: string; engine: string } | undefined): void {
+    const outcome = this.outcome === "refused" ? undefined : this.outcome;
+    if (outcome === undefined) return;
+    const seconds = (performance.now() - this.startedAt) / 1000;
+    if (reserved !== undefined) this.context.events.finished(seconds, outcome);
+    const fields = {
+      requestId: this.requestId,
+      model: this.model,
+      pool: reserved?.pool,
+      engine: reserved?.engine,
+      promptTokens: this.promptTokens,
+      reportedPromptTokens: this.reported?.promptTokens,
+      cachedTokens: this.reported?.cachedTokens,
+      completionTokens: this.generated,
+      ttftMs: this.firstTokenAt === undefined ? undefined : Math.round(this.firstTokenAt - this.startedAt),
+      durationMs: Math.round(seconds * 1000),
+      status: this.status || undefined,
+      outcome,
+    };
+    if (this.failure === undefined) this.context.log.info(fields, "request finished");
+    else this.context.log.error({ ...fields, cause: this.failure.message }, outcome === "internal_error" ? "request failed" : "request finished; its release failed");
+  }
+
+  private enter(next: ExchangeState): void {
+    if (!TRANSITIONS[this.state].includes(next)) throw new LifecycleError(`exchange ${this.id} cannot go from ${this.state} to ${next}`);
+    this.state = next;
+  }
+
+  /**
+   * Runs store operations in order (synchronous stores never touch a promise). A throw or rejection
+   * fails the exchange; after its end (its release failed), `afterFailure` runs instead, so its line is still written.
+   */
+  private effect(operation: () => Awaitable<unknown>, afterFailure?: () => void): void {
+    const failed = (error: unknown): void => {
+      if (this.state !== "ended") return this.failInside(error);
+      this.failure ??= asError(error);
+      if (afterFailure !== undefined) this.safely(afterFailure);
+    };
+    if (this.chain !== undefined) return this.pending(this.chain.then(operation).catch(failed));
+    let result: Awaitable<unknown>;
     try {
-      const result = operation();
-      if (result instanceof Promise) this.chain = result.catch((error: unknown) => this.storeFailed(error));
+      result = operation();
     } catch (error) {
-      this.storeFailed(error);
+      return failed(error);
+    }
+    if (result instanceof Promise) this.pending(result.catch(failed));
+  }
+
+  /** The last store operation in flight; the exchange is settled once none is. */
+  private pending(operation: Promise<unknown>): void {
+    this.chain = operation;
+    const done = (): void => {
+      if (this.chain !== operation) return;
+      this.chain = undefined;
+      this.maybeSettled();
+    };
+    void operation.then(done, done);
+  }
+
+  /** A metric, health report or log line: a throw fails the exchange, like a store call. */
+  private safely(run: () => void): void {
+    try {
+      run();
+    } catch (error) {
+      if (this.state !== "ended") this.failInside(error);
+      else this.context.log.error({ err: error, id: this.id }, "exchange effect failed after its end");
     }
   }
 
-  private storeFailed(error: unknown): void {
-    this.context.log.error({ err: error, id: this.id }, "load store operation failed");
+  private failInside(error: unknown): void {
+    this.fail(error);
+    try {
+      this.failureListener?.(asError(error));
+    } catch (listenerError) {
+      this.context.log.error({ err: listenerError, id: this.id }, "ending a failed exchange's stream failed");
+    }
+  }
+
+  private maybeSettled(): void {
+    if (this.state === "ended" && this.chain === undefined) this.settleDone?.();
   }
 }

@@ -9,21 +9,29 @@ import type { OffThreadParse, ParseJob } from "./request-parser.js";
 const port = parentPort;
 if (port === null) throw new Error("parse-thread.ts runs as a worker thread only");
 
-port.on("message", (job: ParseJob) => {
+/** The reply to one job; a throw here would stop the thread and every body it holds, so it becomes an answer too. */
+function parseJob(job: ParseJob): OffThreadParse {
   const body = Buffer.from(job.body.buffer, job.body.byteOffset, job.body.byteLength);
-  const parsed = parseInferenceRequest(job.path, body);
-  let reply: OffThreadParse;
-  if (!parsed.ok) reply = parsed;
-  else {
-    const { withUsage, texts, ...request } = parsed.request;
-    const text = promptText(parsed.request);
-    const size = sizeOf(text);
-    // Only a sample crosses back when the text is longer than any tokenizer counts whole.
-    reply =
-      countingCost(size) > job.wholeUpToCost
-        ? { ok: true, request: { ...request, texts: [], sample: samplePrompt(text, SAMPLE_COST, size) } }
-        : { ok: true, request: { ...request, texts } };
-    if (job.includeUsage && withUsage !== undefined) reply.withUsageBody = withUsage();
+  const parsed = parseInferenceRequest(job.path, body, job.includeUsage);
+  if (!parsed.ok) return parsed;
+  const { withUsageBody, texts, ...request } = parsed.request;
+  const text = promptText(parsed.request);
+  const size = sizeOf(text);
+  // Only a sample crosses back when the text is longer than any tokenizer counts whole.
+  const reply: OffThreadParse =
+    countingCost(size) > job.wholeUpToCost
+      ? { ok: true, request: { ...request, texts: [], sample: samplePrompt(text, SAMPLE_COST, size) } }
+      : { ok: true, request: { ...request, texts } };
+  if (withUsageBody !== undefined) reply.withUsageBody = withUsageBody;
+  return reply;
+}
+
+port.on("message", (job: ParseJob) => {
+  let reply: OffThreadParse | { failed: string };
+  try {
+    reply = parseJob(job);
+  } catch (error) {
+    reply = { failed: error instanceof Error ? error.message : String(error) };
   }
   port.postMessage({ id: job.id, reply });
 });

@@ -5,6 +5,8 @@ export type RefusalReason =
   | "rate_limit_exceeded"
   | "request_too_large"
   | "request_timeout"
+  /** Too much is held for picking across all requests (extproc.maxHeldBodyBytes). */
+  | "overloaded"
   | "internal_error";
 
 /** A request the sidecar answers itself, with an OpenAI-style error body. */

@@ -16,7 +16,10 @@ export interface ParseJob {
 /** What the thread answers: a ParseResult whose body rewrite is built already (functions do not cross threads). */
 export type OffThreadParse =
   | { ok: false; message: string }
-  | { ok: true; request: Omit<InferenceRequest, "withUsage">; withUsageBody?: Uint8Array };
+  | { ok: true; request: Omit<InferenceRequest, "withUsageBody">; withUsageBody?: Uint8Array };
+
+/** The thread's answer: the parse, or what failed in the parser itself (a defect, not the body's fault). */
+type ThreadReply = OffThreadParse | { failed: string };
 
 export interface RequestParserOptions {
   /** Bodies larger than this are parsed on the parsing thread; smaller ones inline (~10 ms at 512 KiB of chat turns). */
@@ -30,18 +33,19 @@ export interface RequestParserOptions {
 
 /**
  * Parses request bodies: small ones at once, large ones on a worker thread, so that other streams
- * keep flowing while megabytes of JSON parse. Never rejects: if the thread stops, the bodies it
- * held are parsed inline (correct, if slow) and the next large body starts a new thread.
+ * keep flowing while megabytes of JSON parse. If the thread stops, the bodies it held are parsed
+ * inline (correct, if slow) and the next large body starts a new thread; a parse that fails in the
+ * parser itself rejects, for that request alone.
  */
 export class RequestParser {
   private thread: Worker | undefined;
-  private readonly pending = new Map<number, { path: string; body: Buffer; resolve(result: ParseResult): void }>();
+  private readonly pending = new Map<number, { path: string; body: Buffer; resolve(result: ParseResult): void; reject(error: Error): void }>();
   private sequence = 0;
 
   constructor(private readonly options: RequestParserOptions) {}
 
   parse(path: string, body: Buffer | undefined): ParseResult | Promise<ParseResult> {
-    if (body === undefined || body.length <= this.options.offThreadAboveBytes) return parseInferenceRequest(path, body);
+    if (body === undefined || body.length <= this.options.offThreadAboveBytes) return parseInferenceRequest(path, body, this.options.includeUsage);
     const thread = this.thread ?? this.start();
     const id = (this.sequence += 1);
     // A copy of exactly the body, moved (not cloned) to the thread: the body itself is still to be forwarded.
@@ -49,7 +53,7 @@ export class RequestParser {
     const job: ParseJob = { id, path, body: copy, wholeUpToCost: this.options.wholeUpToCost(), includeUsage: this.options.includeUsage };
     if (this.pending.size === 0) thread.ref();
     thread.postMessage(job, [copy.buffer]);
-    return new Promise((resolve) => this.pending.set(id, { path, body, resolve }));
+    return new Promise((resolve, reject) => this.pending.set(id, { path, body, resolve, reject }));
   }
 
   async close(): Promise<void> {
@@ -61,12 +65,13 @@ export class RequestParser {
   private start(): Worker {
     const thread = startThread(threadModule("parse-thread", import.meta.url), undefined);
     thread.unref();
-    thread.on("message", ({ id, reply }: { id: number; reply: OffThreadParse }) => {
+    thread.on("message", ({ id, reply }: { id: number; reply: ThreadReply }) => {
       const job = this.pending.get(id);
       if (job === undefined) return;
       this.pending.delete(id);
       if (this.pending.size === 0) thread.unref();
-      job.resolve(toParseResult(reply));
+      if ("failed" in reply) job.reject(new Error(`request parsing thread failed: ${reply.failed}`));
+      else job.resolve(toParseResult(reply));
     });
     let failure: Error | undefined;
     thread.on("error", (error) => (failure = error));
@@ -76,7 +81,7 @@ export class RequestParser {
       if (!closed) this.options.lost(new Error(`request parsing thread stopped: ${failure?.message ?? `exit code ${code}`}`));
       const stranded = [...this.pending.values()];
       this.pending.clear();
-      for (const job of stranded) job.resolve(parseInferenceRequest(job.path, job.body));
+      for (const job of stranded) job.resolve(parseInferenceRequest(job.path, job.body, this.options.includeUsage));
     });
     this.thread = thread;
     return thread;
@@ -87,6 +92,6 @@ function toParseResult(reply: OffThreadParse): ParseResult {
   if (!reply.ok) return reply;
   const bytes = reply.withUsageBody;
   const request: InferenceRequest = { ...reply.request };
-  if (bytes !== undefined) request.withUsage = () => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes !== undefined) request.withUsageBody = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   return { ok: true, request };
 }

@@ -1,3 +1,4 @@
+import { approximateTokens } from "./estimate.js";
 import type { PromptSample } from "./prompt-sample.js";
 
 /** What the picker needs to know about one OpenAI-style request. */
@@ -10,6 +11,8 @@ export interface InferenceRequest {
   sample?: PromptSample;
   /** Prompt tokens given as token ids: counted exactly. */
   tokenIds: number;
+  /** Tokens of a body read as a whole, not field by field (an API path without a prompt reader): the estimate of its text. */
+  estimatedTokens: number;
   /** Chat messages (or Responses input items), for the chat template's per-message overhead. */
   messages: number;
   /** Images and audio clips in the prompt: their token cost is a configured estimate. */
@@ -17,10 +20,11 @@ export interface InferenceRequest {
   audios: number;
   stream: boolean;
   /**
-   * Set for a streaming chat or completions request that does not ask for `usage`: builds the
-   * body with `stream_options.include_usage: true` added, so the engine reports its own counts.
+   * Built when asked for, for a streaming chat or completions request that does not ask for
+   * `usage`: the body with `stream_options.include_usage: true` added, so the engine reports its
+   * own counts.
    */
-  withUsage?: () => Buffer;
+  withUsageBody?: Buffer;
 }
 
 /** The prompt's texts as one text, as they are counted. */
@@ -168,6 +172,7 @@ export const bodilessRequest = (): InferenceRequest => ({
   model: undefined,
   texts: [],
   tokenIds: 0,
+  estimatedTokens: 0,
   messages: 0,
   images: 0,
   audios: 0,
@@ -184,11 +189,44 @@ const promptReaders: Record<string, (body: JsonObject, into: InferenceRequest) =
 };
 
 /**
- * Parses the whole request body once, at its end. Paths without a prompt reader still
- * route by `model` when the body has one, with zero prompt tokens.
+ * The API path as the engines route it: no query or fragment, percent-escapes decoded, runs of
+ * slashes merged, no trailing slash. `/v1/chat/%63ompletions/` and `//v1/chat/completions?x` are
+ * chat completions to an engine, so they are priced as such here.
  */
-export function parseInferenceRequest(path: string, body: Buffer | undefined): ParseResult {
-  const route = path.split("?", 1)[0] ?? path;
+export function apiPath(target: string): string {
+  let path = target;
+  const end = path.search(/[?#]/);
+  if (end !== -1) path = path.slice(0, end);
+  if (path.includes("%")) {
+    try {
+      path = decodeURIComponent(path);
+    } catch {
+      // A malformed escape stays as sent: no engine route matches it either.
+    }
+  }
+  path = path.replace(/\/+/g, "/");
+  return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path;
+}
+
+/** Paths of the OpenAI-style API: a body there is priced even when no reader knows its fields. */
+const API_PREFIX = "/v1/";
+
+/** Adds `stream_options.include_usage: true`; undefined for a body too deeply nested to write back (it then goes on unchanged). */
+function bodyWithUsage(body: JsonObject, options: Json | undefined): Buffer | undefined {
+  try {
+    return Buffer.from(JSON.stringify({ ...body, stream_options: { ...(isObject(options) ? options : {}), include_usage: true } }));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Parses the whole request body once, at its end. A body on an API path without a prompt reader
+ * routes by `model` and is priced by the estimate of its text; elsewhere (not the API) a body
+ * routes by `model` with zero prompt tokens. `includeUsage` builds `withUsageBody` where it applies.
+ */
+export function parseInferenceRequest(target: string, body: Buffer | undefined, includeUsage = false): ParseResult {
+  const route = apiPath(target);
   const readPrompt = promptReaders[route];
   const request = bodilessRequest();
   if (body === undefined || body.length === 0) {
@@ -220,18 +258,21 @@ export function parseInferenceRequest(path: string, body: Buffer | undefined): P
     return { ok: false, message: model === undefined ? "request has no 'model'" : "'model' must be a non-empty string" };
   }
   request.stream = parsed["stream"] === true;
+  if (readPrompt === undefined) {
+    if (route.startsWith(API_PREFIX)) request.estimatedTokens = approximateTokens(text);
+    return { ok: true, request };
+  }
   try {
-    readPrompt?.(parsed, request);
+    readPrompt(parsed, request);
   } catch (error) {
     if (error instanceof RequestError) return { ok: false, message: error.message };
     throw error;
   }
   const options = parsed["stream_options"];
   const asksUsage = isObject(options) && options["include_usage"] === true;
-  if (request.stream && !asksUsage && (route === "/v1/chat/completions" || route === "/v1/completions")) {
-    const body = parsed;
-    request.withUsage = () =>
-      Buffer.from(JSON.stringify({ ...body, stream_options: { ...(isObject(options) ? options : {}), include_usage: true } }));
+  if (includeUsage && request.stream && !asksUsage && (route === "/v1/chat/completions" || route === "/v1/completions")) {
+    const rewritten = bodyWithUsage(parsed, options);
+    if (rewritten !== undefined) request.withUsageBody = rewritten;
   }
   return { ok: true, request };
 }

@@ -16,30 +16,64 @@ export interface ResponseProgress {
   usage?: ReportedUsage;
   /** Set when the engine reported an error inside the stream. */
   error?: string;
+  /** Set when the engine sent a `usage` that is no sane token count: it is ignored, and this says why. */
+  rejectedUsage?: string;
+}
+
+/** The most tokens one request may count: anything above (or not a whole number) is not a real count. */
+export const MAX_TOKENS_PER_REQUEST = 10_000_000;
+
+/** Why a reported token count is unusable, or undefined when it is fine (absent counts are checked by the caller). */
+function badCount(field: string, value: unknown): string | undefined {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > MAX_TOKENS_PER_REQUEST) {
+    return `${field} ${String(value).slice(0, 40)} is not a whole number of tokens between 0 and ${MAX_TOKENS_PER_REQUEST}`;
+  }
+  return undefined;
 }
 
 type JsonObject = { [key: string]: unknown };
 const isObject = (value: unknown): value is JsonObject => typeof value === "object" && value !== null && !Array.isArray(value);
 
-/** `usage` as chat and completions report it (prompt/completion) or as the Responses API does (input/output). */
-function readUsage(holder: JsonObject): ReportedUsage | undefined {
+/**
+ * `usage` as chat and completions report it (prompt/completion) or as the Responses API does
+ * (input/output); a string when it is there but not a sane count (it is then ignored).
+ */
+function readUsage(holder: JsonObject): ReportedUsage | string | undefined {
   const usage = holder["usage"];
   if (!isObject(usage)) return undefined;
-  const prompt = usage["prompt_tokens"] ?? usage["input_tokens"];
-  const completion = usage["completion_tokens"] ?? usage["output_tokens"];
-  if (typeof prompt !== "number" || typeof completion !== "number") return undefined;
+  const [promptField, prompt] = "prompt_tokens" in usage ? ["usage.prompt_tokens", usage["prompt_tokens"]] : ["usage.input_tokens", usage["input_tokens"]];
+  const [completionField, completion] =
+    "completion_tokens" in usage ? ["usage.completion_tokens", usage["completion_tokens"]] : ["usage.output_tokens", usage["output_tokens"]];
+  if (prompt === undefined || prompt === null || completion === undefined || completion === null) return undefined;
   const details = usage["prompt_tokens_details"] ?? usage["input_tokens_details"];
   const cached = isObject(details) ? details["cached_tokens"] : undefined;
-  return typeof cached === "number"
-    ? { promptTokens: prompt, completionTokens: completion, cachedTokens: cached }
-    : { promptTokens: prompt, completionTokens: completion };
+  const problem =
+    badCount(promptField, prompt) ?? badCount(completionField, completion) ?? (typeof cached === "number" ? badCount("cached_tokens", cached) : undefined);
+  if (problem !== undefined) return problem;
+  const counts = { promptTokens: prompt as number, completionTokens: completion as number };
+  return typeof cached === "number" ? { ...counts, cachedTokens: cached } : counts;
 }
 
+/** Puts a `usage` read from the response on the progress: the counts, or why they were ignored. */
+function noteUsage(progress: ResponseProgress, usage: ReportedUsage | string | undefined): void {
+  if (typeof usage === "string") progress.rejectedUsage ??= usage;
+  else if (usage !== undefined) progress.usage = usage;
+}
+
+/** Longest error text kept from an engine's error body. */
+const MAX_ERROR_TEXT = 200;
+
+/** The engine's error, as text for the log; never throws (an error nested deeper than the stack allows is named so). */
 function readError(body: JsonObject): string | undefined {
   const error = body["error"];
   if (error === undefined || error === null) return undefined;
-  if (isObject(error) && typeof error["message"] === "string") return error["message"];
-  return JSON.stringify(error);
+  if (isObject(error) && typeof error["message"] === "string") return error["message"].slice(0, MAX_ERROR_TEXT);
+  if (typeof error === "string") return error.slice(0, MAX_ERROR_TEXT);
+  try {
+    return (JSON.stringify(error) ?? "error").slice(0, MAX_ERROR_TEXT);
+  } catch {
+    return "error (nested too deeply to show)";
+  }
 }
 
 const OUTPUT_FIELDS = ["content", "reasoning_content", "reasoning"] as const;
@@ -131,8 +165,7 @@ class StreamScanner {
 
   /** Chat and completions: `choices` deltas, and `usage` (final chunk, or every chunk with continuous usage). */
   private onChoicesEvent(event: EventSourceMessage, body: JsonObject): void {
-    const usage = readUsage(body);
-    if (usage !== undefined) this.progress.usage = usage;
+    noteUsage(this.progress, readUsage(body));
     const error = event.event === "error" ? (readError(body) ?? "error event") : readError(body);
     if (error !== undefined) this.progress.error = error;
     const choices = body["choices"];
@@ -143,7 +176,7 @@ class StreamScanner {
   /** Responses API: typed events; output in `*.delta` events, usage in the response that ends it. */
   private onResponsesEvent(type: string, body: JsonObject): void {
     if (type === "error") {
-      this.progress.error = typeof body["message"] === "string" ? body["message"] : "error event";
+      this.progress.error = typeof body["message"] === "string" ? body["message"].slice(0, MAX_ERROR_TEXT) : "error event";
       return;
     }
     const delta = body["delta"];
@@ -153,8 +186,7 @@ class StreamScanner {
     }
     const response = body["response"];
     if (!RESPONSES_END_EVENTS.has(type) || !isObject(response)) return;
-    const usage = readUsage(response);
-    if (usage !== undefined) this.progress.usage = usage;
+    noteUsage(this.progress, readUsage(response));
     if (type === "response.failed") this.progress.error = readError(response) ?? "response failed";
   }
 
@@ -196,8 +228,9 @@ class JsonScanner {
       return { generated: 0 };
     }
     if (!isObject(body)) return { generated: 0 };
-    const usage = readUsage(body);
-    return usage === undefined ? { generated: 0 } : { generated: 0, usage };
+    const progress: ResponseProgress = { generated: 0 };
+    noteUsage(progress, readUsage(body));
+    return progress;
   }
 }
 

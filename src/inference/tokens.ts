@@ -54,7 +54,7 @@ export class TokenCounter {
     const template = request.messages > 0 ? request.messages * TOKENS_PER_MESSAGE + REPLY_PRIMER_TOKENS : 0;
     const media = request.images * this.options.imageTokens + request.audios * this.options.audioTokens;
     const text = request.sample !== undefined ? this.sampled(narrowSample(request.sample, this.sampleCost())) : this.count(promptText(request));
-    return plus(text, request.tokenIds + media + template);
+    return plus(text, request.tokenIds + request.estimatedTokens + media + template);
   }
 
   count(text: string): number | Promise<number> {

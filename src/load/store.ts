@@ -24,7 +24,9 @@ export type Outcome =
   | "client_reset"
   | "no_response"
   | "expired"
-  | "shutdown";
+  | "shutdown"
+  /** The sidecar failed on this exchange (a store call, a parser, a metric): it ended there, nothing counted against the engine. */
+  | "internal_error";
 
 /**
  * The pick policy: given the candidates' current loads and the candidates (same order),

@@ -1,3 +1,5 @@
+import type { EngineProbe } from "./probe.js";
+
 /**
  * Engine health from the traffic itself (passive, like Envoy's outlier detection): an engine
  * that fails `ejectAfterErrors` times in a row is left out of picking for a backoff period
@@ -27,16 +29,29 @@ interface EngineState {
 /** What the inference layer reports about the engine that took a request. */
 export interface HealthReporter {
   succeeded(engine: string): void;
+  /** The engine answered with an error of its own (5xx). */
   failed(engine: string): void;
+  /**
+   * No response reached us: the engine may be unreachable, or the client gave up first — the two
+   * look the same on the stream. Counts only if the engine itself shows it (see EngineProbe).
+   */
+  unanswered(engine: string): void;
 }
+
+/** A probe's answer serves every unanswered request of its engine for this long, so resets cannot flood an engine with probes. */
+const PROBE_REUSE_MS = 1000;
 
 export class EngineHealth implements HealthReporter {
   private readonly engines = new Map<string, EngineState>();
+  /** The last probe of each engine (in flight or answered), and when it started. */
+  private readonly probes = new Map<string, { startedAt: number; reachable: Promise<boolean> }>();
 
   constructor(
     private settings: HealthSettings,
     private readonly now: () => number = Date.now,
     private readonly onEject: (engine: string, seconds: number) => void = () => undefined,
+    /** Without one, an unanswered request is never held against its engine. */
+    private readonly probe?: EngineProbe,
   ) {}
 
   configure(settings: HealthSettings): void {
@@ -65,6 +80,27 @@ export class EngineHealth implements HealthReporter {
     state.ejectedUntil = this.now() + seconds * 1000;
     state.warmingSince = slowStartSeconds > 0 ? state.ejectedUntil : 0;
     this.onEject(engine, seconds);
+  }
+
+  /**
+   * No response reached the sidecar: it counts as a failure only when the engine itself cannot be
+   * reached (the probe fails). A client that gave up before the response finds the engine up, and
+   * counts nothing, however many do.
+   */
+  unanswered(engine: string): void {
+    if (this.settings.ejectAfterErrors === 0 || this.probe === undefined) return;
+    let last = this.probes.get(engine);
+    if (last === undefined || this.now() - last.startedAt > PROBE_REUSE_MS) {
+      last = { startedAt: this.now(), reachable: this.probe(engine) };
+      this.probes.set(engine, last);
+      const probe = last;
+      // Forget the answer once it is stale, so engines that went away are not remembered.
+      void probe.reachable.then(() =>
+        setTimeout(() => this.probes.get(engine) === probe && this.probes.delete(engine), PROBE_REUSE_MS).unref(),
+      );
+    }
+    // The probe never rejects; a throw from the ejection's log line must not reach the process.
+    last.reachable.then((reachable) => (reachable ? undefined : this.failed(engine))).catch(() => undefined);
   }
 
   /** A new engine (config reload, DNS): it warms up before it takes its full share. */

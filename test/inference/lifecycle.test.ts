@@ -48,7 +48,7 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
           picker: new Picker(store, () => directory, { weights: defaultWeights, maxRequestsPerEngine: 0, fallbacks: 0 }),
           parser,
           tokens,
-          health: { succeeded: () => seen.push("succeeded"), failed: () => seen.push("failed") },
+          health: { succeeded: () => seen.push("succeeded"), failed: () => seen.push("failed"), unanswered: () => seen.push("unanswered") },
           log: pino({ level: "silent" }),
           maxJsonResponseBytes: 1 << 20,
           forceIncludeUsage: false,
@@ -60,6 +60,7 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
       const deciding = exchange.decide({
         path: "/v1/chat/completions",
         header: () => undefined,
+        modelOverride: undefined,
         body,
         bodySeen: true,
         chosenEngine: role === "observer" ? ENGINE : undefined,

@@ -41,19 +41,18 @@ describe("request parsing off the event loop", () => {
     const inline = parseInferenceRequest("/v1/chat/completions", body);
     const threaded = await settled(offThread(Number.MAX_SAFE_INTEGER).parse("/v1/chat/completions", body));
     if (!inline.ok || !threaded.ok) throw new Error("expected both to parse");
-    const { withUsage: inlineUsage, ...inlineRequest } = inline.request;
-    expect(threaded.request).toEqual(inlineRequest);
-    expect(inlineUsage).toBeDefined();
-    // The body rewrite crosses only when asked for.
-    expect(threaded.request.withUsage).toBeUndefined();
+    expect(threaded.request).toEqual(inline.request);
+    // The body rewrite is built only when asked for.
+    expect(threaded.request.withUsageBody).toBeUndefined();
   });
 
   it("builds the include_usage body on the thread when the option is on", async () => {
     const body = chatBody(20_000, { stream: true });
-    const inline = parseInferenceRequest("/v1/chat/completions", body);
+    const inline = parseInferenceRequest("/v1/chat/completions", body, true);
     const threaded = await settled(offThread(65_536, true).parse("/v1/chat/completions", body));
     if (!inline.ok || !threaded.ok) throw new Error("expected both to parse");
-    expect(threaded.request.withUsage?.()).toEqual(inline.request.withUsage?.());
+    expect(inline.request.withUsageBody).toBeInstanceOf(Buffer);
+    expect(threaded.request.withUsageBody).toEqual(inline.request.withUsageBody);
   });
 
   it("names what is wrong with a bad large body, as inline", async () => {

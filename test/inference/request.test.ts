@@ -24,28 +24,29 @@ describe("parseInferenceRequest", () => {
         stream: true,
         texts: ["be brief", "hello"],
         tokenIds: 0,
+        estimatedTokens: 0,
         messages: 3,
         images: 1,
         audios: 0,
-        withUsage: expect.any(Function),
       },
     });
   });
 
-  it("offers a body asking for usage only for streaming chat/completions requests that lack it", () => {
-    const parse = (path: string, value: unknown) => {
-      const result = parseInferenceRequest(path, body(value));
+  it("builds a body asking for usage, when asked to, only for streaming chat/completions requests that lack it", () => {
+    const parse = (path: string, value: unknown, includeUsage = true) => {
+      const result = parseInferenceRequest(path, body(value), includeUsage);
       if (!result.ok) throw new Error(result.message);
-      return result.request.withUsage;
+      return result.request.withUsageBody;
     };
+    expect(parse("/v1/chat/completions", { model: "m", stream: true, messages: [] }, false)).toBeUndefined();
     const withUsage = parse("/v1/chat/completions", { model: "m", stream: true, stream_options: { extra: 1 }, messages: [] });
-    expect(JSON.parse(withUsage!().toString())).toEqual({
+    expect(JSON.parse(withUsage!.toString())).toEqual({
       model: "m",
       stream: true,
       stream_options: { extra: 1, include_usage: true },
       messages: [],
     });
-    expect(parse("/v1/completions", { model: "m", stream: true, prompt: "x" })).toBeInstanceOf(Function);
+    expect(parse("/v1/completions", { model: "m", stream: true, prompt: "x" })).toBeInstanceOf(Buffer);
     expect(parse("/v1/chat/completions", { model: "m", stream: true, stream_options: { include_usage: true }, messages: [] })).toBeUndefined();
     expect(parse("/v1/chat/completions", { model: "m", messages: [] })).toBeUndefined();
     expect(parse("/v1/embeddings", { model: "m", stream: true, input: "x" })).toBeUndefined();
@@ -113,6 +114,7 @@ describe("parseInferenceRequest", () => {
         stream: false,
         texts: ["dev", "sys", "look", "weather", '{"city":"Paris"}', "sunny", JSON.stringify(tool)],
         tokenIds: 0,
+        estimatedTokens: 0,
         messages: 5,
         images: 1,
         audios: 1,

@@ -11,6 +11,8 @@ beforeAll(async () => {
       { name: "llama", models: ["llama"], endpoints: [a!, b!] },
       { name: "rest", models: ["*"], endpoints: [c!] },
     ],
+    // The gateway in front sets the model-rewrite header itself (tests of untrusted headers: routing-inputs.test.ts).
+    sidecar: { extproc: { port: 0, trustedHeaders: ["x-gateway-model-name-rewrite"] } },
   });
 });
 afterAll(() => rig.close());

@@ -56,7 +56,7 @@ describe("observer parity", () => {
       return picker.engines.findIndex((engine) => engine.address === line["engine"]);
     });
 
-    const observer = await startRig({ engines: 3, sidecar: { role: "observer" } });
+    const observer = await startRig({ engines: 3, sidecar: { role: "observer", extproc: { port: 0, trustedHeaders: ["x-gateway-destination-endpoint"] } } });
     rigs.push(observer);
     const asObserver = await hold(observer, (i) => observer.engines[chosenIndex[i]!]!.address);
     expect(asObserver.view).toEqual(asPicker.view);

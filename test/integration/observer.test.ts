@@ -6,7 +6,8 @@ import { chat, chatRequest, ROUTE_HEADER, startRig, type Rig } from "./harness.j
 // role: observer — an earlier picker chose the engine; the sidecar only counts the load.
 let rig: Rig;
 beforeAll(async () => {
-  rig = await startRig({ engines: 2, sidecar: { role: "observer" } });
+  // The earlier picker here is one that writes the routing header (AIGW's does), so the config trusts it.
+  rig = await startRig({ engines: 2, sidecar: { role: "observer", extproc: { port: 0, trustedHeaders: ["x-gateway-destination-endpoint"] } } });
 });
 afterAll(async () => {
   await rig.expectIdle();

@@ -99,7 +99,18 @@ describe("prompt tokens reserved for each request shape", () => {
     }
   });
 
-  it("any other path: routed by load with zero prompt tokens", async () => {
-    expect(await reserved("/v1/audio/transcriptions", { model: "m", file: "x" })).toBe(0);
+  it("another API path: priced by the estimate of its body; a path outside the API: zero prompt tokens", async () => {
+    const body = { model: "m", file: "x".repeat(400) };
+    expect(await reserved("/v1/audio/transcriptions", body)).toBe(Math.ceil(JSON.stringify(body).length / 4));
+    expect(await reserved("/tokenize", body)).toBe(0);
+  });
+
+  it("odd spellings of an API path are priced as the engines route them", async () => {
+    const chatBody = { model: "m", messages: [{ role: "user", content: text }] };
+    const exact = await reserved("/v1/chat/completions", chatBody);
+    expect(exact).toBeGreaterThan(countTokens(text));
+    for (const path of ["/v1/chat/%63ompletions", "//v1/chat/completions", "/v1/chat/completions/", "/v1//chat/completions?x=1", "/v1/chat/completions#top"]) {
+      expect(await reserved(path, chatBody), path).toBe(exact);
+    }
   });
 });
