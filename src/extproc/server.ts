@@ -111,7 +111,7 @@ export class ExtProcServer {
   private readonly settling = new Set<Promise<void>>();
 
   private process(call: ProcessCall): void {
-    this.rotation.track(call);
+    const streamEnded = this.rotation.track(call);
     const inference = this.options.newExchange();
     const exchange = new ExtProcExchange(
       {
@@ -125,6 +125,7 @@ export class ExtProcServer {
     this.open.set(call, { exchange, inference });
     const ended = (): void => {
       if (!this.open.delete(call)) return;
+      streamEnded();
       exchange.onStreamEnd();
       const settled = inference.settled();
       this.settling.add(settled);

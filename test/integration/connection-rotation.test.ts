@@ -46,4 +46,22 @@ describe("many exchanges on one connection", () => {
     expect(failures).toHaveLength(0);
     await expect.poll(() => totalLoad(sidecar)).toEqual(idle);
   }, 120_000);
+
+  it("1,500 exchanges opened at once on one connection, straddling its retirement at 900, are all routed", async () => {
+    const client = new EnvoyExtProcClient(`127.0.0.1:${sidecar.ports.extproc}`);
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 1500 }, () =>
+          client.exchange({ request: chatRequest(chat("llama", "at once", { stream: true })), upstream: quickEngine, timeoutMs: 60_000 }),
+        ),
+      );
+      const failed = results.filter((result) => result.status !== 200 || result.failure !== undefined);
+      expect(failed.slice(0, 3).map((result) => `${result.status} ${JSON.stringify(result.failure)}`)).toEqual([]);
+      expect(results.filter((result) => result.routedTo !== undefined)).toHaveLength(1500);
+    } finally {
+      client.close();
+    }
+    await expect.poll(() => totalLoad(sidecar)).toEqual(idle);
+  }, 120_000);
 });
+
