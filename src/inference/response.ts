@@ -60,6 +60,9 @@ function noteUsage(progress: ResponseProgress, usage: ReportedUsage | string | u
   else if (usage !== undefined) progress.usage = usage;
 }
 
+/** Largest SSE event read, in characters; a longer one is skipped (an engine's events are a few hundred bytes, a final usage chunk a few KiB). */
+const MAX_EVENT_CHARS = 4 << 20;
+
 /** Longest error text kept from an engine's error body. */
 const MAX_ERROR_TEXT = 200;
 
@@ -127,13 +130,27 @@ class StreamScanner {
   private readonly parser: EventSourceParser;
   private progress: ResponseProgress = { generated: 0 };
   private outputSeen = false;
+  /** The parser stopped on an event longer than MAX_EVENT_CHARS. */
+  private overflowed = false;
 
   constructor() {
-    this.parser = createParser({ onEvent: (event) => this.onEvent(event) });
+    this.parser = createParser({
+      maxBufferSize: MAX_EVENT_CHARS,
+      onEvent: (event) => this.onEvent(event),
+      onError: (error) => {
+        if (error.type === "max-buffer-size-exceeded") this.overflowed = true;
+      },
+    });
   }
 
   push(chunk: Uint8Array): ResponseProgress {
     this.parser.feed(this.decoder.decode(chunk, { stream: true }));
+    // An event that never ends is not held without bound: it is dropped unread (its bytes are
+    // echoed like all others) and scanning starts again with what comes next.
+    if (this.overflowed) {
+      this.overflowed = false;
+      this.parser.reset();
+    }
     return this.take();
   }
 
