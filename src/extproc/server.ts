@@ -6,6 +6,7 @@ import {
   type ProcessingResponse,
 } from "../gen/envoy/service/ext_proc/v3/external_processor.js";
 import type { Logger } from "../log.js";
+import { flowControlled } from "./backpressure.js";
 import { ConnectionRotation, STREAMS_PER_CONNECTION } from "./connection-rotation.js";
 import { ExtProcExchange, type ExchangeSettings } from "./exchange.js";
 import type { InferenceExchange } from "../inference/lifecycle.js";
@@ -95,7 +96,7 @@ export class ExtProcServer {
     this.open.add(call);
     this.rotation.track(call);
     const exchange = new ExtProcExchange(
-      { write: (reply) => call.write(reply) },
+      flowControlled(call),
       this.options.newExchange(),
       this.options.settings,
       this.options.log,
