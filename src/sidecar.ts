@@ -98,6 +98,8 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     host: config.extproc.host,
     port: config.extproc.port,
     healthPort: config.health.port,
+    maxStreams: config.extproc.maxStreams,
+    maxMessageBytes: config.extproc.maxMessageBytes,
     settings: {
       assumedModes: config.extproc.assumedBodyModes,
       maxRequestBodyBytes: config.extproc.maxRequestBodyBytes,

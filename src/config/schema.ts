@@ -70,6 +70,12 @@ const pool = z.strictObject({
   tokenizer: poolTokenizer.default("o200k"),
 });
 
+/** What a ProcessingRequest carries besides a BUFFERED body: its metadata and framing. */
+const MESSAGE_ROOM_BYTES = 1 << 20;
+/** gRPC's default message limit. */
+const GRPC_MESSAGE_BYTES = 4 << 20;
+const leastMessageBytes = (extproc: { maxRequestBodyBytes: number }): number => extproc.maxRequestBodyBytes + MESSAGE_ROOM_BYTES;
+
 const bodyMode = z.enum(bodyModes as [string, ...string[]]).transform((mode) => mode as (typeof bodyModes)[number]);
 
 export const configSchema = z
@@ -82,6 +88,13 @@ export const configSchema = z
         port: port.default(9002),
         maxRequestBodyBytes: z.number().int().positive().default(16 << 20),
         /**
+         * Largest gRPC message either way. A BUFFERED body arrives in one message, so it must hold
+         * maxRequestBodyBytes and the rest of that message; default: that, or gRPC's own 4 MiB if larger.
+         */
+        maxMessageBytes: z.number().int().positive().optional(),
+        /** ext_proc streams open at once (one per HTTP exchange in flight); a stream over it is refused at once. */
+        maxStreams: z.number().int().positive().default(10_000),
+        /**
          * A request body held for the pick (FULL_DUPLEX_STREAMED) that has not all arrived after
          * this long is refused with 408, so a client that never finishes cannot hold memory; 0 = never.
          */
@@ -91,6 +104,7 @@ export const configSchema = z
           .strictObject({ request: bodyMode.default("FULL_DUPLEX_STREAMED"), response: bodyMode.default("FULL_DUPLEX_STREAMED") })
           .prefault({}),
       })
+      .transform((extproc) => ({ ...extproc, maxMessageBytes: extproc.maxMessageBytes ?? Math.max(GRPC_MESSAGE_BYTES, leastMessageBytes(extproc)) }))
       .prefault({}),
     health: z.strictObject({ port: port.default(9003) }).prefault({}),
     http: z
@@ -159,6 +173,13 @@ export const configSchema = z
         code: "custom",
         path: ["http", "token"],
         message: `required when http.host (${config.http.host}) is not a loopback address: anyone who reaches the port could write load (set it or METADATA_CENTER_HTTP_TOKEN)`,
+      });
+    }
+    if (config.extproc.maxMessageBytes < leastMessageBytes(config.extproc)) {
+      context.addIssue({
+        code: "custom",
+        path: ["extproc", "maxMessageBytes"],
+        message: `must be at least extproc.maxRequestBodyBytes + 1 MiB (${leastMessageBytes(config.extproc)}): a BUFFERED request body arrives in one message`,
       });
     }
     const names = new Set<string>();

@@ -9,6 +9,7 @@ import type { Logger } from "../log.js";
 import { flowControlled } from "./backpressure.js";
 import { ConnectionRotation, STREAMS_PER_CONNECTION } from "./connection-rotation.js";
 import { ExtProcExchange, type ExchangeSettings } from "./exchange.js";
+import { StreamLimit } from "./stream-limit.js";
 import type { InferenceExchange } from "../inference/lifecycle.js";
 
 /** The gRPC health services Envoy and Kubernetes probe (GIE convention). */
@@ -22,6 +23,10 @@ export interface ExtProcServerOptions {
   /** A second listener carrying only gRPC health; the ext_proc port serves health too. */
   healthPort: number;
   settings: ExchangeSettings;
+  /** ext_proc streams open at once; more are refused with RESOURCE_EXHAUSTED. */
+  maxStreams: number;
+  /** Largest gRPC message either way (a BUFFERED body arrives in one). */
+  maxMessageBytes: number;
   /** One inference exchange per ext_proc stream. */
   newExchange: () => InferenceExchange;
   log: Logger;
@@ -47,13 +52,16 @@ export class ExtProcServer {
   );
   private readonly open = new Set<ProcessCall>();
   private readonly rotation: ConnectionRotation;
+  private readonly streamLimit: StreamLimit;
   port = 0;
   healthPort = 0;
 
   constructor(private readonly options: ExtProcServerOptions) {
-    // BUFFERED mode sends a whole body in one message: allow the configured body size and some room.
-    const maxMessage = Math.max(4 << 20, options.settings.maxRequestBodyBytes + (1 << 20));
-    this.server = new Server({ "grpc.max_receive_message_length": maxMessage, "grpc.max_send_message_length": maxMessage });
+    this.server = new Server({
+      "grpc.max_receive_message_length": options.maxMessageBytes,
+      "grpc.max_send_message_length": options.maxMessageBytes,
+    });
+    this.streamLimit = new StreamLimit(options.maxStreams, options.log);
     this.rotation = new ConnectionRotation(options.streamsPerConnection ?? STREAMS_PER_CONNECTION, () =>
       options.log.warn("cannot see the HTTP/2 connection of a stream; connections will not be rotated"),
     );
@@ -93,6 +101,8 @@ export class ExtProcServer {
   }
 
   private process(call: ProcessCall): void {
+    const release = this.streamLimit.admit(call);
+    if (release === undefined) return;
     this.open.add(call);
     this.rotation.track(call);
     const exchange = new ExtProcExchange(
@@ -102,6 +112,7 @@ export class ExtProcServer {
       this.options.log,
     );
     const ended = (): void => {
+      release();
       this.open.delete(call);
       exchange.onStreamEnd();
     };

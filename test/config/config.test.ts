@@ -86,6 +86,19 @@ describe("config", () => {
     );
   });
 
+  it("limits ext_proc streams and messages; a message must hold a BUFFERED body of maxRequestBodyBytes", () => {
+    expect(parseConfig(minimal, "c.yaml").extproc).toMatchObject({ maxStreams: 10_000, maxRequestBodyBytes: 16 << 20, maxMessageBytes: 17 << 20 });
+    expect(parseConfig(`extproc: { maxRequestBodyBytes: 1024 }\n${minimal}`, "c.yaml").extproc.maxMessageBytes).toBe(4 << 20);
+    expect(parseConfig(`extproc: { maxMessageBytes: 33554432, maxStreams: 50 }\n${minimal}`, "c.yaml").extproc).toMatchObject({
+      maxMessageBytes: 32 << 20,
+      maxStreams: 50,
+    });
+    expect(() => parseConfig(`extproc: { maxMessageBytes: 4194304 }\n${minimal}`, "/etc/mc.yaml")).toThrow(
+      /\/etc\/mc\.yaml is invalid:\n {2}- extproc\.maxMessageBytes: must be at least extproc\.maxRequestBodyBytes \+ 1 MiB \(17825792\): a BUFFERED request body arrives in one message/,
+    );
+    expect(() => parseConfig(`extproc: { maxStreams: 0 }\n${minimal}`, "c.yaml")).toThrow(/extproc\.maxStreams: /);
+  });
+
   it("takes only literal ip:port engine addresses", () => {
     expect(isEngineAddress("10.0.0.1:8000")).toBe(true);
     expect(isEngineAddress("[::1]:8000")).toBe(true);
