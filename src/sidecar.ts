@@ -97,6 +97,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   const extproc = new ExtProcServer({
     host: config.extproc.host,
     port: config.extproc.port,
+    healthHost: config.health.host,
     healthPort: config.health.port,
     maxStreams: config.extproc.maxStreams,
     maxMessageBytes: config.extproc.maxMessageBytes,

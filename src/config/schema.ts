@@ -106,7 +106,11 @@ export const configSchema = z
       })
       .transform((extproc) => ({ ...extproc, maxMessageBytes: extproc.maxMessageBytes ?? Math.max(GRPC_MESSAGE_BYTES, leastMessageBytes(extproc)) }))
       .prefault({}),
-    health: z.strictObject({ port: port.default(9003) }).prefault({}),
+    /**
+     * The gRPC health listener. Loopback, like every listener here: a sidecar's Envoy probes it in
+     * its own pod or host; the kubelet's probes need the pod's address (0.0.0.0 in Kubernetes).
+     */
+    health: z.strictObject({ host: z.string().min(1).default("127.0.0.1"), port: port.default(9003) }).prefault({}),
     http: z
       .strictObject({
         host: z.string().min(1).default("127.0.0.1"),

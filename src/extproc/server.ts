@@ -20,7 +20,8 @@ const TRAFFIC_SERVICES = ["readiness", "envoy.service.ext_proc.v3.ExternalProces
 export interface ExtProcServerOptions {
   host: string;
   port: number;
-  /** A second listener carrying only gRPC health; the ext_proc port serves health too. */
+  /** A second listener carrying only gRPC health, on its own host; the ext_proc port serves health too. */
+  healthHost: string;
   healthPort: number;
   settings: ExchangeSettings;
   /** ext_proc streams open at once; more are refused with RESOURCE_EXHAUSTED. */
@@ -72,7 +73,7 @@ export class ExtProcServer {
 
   async start(): Promise<void> {
     this.port = await bind(this.server, hostPort(this.options.host, this.options.port));
-    this.healthPort = await bind(this.healthServer, hostPort(this.options.host, this.options.healthPort));
+    this.healthPort = await bind(this.healthServer, hostPort(this.options.healthHost, this.options.healthPort));
     this.setHealth("SERVING", HEALTH_SERVICES);
   }
 

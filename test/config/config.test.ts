@@ -13,7 +13,7 @@ describe("config", () => {
     const config = parseConfig(minimal, "c.yaml");
     expect(config.role).toBe("picker");
     expect(config.extproc).toMatchObject({ host: "127.0.0.1", port: 9002, assumedBodyModes: { request: "FULL_DUPLEX_STREAMED" } });
-    expect(config.health.port).toBe(9003);
+    expect(config.health).toEqual({ host: "127.0.0.1", port: 9003 });
     expect(config.http).toEqual({ host: "127.0.0.1", port: 9090 });
     expect(config.load).toMatchObject({ ttlSeconds: 660, sweepSeconds: 60 });
   });

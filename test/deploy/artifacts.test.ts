@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { parseConfig } from "../../src/config/load.js";
+import { isLoopbackHost } from "../../src/config/schema.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 const read = (path: string): string => readFileSync(join(root, path), "utf8");
@@ -111,6 +112,9 @@ describe("deploy/k8s", () => {
     const generator = kustomization.configMapGenerator.find((candidate) => candidate.name === volume?.configMap.name);
     expect(generator?.files).toContain(configPath.split("/").at(-1));
     expect(sidecar?.ports.map((port) => port.containerPort).sort()).toEqual([config.extproc.port, config.health.port, config.http.port].sort());
+    // Envoy beside it in the pod reaches ext_proc over the loopback; the kubelet probes health on the pod's address.
+    expect(isLoopbackHost(config.extproc.host)).toBe(true);
+    expect(config.health.host).toBe("0.0.0.0");
   });
 });
 

@@ -232,6 +232,7 @@ describe("deploy/k8s/inference-pool", () => {
       { path: ["http", "token"], value: "a-token-from-the-secret-0123456789", source: "env METADATA_CENTER_HTTP_TOKEN", numeric: false },
     ]);
     expect(config.extproc.host).toBe("0.0.0.0");
+    expect(config.health.host).toBe("0.0.0.0");
     expect(config.http.host).toBe("0.0.0.0");
     expect([config.extproc.port, config.health.port, config.http.port]).toEqual([9002, 9003, 9090]);
     const container = byKind("Deployment").spec.template.spec.containers[0];
