@@ -1,4 +1,4 @@
-import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -128,6 +128,7 @@ describe("config", () => {
       expect(reloaded).toHaveLength(1);
     } finally {
       watch.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
