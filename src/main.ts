@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, type Override } from "./config/load.js";
 import { watchConfig } from "./config/watch.js";
+import { TlsFileError } from "./extproc/tls.js";
 import { createLogger } from "./log.js";
 import { startSidecar } from "./sidecar.js";
 
@@ -59,7 +60,10 @@ async function serve(args: string[]): Promise<void> {
   const config = loadConfig(file, overrides);
   const log = createLogger(config.log.level);
   log.info({ config: file }, "config loaded");
-  const sidecar = await startSidecar(config, log);
+  const sidecar = await startSidecar(config, log).catch((error: unknown) => {
+    // A TLS file that exists but cannot be used is a config error like any other.
+    throw error instanceof TlsFileError ? new ConfigError(`config ${file} is invalid:\n  - ${error.message}`) : error;
+  });
   const watcher = watchConfig(
     file,
     overrides,

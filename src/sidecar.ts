@@ -3,6 +3,7 @@ import { HttpApi } from "./api/http.js";
 import { Metrics } from "./api/metrics.js";
 import type { Config } from "./config/schema.js";
 import { ExtProcServer } from "./extproc/server.js";
+import { extProcTransport } from "./extproc/tls.js";
 import { InferenceExchange } from "./inference/lifecycle.js";
 import { RequestParser } from "./inference/request-parser.js";
 import { TokenizerRegistry } from "./inference/tokenizers/registry.js";
@@ -94,9 +95,11 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   const observedPool = (engine: string, model: string | undefined): string =>
     directory.forModel(model)?.name ?? directory.pools.find((pool) => pool.endpoints.includes(engine))?.name ?? "unknown";
 
+  const transport = await extProcTransport(config.extproc.tls, log);
   const extproc = new ExtProcServer({
     host: config.extproc.host,
     port: config.extproc.port,
+    credentials: transport.credentials,
     healthHost: config.health.host,
     healthPort: config.health.port,
     maxStreams: config.extproc.maxStreams,
@@ -171,6 +174,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       clearInterval(sweeper);
       for (const watcher of watchers) watcher.stop();
       await extproc.shutdown(graceMs);
+      transport.close();
       await http.close();
       await Promise.all([tokens.close(), parser.close()]);
     },

@@ -26,6 +26,13 @@ export function isLoopbackHost(host: string): boolean {
   return isIP(v4) === 4 && v4.startsWith("127.");
 }
 
+/** A path to a file that must exist when the config is read; its content is checked as it loads. */
+const existingFile = (what: string) =>
+  z
+    .string()
+    .min(1)
+    .refine((file) => existsSync(file), { error: (issue) => `${what} ${JSON.stringify(issue.input)} does not exist` });
+
 const engineAddress = z.string().refine(isEngineAddress, {
   error: (issue) => `${JSON.stringify(issue.input)} is not a literal ip:port (IPv6 as [addr]:port)`,
 });
@@ -38,10 +45,7 @@ const engineAddress = z.string().refine(isEngineAddress, {
 const poolTokenizer = z.union([
   z.literal("o200k"),
   z.strictObject({
-    file: z
-      .string()
-      .min(1)
-      .refine((file) => existsSync(file), { error: (issue) => `tokenizer file ${JSON.stringify(issue.input)} does not exist` }),
+    file: existingFile("tokenizer file"),
     /**
      * Texts costing more (countingCost: ASCII characters, others weighing more) are priced from a
      * sample: ~1 µs a character in the pure-JS Hugging Face tokenizer, so ~20 ms of its worker.
@@ -99,6 +103,17 @@ export const configSchema = z
          * this long is refused with 408, so a client that never finishes cannot hold memory; 0 = never.
          */
         requestBodyTimeoutSeconds: z.number().min(0).default(120),
+        /**
+         * ext_proc over TLS (plaintext without it). PEM files, read again when they change; with
+         * clientCaFile only clients presenting a certificate that CA signed complete the handshake.
+         */
+        tls: z
+          .strictObject({
+            certFile: existingFile("certificate file"),
+            keyFile: existingFile("private key file"),
+            clientCaFile: existingFile("client CA file").optional(),
+          })
+          .optional(),
         /** Used only when Envoy does not announce its modes (no protocol_config before Envoy 1.34). */
         assumedBodyModes: z
           .strictObject({ request: bodyMode.default("FULL_DUPLEX_STREAMED"), response: bodyMode.default("FULL_DUPLEX_STREAMED") })

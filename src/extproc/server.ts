@@ -20,6 +20,8 @@ const TRAFFIC_SERVICES = ["readiness", "envoy.service.ext_proc.v3.ExternalProces
 export interface ExtProcServerOptions {
   host: string;
   port: number;
+  /** The ext_proc port's transport (see tls.ts); the health listener is always plaintext, as the kubelet probes it. */
+  credentials: ServerCredentials;
   /** A second listener carrying only gRPC health, on its own host; the ext_proc port serves health too. */
   healthHost: string;
   healthPort: number;
@@ -37,10 +39,8 @@ export interface ExtProcServerOptions {
 
 type ProcessCall = ServerDuplexStream<ProcessingRequest, ProcessingResponse>;
 
-const bind = (server: Server, address: string): Promise<number> =>
-  new Promise((resolve, reject) =>
-    server.bindAsync(address, ServerCredentials.createInsecure(), (error, port) => (error ? reject(error) : resolve(port))),
-  );
+const bind = (server: Server, address: string, credentials: ServerCredentials): Promise<number> =>
+  new Promise((resolve, reject) => server.bindAsync(address, credentials, (error, port) => (error ? reject(error) : resolve(port))));
 
 const hostPort = (host: string, port: number): string => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`);
 
@@ -72,8 +72,8 @@ export class ExtProcServer {
   }
 
   async start(): Promise<void> {
-    this.port = await bind(this.server, hostPort(this.options.host, this.options.port));
-    this.healthPort = await bind(this.healthServer, hostPort(this.options.healthHost, this.options.healthPort));
+    this.port = await bind(this.server, hostPort(this.options.host, this.options.port), this.options.credentials);
+    this.healthPort = await bind(this.healthServer, hostPort(this.options.healthHost, this.options.healthPort), ServerCredentials.createInsecure());
     this.setHealth("SERVING", HEALTH_SERVICES);
   }
 

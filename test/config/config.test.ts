@@ -1,6 +1,7 @@
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, parseConfig } from "../../src/config/load.js";
 import { isEngineAddress, isLoopbackHost } from "../../src/config/schema.js";
@@ -97,6 +98,28 @@ describe("config", () => {
       /\/etc\/mc\.yaml is invalid:\n {2}- extproc\.maxMessageBytes: must be at least extproc\.maxRequestBodyBytes \+ 1 MiB \(17825792\): a BUFFERED request body arrives in one message/,
     );
     expect(() => parseConfig(`extproc: { maxStreams: 0 }\n${minimal}`, "c.yaml")).toThrow(/extproc\.maxStreams: /);
+  });
+
+  it("serves ext_proc in plaintext without extproc.tls, and names a TLS file that does not exist", () => {
+    expect(parseConfig(minimal, "c.yaml").extproc.tls).toBeUndefined();
+    // Existing files; what they hold is checked when the sidecar loads them.
+    const here = fileURLToPath(import.meta.url);
+    const tls = parseConfig(`extproc: { tls: { certFile: ${here}, keyFile: ${here} } }\n${minimal}`, "c.yaml");
+    expect(tls.extproc.tls).toEqual({ certFile: here, keyFile: here });
+    let message = "";
+    try {
+      parseConfig(`extproc: { tls: { certFile: /nope/tls.crt, keyFile: /nope/tls.key, clientCaFile: /nope/ca.crt } }\n${minimal}`, "/etc/mc.yaml");
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain("/etc/mc.yaml is invalid:");
+    expect(message).toContain('extproc.tls.certFile: certificate file "/nope/tls.crt" does not exist');
+    expect(message).toContain('extproc.tls.keyFile: private key file "/nope/tls.key" does not exist');
+    expect(message).toContain('extproc.tls.clientCaFile: client CA file "/nope/ca.crt" does not exist');
+    expect(() => parseConfig(`extproc: { tls: { certFile: ${here} } }\n${minimal}`, "c.yaml")).toThrow(/extproc\.tls\.keyFile: /);
+    expect(() => parseConfig(`extproc: { tls: { certFile: ${here}, keyFile: ${here}, caFile: ${here} } }\n${minimal}`, "c.yaml")).toThrow(
+      /extproc\.tls: .*caFile/,
+    );
   });
 
   it("takes only literal ip:port engine addresses", () => {

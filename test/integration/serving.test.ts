@@ -33,9 +33,9 @@ describe("gRPC health on its own host", () => {
       health: { host: "127.0.0.2", port: 0 },
     });
     try {
-      expect(await healthStatus(sidecar.ports.health, "readiness", "127.0.0.2")).toBe("SERVING");
-      expect(await healthStatus(sidecar.ports.health, "readiness", "127.0.0.1")).toMatch(/^error: 14 UNAVAILABLE/);
-      expect(await healthStatus(sidecar.ports.extproc, "readiness", "127.0.0.1")).toBe("SERVING");
+      expect(await healthStatus(sidecar.ports.health, "readiness", { host: "127.0.0.2" })).toBe("SERVING");
+      expect(await healthStatus(sidecar.ports.health, "readiness", { host: "127.0.0.1" })).toMatch(/^error: 14 UNAVAILABLE/);
+      expect(await healthStatus(sidecar.ports.extproc, "readiness", { host: "127.0.0.1" })).toBe("SERVING");
     } finally {
       await sidecar.stop(0);
     }
