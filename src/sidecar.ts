@@ -44,6 +44,8 @@ const largestWholeText = (config: Config): number =>
 /** Builds and starts every part of the sidecar from one config. */
 export async function startSidecar(initial: Config, log: Logger, store: LoadStore = new MemoryLoadStore()): Promise<Sidecar> {
   let config = initial;
+  // First: TLS files that cannot be used stop the start before anything else runs.
+  const transport = await extProcTransport(config.extproc.tls, log);
   // Survives reloads: an engine's record does not depend on which config listed it.
   const health = new EngineHealth(config.scheduling, Date.now, (engine, seconds) =>
     log.warn({ engine, seconds }, "engine ejected after consecutive errors"),
@@ -95,7 +97,6 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   const observedPool = (engine: string, model: string | undefined): string =>
     directory.forModel(model)?.name ?? directory.pools.find((pool) => pool.endpoints.includes(engine))?.name ?? "unknown";
 
-  const transport = await extProcTransport(config.extproc.tls, log);
   const extproc = new ExtProcServer({
     host: config.extproc.host,
     port: config.extproc.port,
