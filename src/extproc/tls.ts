@@ -113,7 +113,12 @@ class ReloadingCertificates implements experimental.CertificateProvider {
     debounceMs: number,
   ) {
     const watched = [files.certFile, files.keyFile, ...(files.clientCaFile === undefined ? [] : [files.clientCaFile])];
-    this.watch = watchFolders(watched, () => (this.reloading = this.reloading.then(() => this.reload())), debounceMs);
+    const reload = (): void => {
+      this.reloading = this.reloading
+        .then(() => this.reload())
+        .catch((error: unknown) => this.log.error({ err: error }, "ext_proc TLS reload failed; serving the previous certificate"));
+    };
+    this.watch = watchFolders(watched, reload, debounceMs);
   }
 
   private async reload(): Promise<void> {
@@ -121,7 +126,10 @@ class ReloadingCertificates implements experimental.CertificateProvider {
     try {
       next = await load(this.files);
     } catch (error) {
-      this.log.error({ reason: (error as Error).message, serving: described(this.material) }, "ext_proc TLS files changed but cannot be loaded; serving the previous certificate");
+      this.log.error(
+        { reason: (error as Error).message, serving: described(this.material) },
+        "ext_proc TLS files changed but cannot be loaded; serving the previous certificate",
+      );
       return;
     }
     if (sameMaterial(next, this.material)) return;
