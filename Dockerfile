@@ -13,6 +13,7 @@ ENV NODE_ENV=production \
     # In a pod or container the ports must be reachable from outside the loopback
     # (kubelet probes, Prometheus, Envoy in another container).
     METADATA_CENTER_EXTPROC_HOST=0.0.0.0 \
+    METADATA_CENTER_HEALTH_HOST=0.0.0.0 \
     METADATA_CENTER_HTTP_HOST=0.0.0.0
 WORKDIR /app
 COPY --from=build /app/package.json ./package.json

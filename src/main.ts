@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, type Override } from "./config/load.js";
 import { watchConfig } from "./config/watch.js";
+import { TlsFileError } from "./extproc/tls.js";
 import { createLogger } from "./log.js";
 import { startSidecar } from "./sidecar.js";
 
@@ -11,6 +12,7 @@ const usage = `usage: metadata-center serve [options]
   --config FILE        config file (YAML or JSON); default: the embedded deploy/default.yaml
   --extproc-host HOST  ext_proc gRPC listen host     (env METADATA_CENTER_EXTPROC_HOST)
   --extproc-port PORT  ext_proc gRPC listen port     (env METADATA_CENTER_EXTPROC_PORT)
+  --health-host HOST   gRPC health listen host       (env METADATA_CENTER_HEALTH_HOST)
   --health-port PORT   gRPC health listen port       (env METADATA_CENTER_HEALTH_PORT)
   --http-host HOST     HTTP API listen host          (env METADATA_CENTER_HTTP_HOST)
   --http-port PORT     HTTP API listen port          (env METADATA_CENTER_HTTP_PORT)
@@ -23,6 +25,7 @@ METADATA_CENTER_LOAD_GC_INTERVAL (seconds, as in the Go metadata-center).`;
 const settings = [
   ["extproc-host", "METADATA_CENTER_EXTPROC_HOST", ["extproc", "host"], false],
   ["extproc-port", "METADATA_CENTER_EXTPROC_PORT", ["extproc", "port"], true],
+  ["health-host", "METADATA_CENTER_HEALTH_HOST", ["health", "host"], false],
   ["health-port", "METADATA_CENTER_HEALTH_PORT", ["health", "port"], true],
   ["http-host", "METADATA_CENTER_HTTP_HOST", ["http", "host"], false],
   ["http-port", "METADATA_CENTER_HTTP_PORT", ["http", "port"], true],
@@ -57,7 +60,10 @@ async function serve(args: string[]): Promise<void> {
   const config = loadConfig(file, overrides);
   const log = createLogger(config.log.level);
   log.info({ config: file }, "config loaded");
-  const sidecar = await startSidecar(config, log);
+  const sidecar = await startSidecar(config, log).catch((error: unknown) => {
+    // A TLS file that exists but cannot be used is a config error like any other.
+    throw error instanceof TlsFileError ? new ConfigError(`config ${file} is invalid:\n  - ${error.message}`) : error;
+  });
   const watcher = watchConfig(
     file,
     overrides,

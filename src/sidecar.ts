@@ -4,6 +4,7 @@ import { Metrics } from "./api/metrics.js";
 import type { Config } from "./config/schema.js";
 import { HeldBodies } from "./extproc/held-bodies.js";
 import { ExtProcServer } from "./extproc/server.js";
+import { extProcTransport } from "./extproc/tls.js";
 import { InferenceExchange } from "./inference/lifecycle.js";
 import { RequestParser } from "./inference/request-parser.js";
 import { TokenizerRegistry } from "./inference/tokenizers/registry.js";
@@ -45,6 +46,8 @@ const largestWholeText = (config: Config): number =>
 /** Builds and starts every part of the sidecar from one config. */
 export async function startSidecar(initial: Config, log: Logger, store: LoadStore = new MemoryLoadStore()): Promise<Sidecar> {
   let config = initial;
+  // First: TLS files that cannot be used stop the start before anything else runs.
+  const transport = await extProcTransport(config.extproc.tls, log);
   // Survives reloads: an engine's record does not depend on which config listed it.
   const health = new EngineHealth(
     config.scheduling,
@@ -102,7 +105,11 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   const extproc = new ExtProcServer({
     host: config.extproc.host,
     port: config.extproc.port,
+    credentials: transport.credentials,
+    healthHost: config.health.host,
     healthPort: config.health.port,
+    maxStreams: config.extproc.maxStreams,
+    maxMessageBytes: config.extproc.maxMessageBytes,
     settings: {
       assumedModes: config.extproc.assumedBodyModes,
       maxRequestBodyBytes: config.extproc.maxRequestBodyBytes,
@@ -175,6 +182,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       clearInterval(sweeper);
       for (const watcher of watchers) watcher.stop();
       await extproc.shutdown(graceMs);
+      transport.close();
       await http.close();
       await Promise.all([tokens.close(), parser.close()]);
     },

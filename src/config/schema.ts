@@ -27,6 +27,13 @@ export function isLoopbackHost(host: string): boolean {
   return isIP(v4) === 4 && v4.startsWith("127.");
 }
 
+/** A path to a file that must exist when the config is read; its content is checked as it loads. */
+const existingFile = (what: string) =>
+  z
+    .string()
+    .min(1)
+    .refine((file) => existsSync(file), { error: (issue) => `${what} ${JSON.stringify(issue.input)} does not exist` });
+
 const engineAddress = z.string().refine(isEngineAddress, {
   error: (issue) => `${JSON.stringify(issue.input)} is not a literal ip:port (IPv6 as [addr]:port)`,
 });
@@ -39,10 +46,7 @@ const engineAddress = z.string().refine(isEngineAddress, {
 const poolTokenizer = z.union([
   z.literal("o200k"),
   z.strictObject({
-    file: z
-      .string()
-      .min(1)
-      .refine((file) => existsSync(file), { error: (issue) => `tokenizer file ${JSON.stringify(issue.input)} does not exist` }),
+    file: existingFile("tokenizer file"),
     /**
      * Texts costing more (countingCost: ASCII characters, others weighing more) are priced from a
      * sample: ~1 µs a character in the pure-JS Hugging Face tokenizer, so ~20 ms of its worker.
@@ -71,6 +75,12 @@ const pool = z.strictObject({
   tokenizer: poolTokenizer.default("o200k"),
 });
 
+/** What a ProcessingRequest carries besides a BUFFERED body: its metadata and framing. */
+const MESSAGE_ROOM_BYTES = 1 << 20;
+/** gRPC's default message limit. */
+const GRPC_MESSAGE_BYTES = 4 << 20;
+const leastMessageBytes = (extproc: { maxRequestBodyBytes: number }): number => extproc.maxRequestBodyBytes + MESSAGE_ROOM_BYTES;
+
 const bodyMode = z.enum(bodyModes as [string, ...string[]]).transform((mode) => mode as (typeof bodyModes)[number]);
 
 export const configSchema = z
@@ -90,17 +100,40 @@ export const configSchema = z
          */
         trustedHeaders: z.array(z.enum(ROUTING_HEADERS)).default([]),
         /**
+         * Largest gRPC message either way. A BUFFERED body arrives in one message, so it must hold
+         * maxRequestBodyBytes and the rest of that message; default: that, or gRPC's own 4 MiB if larger.
+         */
+        maxMessageBytes: z.number().int().positive().optional(),
+        /** ext_proc streams open at once (one per HTTP exchange in flight); a stream over it is refused at once. */
+        maxStreams: z.number().int().positive().default(10_000),
+        /**
          * A request body held for the pick (FULL_DUPLEX_STREAMED) that has not all arrived after
          * this long is refused with 408, so a client that never finishes cannot hold memory; 0 = never.
          */
         requestBodyTimeoutSeconds: z.number().min(0).default(120),
+        /**
+         * ext_proc over TLS (plaintext without it). PEM files, read again when they change; with
+         * clientCaFile only clients presenting a certificate that CA signed complete the handshake.
+         */
+        tls: z
+          .strictObject({
+            certFile: existingFile("certificate file"),
+            keyFile: existingFile("private key file"),
+            clientCaFile: existingFile("client CA file").optional(),
+          })
+          .optional(),
         /** Used only when Envoy does not announce its modes (no protocol_config before Envoy 1.34). */
         assumedBodyModes: z
           .strictObject({ request: bodyMode.default("FULL_DUPLEX_STREAMED"), response: bodyMode.default("FULL_DUPLEX_STREAMED") })
           .prefault({}),
       })
+      .transform((extproc) => ({ ...extproc, maxMessageBytes: extproc.maxMessageBytes ?? Math.max(GRPC_MESSAGE_BYTES, leastMessageBytes(extproc)) }))
       .prefault({}),
-    health: z.strictObject({ port: port.default(9003) }).prefault({}),
+    /**
+     * The gRPC health listener. Loopback, like every listener here: a sidecar's Envoy probes it in
+     * its own pod or host; the kubelet's probes need the pod's address (0.0.0.0 in Kubernetes).
+     */
+    health: z.strictObject({ host: z.string().min(1).default("127.0.0.1"), port: port.default(9003) }).prefault({}),
     http: z
       .strictObject({
         host: z.string().min(1).default("127.0.0.1"),
@@ -176,6 +209,13 @@ export const configSchema = z
         code: "custom",
         path: ["http", "token"],
         message: `required when http.host (${config.http.host}) is not a loopback address: anyone who reaches the port could write load (set it or METADATA_CENTER_HTTP_TOKEN)`,
+      });
+    }
+    if (config.extproc.maxMessageBytes < leastMessageBytes(config.extproc)) {
+      context.addIssue({
+        code: "custom",
+        path: ["extproc", "maxMessageBytes"],
+        message: `must be at least extproc.maxRequestBodyBytes + 1 MiB (${leastMessageBytes(config.extproc)}): a BUFFERED request body arrives in one message`,
       });
     }
     const names = new Set<string>();

@@ -6,8 +6,10 @@ import {
   type ProcessingResponse,
 } from "../gen/envoy/service/ext_proc/v3/external_processor.js";
 import type { Logger } from "../log.js";
+import { flowControlled } from "./backpressure.js";
 import { ConnectionRotation, STREAMS_PER_CONNECTION } from "./connection-rotation.js";
 import { ExtProcExchange, type ExchangeSettings } from "./exchange.js";
+import { StreamLimit } from "./stream-limit.js";
 import type { InferenceExchange } from "../inference/lifecycle.js";
 
 /** How long shutdown waits for the releases of ended exchanges: a store that never answers must not keep the process from exiting. */
@@ -21,9 +23,16 @@ const TRAFFIC_SERVICES = ["readiness", "envoy.service.ext_proc.v3.ExternalProces
 export interface ExtProcServerOptions {
   host: string;
   port: number;
-  /** A second listener carrying only gRPC health; the ext_proc port serves health too. */
+  /** The ext_proc port's transport (see tls.ts); the health listener is always plaintext, as the kubelet probes it. */
+  credentials: ServerCredentials;
+  /** A second listener carrying only gRPC health, on its own host; the ext_proc port serves health too. */
+  healthHost: string;
   healthPort: number;
   settings: ExchangeSettings;
+  /** ext_proc streams open at once; more are refused with RESOURCE_EXHAUSTED. */
+  maxStreams: number;
+  /** Largest gRPC message either way (a BUFFERED body arrives in one). */
+  maxMessageBytes: number;
   /** One inference exchange per ext_proc stream. */
   newExchange: () => InferenceExchange;
   log: Logger;
@@ -33,10 +42,8 @@ export interface ExtProcServerOptions {
 
 type ProcessCall = ServerDuplexStream<ProcessingRequest, ProcessingResponse>;
 
-const bind = (server: Server, address: string): Promise<number> =>
-  new Promise((resolve, reject) =>
-    server.bindAsync(address, ServerCredentials.createInsecure(), (error, port) => (error ? reject(error) : resolve(port))),
-  );
+const bind = (server: Server, address: string, credentials: ServerCredentials): Promise<number> =>
+  new Promise((resolve, reject) => server.bindAsync(address, credentials, (error, port) => (error ? reject(error) : resolve(port))));
 
 const hostPort = (host: string, port: number): string => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`);
 
@@ -50,13 +57,18 @@ export class ExtProcServer {
   /** Open streams and their exchanges: at shutdown each still open ends with outcome `shutdown`. */
   private readonly open = new Map<ProcessCall, { exchange: ExtProcExchange; inference: InferenceExchange }>();
   private readonly rotation: ConnectionRotation;
+  private readonly streamLimit: StreamLimit;
+  /** Releases still in flight of exchanges whose streams have closed. */
+  private readonly settling = new Set<Promise<void>>();
   port = 0;
   healthPort = 0;
 
   constructor(private readonly options: ExtProcServerOptions) {
-    // BUFFERED mode sends a whole body in one message: allow the configured body size and some room.
-    const maxMessage = Math.max(4 << 20, options.settings.maxRequestBodyBytes + (1 << 20));
-    this.server = new Server({ "grpc.max_receive_message_length": maxMessage, "grpc.max_send_message_length": maxMessage });
+    this.server = new Server({
+      "grpc.max_receive_message_length": options.maxMessageBytes,
+      "grpc.max_send_message_length": options.maxMessageBytes,
+    });
+    this.streamLimit = new StreamLimit(options.maxStreams, options.log);
     this.rotation = new ConnectionRotation(options.streamsPerConnection ?? STREAMS_PER_CONNECTION, () =>
       options.log.warn("cannot see the HTTP/2 connection of a stream; connections will not be rotated"),
     );
@@ -66,8 +78,8 @@ export class ExtProcServer {
   }
 
   async start(): Promise<void> {
-    this.port = await bind(this.server, hostPort(this.options.host, this.options.port));
-    this.healthPort = await bind(this.healthServer, hostPort(this.options.host, this.options.healthPort));
+    this.port = await bind(this.server, hostPort(this.options.host, this.options.port), this.options.credentials);
+    this.healthPort = await bind(this.healthServer, hostPort(this.options.healthHost, this.options.healthPort), ServerCredentials.createInsecure());
     this.setHealth("SERVING", HEALTH_SERVICES);
   }
 
@@ -107,15 +119,14 @@ export class ExtProcServer {
     if (done === "gave up") this.options.log.warn({ pending: this.settling.size }, "releases not done at exit; the store's TTL will expire them");
   }
 
-  /** Releases still in flight of exchanges whose streams have closed. */
-  private readonly settling = new Set<Promise<void>>();
-
   private process(call: ProcessCall): void {
+    const release = this.streamLimit.admit(call);
+    if (release === undefined) return;
     const streamEnded = this.rotation.track(call);
     const inference = this.options.newExchange();
     const exchange = new ExtProcExchange(
       {
-        write: (reply) => call.write(reply),
+        write: flowControlled(call).write,
         abort: (code, message) => call.emit("error", { code: status[code], details: message }),
       },
       inference,
@@ -125,6 +136,7 @@ export class ExtProcServer {
     this.open.set(call, { exchange, inference });
     const ended = (): void => {
       if (!this.open.delete(call)) return;
+      release();
       streamEnded();
       exchange.onStreamEnd();
       const settled = inference.settled();

@@ -1,6 +1,7 @@
-import { mkdtempSync, renameSync, writeFileSync } from "node:fs";
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, parseConfig } from "../../src/config/load.js";
 import { isEngineAddress, isLoopbackHost } from "../../src/config/schema.js";
@@ -13,7 +14,7 @@ describe("config", () => {
     const config = parseConfig(minimal, "c.yaml");
     expect(config.role).toBe("picker");
     expect(config.extproc).toMatchObject({ host: "127.0.0.1", port: 9002, assumedBodyModes: { request: "FULL_DUPLEX_STREAMED" } });
-    expect(config.health.port).toBe(9003);
+    expect(config.health).toEqual({ host: "127.0.0.1", port: 9003 });
     expect(config.http).toEqual({ host: "127.0.0.1", port: 9090 });
     expect(config.load).toMatchObject({ ttlSeconds: 660, sweepSeconds: 60 });
   });
@@ -86,6 +87,41 @@ describe("config", () => {
     );
   });
 
+  it("limits ext_proc streams and messages; a message must hold a BUFFERED body of maxRequestBodyBytes", () => {
+    expect(parseConfig(minimal, "c.yaml").extproc).toMatchObject({ maxStreams: 10_000, maxRequestBodyBytes: 16 << 20, maxMessageBytes: 17 << 20 });
+    expect(parseConfig(`extproc: { maxRequestBodyBytes: 1024 }\n${minimal}`, "c.yaml").extproc.maxMessageBytes).toBe(4 << 20);
+    expect(parseConfig(`extproc: { maxMessageBytes: 33554432, maxStreams: 50 }\n${minimal}`, "c.yaml").extproc).toMatchObject({
+      maxMessageBytes: 32 << 20,
+      maxStreams: 50,
+    });
+    expect(() => parseConfig(`extproc: { maxMessageBytes: 4194304 }\n${minimal}`, "/etc/mc.yaml")).toThrow(
+      /\/etc\/mc\.yaml is invalid:\n {2}- extproc\.maxMessageBytes: must be at least extproc\.maxRequestBodyBytes \+ 1 MiB \(17825792\): a BUFFERED request body arrives in one message/,
+    );
+    expect(() => parseConfig(`extproc: { maxStreams: 0 }\n${minimal}`, "c.yaml")).toThrow(/extproc\.maxStreams: /);
+  });
+
+  it("serves ext_proc in plaintext without extproc.tls, and names a TLS file that does not exist", () => {
+    expect(parseConfig(minimal, "c.yaml").extproc.tls).toBeUndefined();
+    // Existing files; what they hold is checked when the sidecar loads them.
+    const here = fileURLToPath(import.meta.url);
+    const tls = parseConfig(`extproc: { tls: { certFile: ${here}, keyFile: ${here} } }\n${minimal}`, "c.yaml");
+    expect(tls.extproc.tls).toEqual({ certFile: here, keyFile: here });
+    let message = "";
+    try {
+      parseConfig(`extproc: { tls: { certFile: /nope/tls.crt, keyFile: /nope/tls.key, clientCaFile: /nope/ca.crt } }\n${minimal}`, "/etc/mc.yaml");
+    } catch (error) {
+      message = (error as Error).message;
+    }
+    expect(message).toContain("/etc/mc.yaml is invalid:");
+    expect(message).toContain('extproc.tls.certFile: certificate file "/nope/tls.crt" does not exist');
+    expect(message).toContain('extproc.tls.keyFile: private key file "/nope/tls.key" does not exist');
+    expect(message).toContain('extproc.tls.clientCaFile: client CA file "/nope/ca.crt" does not exist');
+    expect(() => parseConfig(`extproc: { tls: { certFile: ${here} } }\n${minimal}`, "c.yaml")).toThrow(/extproc\.tls\.keyFile: /);
+    expect(() => parseConfig(`extproc: { tls: { certFile: ${here}, keyFile: ${here}, caFile: ${here} } }\n${minimal}`, "c.yaml")).toThrow(
+      /extproc\.tls: .*caFile/,
+    );
+  });
+
   it("takes only literal ip:port engine addresses", () => {
     expect(isEngineAddress("10.0.0.1:8000")).toBe(true);
     expect(isEngineAddress("[::1]:8000")).toBe(true);
@@ -115,6 +151,7 @@ describe("config", () => {
       expect(reloaded).toHaveLength(1);
     } finally {
       watch.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,11 +1,9 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
-import { parseConfig } from "../../src/config/load.js";
-
-const root = new URL("../..", import.meta.url).pathname;
-const read = (path: string): string => readFileSync(join(root, path), "utf8");
+import { isLoopbackHost } from "../../src/config/schema.js";
+import { configMapAt, read, readmeSecretKeys, root, secretKeyAt, sidecarConfig, TLS_SECRET, type PodSpec } from "./manifests.js";
 
 interface Copy {
   from: string | undefined;
@@ -75,8 +73,8 @@ describe("deploy/k8s", () => {
     }
   });
 
-  it("carries deploy/envoy/envoy.yaml unchanged", () => {
-    expect(read(`${dir}/envoy.yaml`)).toBe(read("deploy/envoy/envoy.yaml"));
+  it("carries deploy/envoy's mTLS bootstrap and its SDS file unchanged", () => {
+    for (const file of ["envoy-tls.yaml", "envoy-tls-sds.yaml"]) expect(read(`${dir}/${file}`), file).toBe(read(`deploy/envoy/${file}`));
   });
 
   it("mounts a valid sidecar config where the container reads it, on the ports the config says", () => {
@@ -101,9 +99,7 @@ describe("deploy/k8s", () => {
     // The HTTP API is exposed: its token comes from a Secret the pod reads into the environment.
     const tokenFromSecret = sidecar?.env?.find((variable) => variable.name === "METADATA_CENTER_HTTP_TOKEN")?.valueFrom?.secretKeyRef;
     expect(tokenFromSecret).toBeDefined();
-    const config = parseConfig(read(`${dir}/metadata-center.yaml`), "metadata-center.yaml", [
-      { path: ["http", "token"], value: "a-token-from-the-secret-0123456789", source: "env METADATA_CENTER_HTTP_TOKEN", numeric: false },
-    ]);
+    const config = sidecarConfig(`${dir}/metadata-center.yaml`);
     const args = sidecar?.args ?? [];
     const configPath = args[args.indexOf("--config") + 1] ?? "";
     const mount = sidecar?.volumeMounts.find((volumeMount) => volumeMount.mountPath === dirname(configPath));
@@ -111,6 +107,66 @@ describe("deploy/k8s", () => {
     const generator = kustomization.configMapGenerator.find((candidate) => candidate.name === volume?.configMap.name);
     expect(generator?.files).toContain(configPath.split("/").at(-1));
     expect(sidecar?.ports.map((port) => port.containerPort).sort()).toEqual([config.extproc.port, config.health.port, config.http.port].sort());
+    // Envoy beside it in the pod reaches ext_proc over the loopback; the kubelet probes health on the pod's address.
+    expect(isLoopbackHost(config.extproc.host)).toBe(true);
+    expect(config.health.host).toBe("0.0.0.0");
+  });
+});
+
+describe("deploy/k8s: the TLS Secret", () => {
+  const keys = readmeSecretKeys();
+  const podOf = (path: string): PodSpec => (parse(read(path)) as { spec: { template: { spec: PodSpec } } }).spec.template.spec;
+  /** extproc.tls as the file names it (not validated: the files exist only in the pod). */
+  const tlsOf = (path: string): Record<string, string> => (parse(read(path)) as { extproc: { tls: Record<string, string> } }).extproc.tls;
+
+  it("is made by the README's one command with the keys both sides read", () => {
+    expect(keys.sort()).toEqual(["ca.crt", "envoy.crt", "envoy.key", "server.crt", "server.key"]);
+  });
+
+  it.each(["deploy/k8s", "deploy/k8s/inference-pool"])("%s: the sidecar finds its certificate, key and client CA where its config names them", (dir) => {
+    const pod = podOf(`${dir}/deployment.yaml`);
+    const tls = tlsOf(`${dir}/metadata-center.yaml`);
+    const served = (field: string) => secretKeyAt(pod, "metadata-center", tls[field] ?? "");
+    expect(served("certFile")).toEqual({ secret: TLS_SECRET, key: "server.crt" });
+    expect(served("keyFile")).toEqual({ secret: TLS_SECRET, key: "server.key" });
+    expect(served("clientCaFile")).toEqual({ secret: TLS_SECRET, key: "ca.crt" });
+    for (const item of pod.volumes.flatMap((volume) => volume.secret?.items ?? [])) expect(keys, item.key).toContain(item.key);
+    // Each key only where it is used.
+    const holders = (key: string): string[] =>
+      pod.containers
+        .filter((container) => (container.volumeMounts ?? []).some((mount) => pod.volumes.find((volume) => volume.name === mount.name)?.secret?.items?.some((item) => item.key === key)))
+        .map((container) => container.name);
+    expect(holders("server.key")).toEqual(["metadata-center"]);
+    expect(holders("envoy.key")).toEqual(pod.containers.some((container) => container.name === "envoy") ? ["envoy"] : []);
+  });
+
+  it("deploy/k8s: Envoy reads its bootstrap and SDS file from its ConfigMap, and its certificate, key and the CA from the Secret", () => {
+    const pod = podOf("deploy/k8s/deployment.yaml");
+    const kustomization = parse(read("deploy/k8s/kustomization.yaml")) as { configMapGenerator: Array<{ name: string; files: string[] }> };
+    const args = pod.containers.find((container) => container.name === "envoy")?.args ?? [];
+    const bootstrapPath = args[args.indexOf("-c") + 1] ?? "";
+    const bootstrap = read(`deploy/k8s/${bootstrapPath.split("/").at(-1)}`);
+    const sdsPaths = [...new Set([...bootstrap.matchAll(/path_config_source: \{ path: (\S+) \}/g)].map(([, path]) => path ?? ""))];
+    expect(sdsPaths).toEqual(["/etc/envoy/envoy-tls-sds.yaml"]);
+    for (const path of [bootstrapPath, ...sdsPaths]) {
+      const configMap = configMapAt(pod, "envoy", path);
+      expect(kustomization.configMapGenerator.find((generator) => generator.name === configMap)?.files, path).toContain(path.split("/").at(-1));
+    }
+    const sds = parse(read("deploy/k8s/envoy-tls-sds.yaml")) as {
+      resources: Array<{
+        tls_certificate?: { certificate_chain: { filename: string }; private_key: { filename: string }; watched_directory: { path: string } };
+        validation_context?: { trusted_ca: { filename: string }; watched_directory: { path: string } };
+      }>;
+    };
+    const certificate = sds.resources.find((resource) => resource.tls_certificate !== undefined)?.tls_certificate;
+    const validation = sds.resources.find((resource) => resource.validation_context !== undefined)?.validation_context;
+    expect(secretKeyAt(pod, "envoy", certificate?.certificate_chain.filename ?? "")).toEqual({ secret: TLS_SECRET, key: "envoy.crt" });
+    expect(secretKeyAt(pod, "envoy", certificate?.private_key.filename ?? "")).toEqual({ secret: TLS_SECRET, key: "envoy.key" });
+    expect(secretKeyAt(pod, "envoy", validation?.trusted_ca.filename ?? "")).toEqual({ secret: TLS_SECRET, key: "ca.crt" });
+    // Envoy watches the folder the Secret is mounted on: the kubelet's swap of its files is a move there.
+    const mounted = pod.containers.find((container) => container.name === "envoy")?.volumeMounts?.map((mount) => mount.mountPath);
+    expect(mounted).toContain(certificate?.watched_directory.path);
+    expect(validation?.watched_directory.path).toBe(certificate?.watched_directory.path);
   });
 });
 

@@ -7,7 +7,7 @@ import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBu
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Secret } from "kubernetes-models/v1/Secret";
 import { Service } from "kubernetes-models/v1/Service";
-import { parseConfig } from "../../src/config/load.js";
+import { sidecarConfig } from "./manifests.js";
 
 // Every Kubernetes object under deploy/k8s/ is checked against the official OpenAPI schemas
 // (kubernetes-models: the Kubernetes API's JSON schemas compiled to validators, offline).
@@ -228,10 +228,9 @@ describe("deploy/k8s/inference-pool", () => {
   });
 
   it("runs a valid config listening on 0.0.0.0 on the ports it declares, its pool on the InferencePool's target port", () => {
-    const config = parseConfig(readFileSync(join(dir, "metadata-center.yaml"), "utf8"), "metadata-center.yaml", [
-      { path: ["http", "token"], value: "a-token-from-the-secret-0123456789", source: "env METADATA_CENTER_HTTP_TOKEN", numeric: false },
-    ]);
+    const config = sidecarConfig("deploy/k8s/inference-pool/metadata-center.yaml");
     expect(config.extproc.host).toBe("0.0.0.0");
+    expect(config.health.host).toBe("0.0.0.0");
     expect(config.http.host).toBe("0.0.0.0");
     expect([config.extproc.port, config.health.port, config.http.port]).toEqual([9002, 9003, 9090]);
     const container = byKind("Deployment").spec.template.spec.containers[0];

@@ -3,7 +3,7 @@
 // reports what the client, the upstream and the processor saw. The facts it follows are in
 // /work/shared/envoy-ext-proc.md; the state machines mirror Envoy's source (see the modules).
 import { randomUUID } from "node:crypto";
-import { credentials } from "@grpc/grpc-js";
+import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
 import {
   ExternalProcessorClient,
   type ProcessingRequest,
@@ -152,14 +152,20 @@ export class EnvoyExtProcClient {
   /**
    * `ownConnection`: a connection of its own rather than one shared with other clients to the
    * same address (grpc-js pools them), as each Envoy worker thread has its own.
+   * `credentials`: the cluster's transport socket (TLS, with a client certificate for mTLS);
+   * plaintext by default. `sni`: the server name its UpstreamTlsContext sends and checks.
    */
-  constructor(address: string, options: { config?: Partial<FilterConfig>; ownConnection?: boolean } = {}) {
+  constructor(
+    address: string,
+    options: { config?: Partial<FilterConfig>; ownConnection?: boolean; credentials?: ChannelCredentials; sni?: string } = {},
+  ) {
     this.base = resolveConfig(FULL_DUPLEX, options.config);
     // BUFFERED bodies travel in one message and may exceed grpc-js's 4 MiB default.
-    this.grpc = new ExternalProcessorClient(address, credentials.createInsecure(), {
+    this.grpc = new ExternalProcessorClient(address, options.credentials ?? credentials.createInsecure(), {
       "grpc.max_receive_message_length": -1,
       "grpc.max_send_message_length": -1,
       ...(options.ownConnection === true ? { "grpc.use_local_subchannel_pool": 1 } : {}),
+      ...(options.sni === undefined ? {} : { "grpc.ssl_target_name_override": options.sni }),
     });
   }
 

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -62,6 +62,28 @@ describe("metadata-center serve", () => {
     expect(result.status).toBe(1);
     expect(result.stderr).toContain(file);
     expect(result.stderr).toContain('pools[0].endpoints[0]: "not-an-address" is not a literal ip:port');
+  });
+
+  it("refuses TLS files that are missing or cannot be used, naming the field and the file, and exits 1", () => {
+    const dir = mkdtempSync(join(tmpdir(), "mc-cli-tls-"));
+    try {
+      const certFile = join(dir, "tls.crt");
+      const keyFile = join(dir, "tls.key");
+      const file = join(dir, "mc.yaml");
+      writeFileSync(file, `extproc: { port: 0, tls: { certFile: ${certFile}, keyFile: ${keyFile} } }\npools: [{ name: a, models: ['*'], endpoints: [] }]\n`);
+      const missing = spawnSync(...node(["serve", "--config", file]), { cwd: root, encoding: "utf8" });
+      expect(missing.status).toBe(1);
+      expect(missing.stderr).toContain(`config ${file} is invalid:`);
+      expect(missing.stderr).toContain(`extproc.tls.certFile: certificate file "${certFile}" does not exist`);
+      expect(missing.stderr).toContain(`extproc.tls.keyFile: private key file "${keyFile}" does not exist`);
+      writeFileSync(certFile, "not a certificate\n");
+      writeFileSync(keyFile, "not a key\n");
+      const unusable = spawnSync(...node(["serve", "--config", file, "--health-port", "0", "--http-port", "0"]), { cwd: root, encoding: "utf8" });
+      expect(unusable.status).toBe(1);
+      expect(unusable.stderr).toBe(`config ${file} is invalid:\n  - extproc.tls.certFile: ${certFile} holds no PEM certificate\n`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("takes ports from flags over the environment over the file", async () => {

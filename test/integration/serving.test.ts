@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FAULT_HEADER } from "../engine-sim/engine.js";
 import { healthStatus } from "../support/health.js";
+import { startTestSidecar } from "../support/sidecar.js";
 import { chat, chatRequest, startRig, type Rig } from "./harness.js";
 
 let rig: Rig;
@@ -23,6 +24,22 @@ describe("gRPC health", () => {
       expect(await healthStatus(rig.sidecar.ports.health, service)).toBe("SERVING");
     },
   );
+});
+
+describe("gRPC health on its own host", () => {
+  it("listens on health.host, not the ext_proc host, whose port serves health too", async () => {
+    const sidecar = await startTestSidecar([{ name: "llama", models: ["llama"], endpoints: ["127.0.0.1:1"] }], {
+      extproc: { host: "127.0.0.1", port: 0 },
+      health: { host: "127.0.0.2", port: 0 },
+    });
+    try {
+      expect(await healthStatus(sidecar.ports.health, "readiness", { host: "127.0.0.2" })).toBe("SERVING");
+      expect(await healthStatus(sidecar.ports.health, "readiness", { host: "127.0.0.1" })).toMatch(/^error: 14 UNAVAILABLE/);
+      expect(await healthStatus(sidecar.ports.extproc, "readiness", { host: "127.0.0.1" })).toBe("SERVING");
+    } finally {
+      await sidecar.stop(0);
+    }
+  });
 });
 
 describe("HTTP", () => {
