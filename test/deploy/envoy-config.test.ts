@@ -69,6 +69,7 @@ function typed(tree: unknown, type: string): Node[] {
 const EXT_PROC = "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor";
 const ROUTER = "envoy.extensions.filters.http.router.v3.Router";
 const UPSTREAM_TLS = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+const HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 describe("deploy/envoy", () => {
   it("holds the picker, observer, BUFFERED and mTLS bootstraps, and the mTLS one's SDS file", () => {
@@ -112,6 +113,12 @@ describe("deploy/envoy", () => {
         original_dst_lb_config: { use_http_header: true, http_header_name: "x-gateway-destination-endpoint" },
       });
       for (const router of typed(load(name), ROUTER)) expect(router["suppress_envoy_headers"]).toBe(true);
+    });
+
+    it("normalises the path and merges slashes before ext_proc sees it", () => {
+      const managers = typed(load(name), HCM);
+      expect(managers.length).toBeGreaterThan(0);
+      for (const manager of managers) expect(manager).toMatchObject({ normalize_path: true, merge_slashes: true });
     });
   });
 
