@@ -183,15 +183,19 @@ export class Metrics implements ExchangeEvents {
   }
 
   private async render(): Promise<string> {
-    // The store read gets a turn of its own; every gauge's collect() then shares its result.
-    await this.snapshot();
-    const parts: string[] = [];
-    for (const { name } of this.registry.getMetricsAsArray()) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      parts.push(await this.registry.getSingleMetricAsString(name));
+    try {
+      // The store read gets a turn of its own; every gauge's collect() then shares its result.
+      await this.snapshot();
+      const parts: string[] = [];
+      for (const { name } of this.registry.getMetricsAsArray()) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        parts.push(await this.registry.getSingleMetricAsString(name));
+      }
+      return `${parts.join("\n\n")}\n`;
+    } finally {
+      // Whether it worked or failed, the next scrape reads the store afresh.
+      this.scrape = undefined;
     }
-    this.scrape = undefined;
-    return `${parts.join("\n\n")}\n`;
   }
 
   get contentType(): string {
