@@ -34,17 +34,14 @@ export async function poolsView(store: LoadStore, directory: PoolDirectory): Pro
       name,
       models: pool?.models ?? [],
       configured: pool !== undefined,
-      engines: engines.map((engine) => {
-        const load = snapshot.loads.get(engine);
-        return {
-          engine,
-          requests: load?.requests ?? 0,
-          prefill_requests: load?.prefillRequests ?? 0,
-          prefill_tokens: load?.prefillTokens ?? 0,
-          tokens_held: load?.tokensHeld ?? 0,
-          updated_at: load?.updatedAt ?? 0,
-        };
-      }),
+      engines: [...engines].map(([engine, load]) => ({
+        engine,
+        requests: load.requests,
+        prefill_requests: load.prefillRequests,
+        prefill_tokens: load.prefillTokens,
+        tokens_held: load.tokensHeld,
+        updated_at: load.updatedAt,
+      })),
     };
   });
   return { ledger: snapshot.ledger, pools };

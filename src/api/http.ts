@@ -181,20 +181,16 @@ export class HttpApi {
     }
     const directory = this.options.directory();
     const engines = await poolEngines(this.options.store, directory, cluster);
-    if (directory.named(cluster) === undefined && engines.length === 0) return sendEnvelope(request, response, 200, null);
-    const loads = await this.options.store.loads(engines);
-    const data: EngineStats[] = engines.map((endpoint) => {
-      const load = loads.get(endpoint);
-      return {
-        ...splitAddress(endpoint),
-        endpoint,
-        queued_req_num: load?.requests ?? 0,
-        prompt_length: load?.prefillTokens ?? 0,
-        prefill_req_num: load?.prefillRequests ?? 0,
-        tokens_held: load?.tokensHeld ?? 0,
-        updated_time: (load?.updatedAt ?? 0) * 1_000_000,
-      };
-    });
+    if (directory.named(cluster) === undefined && engines.size === 0) return sendEnvelope(request, response, 200, null);
+    const data: EngineStats[] = [...engines].map(([endpoint, load]) => ({
+      ...splitAddress(endpoint),
+      endpoint,
+      queued_req_num: load.requests,
+      prompt_length: load.prefillTokens,
+      prefill_req_num: load.prefillRequests,
+      tokens_held: load.tokensHeld,
+      updated_time: load.updatedAt * 1_000_000,
+    }));
     sendEnvelope(request, response, 200, data);
   }
 

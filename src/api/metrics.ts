@@ -89,7 +89,7 @@ export class Metrics implements ExchangeEvents {
 
   constructor(private readonly source: LoadSource) {
     const registers = [this.registry];
-    const poolGauge = (name: string, help: string, value: (pool: string, engines: string[]) => number): void => {
+    const poolGauge = (name: string, help: string, value: (engines: Map<string, EngineSnapshot>) => number): void => {
       const gauge: Gauge<"model_name"> = new Gauge({
         name,
         help,
@@ -98,7 +98,7 @@ export class Metrics implements ExchangeEvents {
         collect: async () => {
           const snapshot = await this.snapshot();
           gauge.reset();
-          for (const [pool, engines] of snapshot.pools) gauge.set({ model_name: pool }, value(pool, engines));
+          for (const [pool, engines] of snapshot.pools) gauge.set({ model_name: pool }, value(engines));
         },
       });
     };
@@ -108,16 +108,13 @@ export class Metrics implements ExchangeEvents {
         const snapshot = await this.snapshot();
         const series: Series[] = [];
         for (const [pool, engines] of snapshot.pools) {
-          for (const engine of engines) {
-            const load = snapshot.loads.get(engine);
-            series.push({ labels: [pool, engine], value: load === undefined ? 0 : value(load) });
-          }
+          for (const [engine, load] of engines) series.push({ labels: [pool, engine], value: value(load) });
         }
         return series;
       });
     };
     // The Go service's names; engine_ip is the engine key (ip:port, or the bare IP the API reported).
-    poolGauge("model_engine_count", "Engines per pool (metadata-center cluster)", (_, engines) => engines.length);
+    poolGauge("model_engine_count", "Engines per pool (metadata-center cluster)", (engines) => engines.size);
     engineGauge("queued_num", "Requests in flight per engine (metadata-center name)", "go", (load) => load.requests);
     engineGauge("prompt_length", "Prompt length in prefill per engine (metadata-center name)", "go", (load) => load.prefillTokens);
     engineGauge("metadata_center_engine_requests", "Requests in flight per engine", "ours", (load) => load.requests);

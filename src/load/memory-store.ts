@@ -26,9 +26,10 @@ interface LedgerEntry {
  */
 export class MemoryLoadStore implements LoadStore {
   private readonly ledger = new Map<string, LedgerEntry>();
+  /** Each engine's load over every pool: what picks weigh. */
   private readonly engines = new Map<string, EngineSnapshot>();
-  /** pool → engine → open reservations, to list the engines a pool has traffic on. */
-  private readonly poolEngines = new Map<string, Map<string, number>>();
+  /** pool → engine → the load that pool's reservations put on it (the Go service's per-cluster counters). */
+  private readonly byPool = new Map<string, Map<string, EngineSnapshot>>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -66,27 +67,29 @@ export class MemoryLoadStore implements LoadStore {
   firstToken(id: string): void {
     const entry = this.ledger.get(id);
     if (entry === undefined || !entry.inPrefill) return;
-    const load = this.loadOf(entry.engine);
     entry.inPrefill = false;
-    load.prefillRequests -= 1;
-    load.prefillTokens -= entry.promptTokens;
+    for (const load of this.recordsOf(entry)) {
+      load.prefillRequests -= 1;
+      load.prefillTokens -= entry.promptTokens;
+    }
   }
 
   addGenerated(id: string, tokens: number): void {
     const entry = this.ledger.get(id);
     if (entry === undefined || tokens <= 0) return;
     entry.generated += tokens;
-    this.loadOf(entry.engine).tokensHeld += tokens;
+    for (const load of this.recordsOf(entry)) load.tokensHeld += tokens;
   }
 
   reconcile(id: string, usage: ReportedUsage): void {
     const entry = this.ledger.get(id);
     if (entry === undefined) return;
-    const load = this.loadOf(entry.engine);
     const promptDelta = usage.promptTokens - entry.promptTokens;
     const generatedDelta = usage.completionTokens - entry.generated;
-    if (entry.inPrefill) load.prefillTokens += promptDelta;
-    load.tokensHeld += promptDelta + generatedDelta;
+    for (const load of this.recordsOf(entry)) {
+      if (entry.inPrefill) load.prefillTokens += promptDelta;
+      load.tokensHeld += promptDelta + generatedDelta;
+    }
     entry.promptTokens = usage.promptTokens;
     entry.generated = usage.completionTokens;
   }
@@ -116,12 +119,12 @@ export class MemoryLoadStore implements LoadStore {
     return result;
   }
 
-  pools(): string[] {
-    return [...this.poolEngines.keys()];
+  poolLoads(pool: string): Map<string, EngineSnapshot> {
+    return new Map([...(this.byPool.get(pool) ?? [])].map(([engine, load]) => [engine, { ...load }]));
   }
 
-  enginesOf(pool: string): string[] {
-    return [...(this.poolEngines.get(pool)?.keys() ?? [])];
+  pools(): string[] {
+    return [...this.byPool.keys()];
   }
 
   expire(olderThanMs: number, onExpired?: (reservation: Reservation) => void): number {
@@ -133,7 +136,12 @@ export class MemoryLoadStore implements LoadStore {
       onExpired?.({ id: entry.id, pool: entry.pool, engine: entry.engine, promptTokens: entry.promptTokens });
       expired += 1;
     }
-    for (const [engine, load] of this.engines) if (load.requests === 0 && load.updatedAt <= cutoff) this.engines.delete(engine);
+    const idle = (load: EngineSnapshot): boolean => load.requests === 0 && load.updatedAt <= cutoff;
+    for (const [engine, load] of this.engines) if (idle(load)) this.engines.delete(engine);
+    for (const [pool, engines] of this.byPool) {
+      for (const [engine, load] of engines) if (idle(load)) engines.delete(engine);
+      if (engines.size === 0) this.byPool.delete(pool);
+    }
     return expired;
   }
 
@@ -149,42 +157,40 @@ export class MemoryLoadStore implements LoadStore {
 
   /** Adds the entry's share to its engine's numbers. */
   private load(entry: LedgerEntry): void {
-    const load = this.loadOf(entry.engine);
-    load.requests += 1;
-    load.tokensHeld += entry.promptTokens + entry.generated;
-    if (entry.inPrefill) {
-      load.prefillRequests += 1;
-      load.prefillTokens += entry.promptTokens;
-    }
-    const perPool = this.poolEngines.get(entry.pool) ?? new Map<string, number>();
-    perPool.set(entry.engine, (perPool.get(entry.engine) ?? 0) + 1);
-    this.poolEngines.set(entry.pool, perPool);
+    this.shift(entry, 1);
   }
 
   /** Takes the entry's share off its engine's numbers: the exact inverse of `load`. */
   private unload(entry: LedgerEntry): void {
-    const load = this.loadOf(entry.engine);
-    load.requests -= 1;
-    load.tokensHeld -= entry.promptTokens + entry.generated;
-    if (entry.inPrefill) {
-      load.prefillRequests -= 1;
-      load.prefillTokens -= entry.promptTokens;
-    }
-    const perPool = this.poolEngines.get(entry.pool);
-    if (perPool !== undefined) {
-      const left = (perPool.get(entry.engine) ?? 1) - 1;
-      if (left > 0) perPool.set(entry.engine, left);
-      else perPool.delete(entry.engine);
-      if (perPool.size === 0) this.poolEngines.delete(entry.pool);
+    this.shift(entry, -1);
+  }
+
+  private shift(entry: LedgerEntry, sign: 1 | -1): void {
+    for (const load of this.recordsOf(entry)) {
+      load.requests += sign;
+      load.tokensHeld += sign * (entry.promptTokens + entry.generated);
+      if (entry.inPrefill) {
+        load.prefillRequests += sign;
+        load.prefillTokens += sign * entry.promptTokens;
+      }
     }
   }
 
-  /** The engine's record, stamped as updated now: only called to change it. */
-  private loadOf(engine: string): EngineSnapshot {
-    let load = this.engines.get(engine);
+  /** The entry's engine record and its pool's record of that engine, stamped as updated now: only called to change them. */
+  private recordsOf(entry: LedgerEntry): [EngineSnapshot, EngineSnapshot] {
+    let engines = this.byPool.get(entry.pool);
+    if (engines === undefined) {
+      engines = new Map();
+      this.byPool.set(entry.pool, engines);
+    }
+    return [this.stamped(this.engines, entry.engine), this.stamped(engines, entry.engine)];
+  }
+
+  private stamped(records: Map<string, EngineSnapshot>, engine: string): EngineSnapshot {
+    let load = records.get(engine);
     if (load === undefined) {
       load = { ...zeroLoad(), updatedAt: 0 };
-      this.engines.set(engine, load);
+      records.set(engine, load);
     }
     load.updatedAt = this.now();
     return load;

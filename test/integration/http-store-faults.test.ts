@@ -18,7 +18,7 @@ afterAll(async () => {
 const faults: readonly Fault[] = ["throw", "reject"];
 
 describe("GET /metrics when a store read fails", () => {
-  const reads: readonly StoreCall[] = ["pools", "enginesOf", "loads", "size"];
+  const reads: readonly StoreCall[] = ["pools", "poolLoads", "size"];
   it.each(reads.flatMap((call) => faults.map((fault) => [call, fault] as const)))(
     "a %s that fails (%s) fails that scrape only: 500 naming it, and the next scrape works",
     async (call, fault) => {
