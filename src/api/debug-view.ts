@@ -22,11 +22,13 @@ export interface PoolView {
 
 export interface PoolsView {
   ledger: number;
+  /** Deletes that found no open request, waiting for their add or their one retry. */
+  waiting_deletes: number;
   pools: PoolView[];
 }
 
 /** `GET /debug/pools`: every pool, its engines and their load, for a human looking at one sidecar. */
-export async function poolsView(store: LoadStore, directory: PoolDirectory): Promise<PoolsView> {
+export async function poolsView(store: LoadStore, directory: PoolDirectory, waitingDeletes: number): Promise<PoolsView> {
   const snapshot = await readLoadSnapshot(store, directory);
   const pools = [...snapshot.pools].map(([name, engines]): PoolView => {
     const pool = directory.named(name);
@@ -44,5 +46,5 @@ export async function poolsView(store: LoadStore, directory: PoolDirectory): Pro
       })),
     };
   });
-  return { ledger: snapshot.ledger, pools };
+  return { ledger: snapshot.ledger, waiting_deletes: waitingDeletes, pools };
 }

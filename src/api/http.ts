@@ -53,7 +53,7 @@ export class HttpApi {
   port = 0;
 
   constructor(private readonly options: HttpApiOptions) {
-    this.writes = new LoadWrites(options.store, options.directory);
+    this.writes = new LoadWrites(options.store, options.directory, options.log);
     this.access = new WriteAccess(options.host, options.token);
     this.server = createServer((request, response) => {
       try {
@@ -155,7 +155,7 @@ export class HttpApi {
         return;
       }
       case "GET /debug/pools":
-        return sendEnvelope(request, response, 200, await poolsView(this.options.store, this.options.directory()));
+        return sendEnvelope(request, response, 200, await poolsView(this.options.store, this.options.directory(), this.writes.waitingDeletes));
       case "GET /v1/load/stats":
         return this.loadStats(request, response, target.query().get("cluster"));
       case "POST /v1/load/stats":

@@ -118,33 +118,36 @@ describe("DELETE /v1/load/prompt", () => {
   });
 });
 
-// Over two connections either may land first; test/api/load-writes.test.ts pins the early order.
-describe("deletes that race their add", () => {
-  it("applies an early DELETE /v1/load/stats when the add arrives, counting nothing", async () => {
+// DeleteRequest / DeletePromptLength in the Go service's pkg/meta/load/load_stats.go: every delete
+// is answered 200 at once; one whose id is not open is retried once, 1 s later.
+describe("deletes that come before their add", () => {
+  it("DELETE /v1/load/stats first: answered at once; the add, when it comes, counts nothing", async () => {
     const id = newId();
-    const early = endStats(id);
+    expect(await endStats(id)).toMatchObject({ httpStatus: 200, status: "OK", error: null });
     expect(await add({ cluster: "alpha", request_id: id, prompt_length: 50, ip: "10.0.0.1" })).toMatchObject({ status: "OK" });
-    expect(await early).toMatchObject({ httpStatus: 200, status: "OK" });
     expect(await engine("alpha", "10.0.0.1:8000")).toMatchObject({ queued_req_num: 0, prompt_length: 0 });
     expect(await sidecar.store.size()).toBe(0);
   });
 
-  it("applies an early DELETE /v1/load/prompt when the add arrives, keeping the request in flight", async () => {
+  it("DELETE /v1/load/prompt first: the add, when it comes, stays in flight without its prompt", async () => {
     const id = newId();
-    const early = endPrompt(id);
+    expect(await endPrompt(id)).toMatchObject({ httpStatus: 200, status: "OK" });
     await add({ cluster: "alpha", request_id: id, prompt_length: 50, ip: "10.0.0.1" });
-    expect(await early).toMatchObject({ httpStatus: 200, status: "OK" });
     expect(await engine("alpha", "10.0.0.1:8000")).toMatchObject({ queued_req_num: 1, prompt_length: 0 });
     await endStats(id);
   });
 
-  it("answers 404 / 40001404 for an id never added (after the wait) and for a second delete", async () => {
-    expect(await endStats(newId())).toMatchObject({ httpStatus: 404, status: "ERROR", error: { code: 40001404, message: "resource already deleted" } });
-    expect(await endPrompt(newId())).toMatchObject({ httpStatus: 404, error: { code: 40001404 } });
+  it("answers 200 at once, never 404 and never held, for an id never added and for a second delete", async () => {
+    const started = performance.now();
+    expect(await endStats(newId())).toMatchObject({ httpStatus: 200, status: "OK", error: null });
+    expect(await endPrompt(newId())).toMatchObject({ httpStatus: 200, status: "OK", error: null });
     const id = newId();
     await add({ cluster: "alpha", request_id: id, ip: "10.0.0.1" });
-    expect((await endStats(id)).httpStatus).toBe(200);
-    expect(await endStats(id)).toMatchObject({ httpStatus: 404, error: { code: 40001404 } });
+    expect(await endStats(id)).toMatchObject({ httpStatus: 200 });
+    expect(await endStats(id)).toMatchObject({ httpStatus: 200, status: "OK", error: null });
+    expect(await endPrompt(id)).toMatchObject({ httpStatus: 200, status: "OK", error: null });
+    // The retry waits 1 s; the answers did not.
+    expect(performance.now() - started).toBeLessThan(900);
     expect(await engine("alpha", "10.0.0.1:8000")).toMatchObject({ queued_req_num: 0 });
   });
 });
