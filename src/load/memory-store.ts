@@ -10,6 +10,9 @@ import {
   zeroLoad,
 } from "./store.js";
 
+/** A token count as the store adds it: a non-negative integer; anything else (NaN, infinite, negative) counts 0. */
+const countOf = (value: number): number => (Number.isFinite(value) && value > 0 ? Math.floor(value) : 0);
+
 interface LedgerEntry {
   readonly id: string;
   readonly pool: string;
@@ -50,8 +53,8 @@ export class MemoryLoadStore implements LoadStore {
     }
     const [engine, ...fallbacks] = ranked;
     if (engine === undefined) return { kind: "none" };
-    this.open(request.id, request.pool, engine, request.promptTokens);
-    return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: request.promptTokens }, fallbacks };
+    const entry = this.open(request.id, request.pool, engine, request.promptTokens);
+    return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: entry.promptTokens }, fallbacks };
   }
 
   reserve(request: ReserveRequest): boolean {
@@ -76,9 +79,11 @@ export class MemoryLoadStore implements LoadStore {
 
   addGenerated(id: string, tokens: number): void {
     const entry = this.ledger.get(id);
-    if (entry === undefined || tokens <= 0) return;
-    entry.generated += tokens;
-    for (const load of this.recordsOf(entry)) load.tokensHeld += tokens;
+    if (entry === undefined) return;
+    const added = Math.min(countOf(tokens), this.room(entry.engine));
+    if (added === 0) return;
+    entry.generated += added;
+    for (const load of this.recordsOf(entry)) load.tokensHeld += added;
   }
 
   reconcile(id: string, usage: ReportedUsage): void {
@@ -86,6 +91,9 @@ export class MemoryLoadStore implements LoadStore {
     if (entry === undefined) return;
     const promptDelta = usage.promptTokens - entry.promptTokens;
     const generatedDelta = usage.completionTokens - entry.generated;
+    // Numbers that are not counts, or that would push a sum past exact integers, are not taken.
+    const counts = Number.isSafeInteger(usage.promptTokens) && usage.promptTokens >= 0 && Number.isSafeInteger(usage.completionTokens) && usage.completionTokens >= 0;
+    if (!counts || promptDelta + generatedDelta > this.room(entry.engine)) return;
     for (const load of this.recordsOf(entry)) {
       if (entry.inPrefill) load.prefillTokens += promptDelta;
       load.tokensHeld += promptDelta + generatedDelta;
@@ -100,6 +108,9 @@ export class MemoryLoadStore implements LoadStore {
     if (entry.engine === engine) return true;
     this.unload(entry);
     entry.engine = engine;
+    // What the new engine's sums have no room for is not carried (only near 2^53 tokens).
+    entry.generated = Math.min(entry.generated, this.room(engine));
+    entry.promptTokens = Math.min(entry.promptTokens, this.room(engine) - entry.generated);
     this.load(entry);
     return true;
   }
@@ -149,10 +160,21 @@ export class MemoryLoadStore implements LoadStore {
     return this.ledger.size;
   }
 
-  private open(id: string, pool: string, engine: string, promptTokens: number): void {
-    const entry: LedgerEntry = { id, pool, engine, openedAt: this.now(), promptTokens, generated: 0, inPrefill: true };
+  private open(id: string, pool: string, engine: string, promptTokens: number): LedgerEntry {
+    const counted = Math.min(countOf(promptTokens), this.room(engine));
+    const entry: LedgerEntry = { id, pool, engine, openedAt: this.now(), promptTokens: counted, generated: 0, inPrefill: true };
     this.ledger.set(id, entry);
     this.load(entry);
+    return entry;
+  }
+
+  /**
+   * Tokens the engine can take on while every sum stays an exact integer in float64. Its
+   * engine-wide tokensHeld is the largest sum it is part of (a pool's share and prefill tokens
+   * are parts of it), so nothing is ever rounded and each release takes off exactly what was added.
+   */
+  private room(engine: string): number {
+    return Number.MAX_SAFE_INTEGER - (this.engines.get(engine)?.tokensHeld ?? 0);
   }
 
   /** Adds the entry's share to its engine's numbers. */
