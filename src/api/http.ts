@@ -4,7 +4,7 @@ import type { LoadStore } from "../load/store.js";
 import type { Logger } from "../log.js";
 import { splitAddress, type PoolDirectory } from "../pools/pools.js";
 import { WriteAccess } from "./access.js";
-import { BodyError, readJson } from "./body.js";
+import { BodyError, readJson, type JsonBody } from "./body.js";
 import { poolsView } from "./debug-view.js";
 import { describeError, ErrorCode, internalError, rawEnvelope, sendEnvelope } from "./envelope.js";
 import { poolEngines } from "./load-snapshot.js";
@@ -53,7 +53,12 @@ export class HttpApi {
   port = 0;
 
   constructor(private readonly options: HttpApiOptions) {
-    this.writes = new LoadWrites(options.store, options.directory, options.log);
+    this.writes = new LoadWrites({
+      store: options.store,
+      directory: options.directory,
+      log: options.log,
+      observeLatency: (milliseconds) => options.metrics.observeReplicationLatency(milliseconds),
+    });
     this.access = new WriteAccess(options.host, options.token);
     this.server = createServer((request, response) => {
       try {
@@ -165,7 +170,7 @@ export class HttpApi {
       case "DELETE /v1/load/stats":
         return this.write(request, response, (body) => this.writes.deleteStats(body));
       case "POST /log/level":
-        return this.write(request, response, (body) => setLogLevel(this.options.log, body));
+        return this.write(request, response, (body) => setLogLevel(this.options.log, body.value));
       default:
         sendEnvelope(request, response, 404, null, { code: ErrorCode.invalidInput, message: "not found", reason: `no route for ${key}` });
     }
@@ -198,9 +203,9 @@ export class HttpApi {
   private async write(
     request: IncomingMessage,
     response: ServerResponse,
-    apply: (body: unknown) => WriteResult | Promise<WriteResult>,
+    apply: (body: JsonBody) => WriteResult | Promise<WriteResult>,
   ): Promise<void> {
-    let body: unknown;
+    let body: JsonBody;
     try {
       body = await readJson(request, MAX_BODY_BYTES);
     } catch (error) {

@@ -3,6 +3,7 @@ import type { ExchangeEvents, RefusalReason } from "../inference/lifecycle.js";
 import type { EngineSnapshot, LoadStore, Outcome } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
 import { readLoadSnapshot, type LoadSnapshot } from "./load-snapshot.js";
+import { version } from "../version.js";
 import { SnapshotGauge, type Series } from "./snapshot-gauge.js";
 
 /** Where the scrape-time gauges read the load from. */
@@ -85,6 +86,14 @@ export class Metrics implements ExchangeEvents {
     registers: [this.registry],
   });
 
+  /** The Go service's: how old each write's `timestamp` was when it arrived (its buckets: 1, 2, 4 … 128 ms). */
+  private readonly replicationLatency = new Histogram({
+    name: "replication_latency_ms",
+    help: "Age of each v1 write's timestamp on arrival, in milliseconds (metadata-center name)",
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+    registers: [this.registry],
+  });
+
   private readonly httpSeries = new Map<string, { status: { inc(): void }; duration: { observe(value: number): void } }>();
 
   constructor(private readonly source: LoadSource) {
@@ -121,6 +130,9 @@ export class Metrics implements ExchangeEvents {
     engineGauge("metadata_center_engine_prefill_requests", "Requests in prefill per engine", "ours", (load) => load.prefillRequests);
     engineGauge("metadata_center_engine_prefill_tokens", "Prompt tokens in prefill per engine", "ours", (load) => load.prefillTokens);
     engineGauge("metadata_center_engine_tokens_held", "Prompt plus generated tokens in flight per engine", "ours", (load) => load.tokensHeld);
+    // The Go service's: its version, and 1 while it serves.
+    new Gauge({ name: "app_version_info", help: "Version of this metadata-center (metadata-center name)", labelNames: ["version"], registers }).set({ version }, 1);
+    new Gauge({ name: "metacenter_node_alive", help: "1 while this metadata-center serves (metadata-center name)", registers }).set(1);
     const ledger: Gauge = new Gauge({
       name: "metadata_center_ledger_size",
       help: "Open reservations in the ledger",
@@ -153,6 +165,10 @@ export class Metrics implements ExchangeEvents {
 
   observeExpired(count: number): void {
     this.expired.inc(count);
+  }
+
+  observeReplicationLatency(milliseconds: number): void {
+    this.replicationLatency.observe(milliseconds);
   }
 
   observeHttp(method: string, url: string, statusCode: number, microseconds: number): void {

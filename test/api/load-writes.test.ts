@@ -1,19 +1,27 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { EarlyDeletes } from "../../src/api/early-deletes.js";
+import type { JsonBody } from "../../src/api/body.js";
 import { LoadWrites, ledgerId } from "../../src/api/load-writes.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
+import type { LoadStore } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { FaultyStore, faultsAt, noFaults } from "../support/faulty-store.js";
 import { LogCapture } from "../support/sidecar.js";
 
 const directory = new PoolDirectory([{ name: "alpha", models: ["a"], endpoints: ["10.0.0.1:8000"] }]);
-const setup = (retryMs = 60_000, store = new MemoryLoadStore()) => {
+const writesOn = (store: LoadStore, lines = new LogCapture(), retryMs = 60_000) =>
+  new LoadWrites({ store, directory: () => directory, log: pino({ level: "debug" }, lines), earlyDelete: { retryMs, capacity: 2 } });
+const setup = (retryMs = 60_000) => {
+  const store = new MemoryLoadStore();
   const lines = new LogCapture();
-  const writes = new LoadWrites(store, () => directory, pino({ level: "debug" }, lines), { retryMs, capacity: 2 });
-  return { store, writes, lines };
+  return { store, writes: writesOn(store, lines, retryMs), lines };
 };
-const add = { cluster: "alpha", request_id: "r1", prompt_length: 40, ip: "10.0.0.1" };
+/** A body as the HTTP layer hands it over. */
+const json = (value: unknown): JsonBody => ({ value, text: JSON.stringify(value) });
+const add = json({ cluster: "alpha", request_id: "r1", prompt_length: 40, ip: "10.0.0.1" });
+const r1 = json({ request_id: "r1" });
+const r2 = json({ request_id: "r2" });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // The Go service answers every delete at once and retries an unknown id once, 1 s later
@@ -21,7 +29,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 describe("LoadWrites: a delete that arrives before its add", () => {
   it("DELETE stats first: answered OK at once; the add, when it comes, is ended at once", async () => {
     const { store, writes } = setup();
-    expect(await writes.deleteStats({ request_id: "r1" })).toEqual({ ok: true });
+    expect(await writes.deleteStats(r1)).toEqual({ ok: true });
     expect(writes.waitingDeletes).toBe(1);
     expect(await writes.add(add)).toEqual({ ok: true });
     expect(writes.waitingDeletes).toBe(0);
@@ -32,19 +40,19 @@ describe("LoadWrites: a delete that arrives before its add", () => {
 
   it("DELETE prompt first: the request stays in flight without its prompt", async () => {
     const { store, writes } = setup();
-    expect(await writes.deletePrompt({ request_id: "r1" })).toEqual({ ok: true });
+    expect(await writes.deletePrompt(r1)).toEqual({ ok: true });
     await writes.add(add);
     expect(store.has(ledgerId("r1"))).toBe(true);
     expect(store.loads([]).get("10.0.0.1:8000")).toMatchObject({ requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 40 });
-    expect(await writes.deleteStats({ request_id: "r1" })).toEqual({ ok: true });
+    expect(await writes.deleteStats(r1)).toEqual({ ok: true });
     expect(store.size()).toBe(0);
     writes.close();
   });
 
   it("both deletes first: the request ends once", async () => {
     const { store, writes } = setup();
-    await writes.deletePrompt({ request_id: "r1" });
-    await writes.deleteStats({ request_id: "r1" });
+    await writes.deletePrompt(r1);
+    await writes.deleteStats(r1);
     expect(writes.waitingDeletes).toBe(1);
     await writes.add(add);
     expect(store.loads([]).get("10.0.0.1:8000")).toMatchObject({ requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 });
@@ -54,18 +62,18 @@ describe("LoadWrites: a delete that arrives before its add", () => {
   // TestDeleteNonExistentRequest: nothing counted, a warning after the retry.
   it("without an add, it is retried once after the wait and a warning says so; a later add is counted", async () => {
     const { store, writes, lines } = setup(20);
-    await writes.deleteStats({ request_id: "r1" });
+    await writes.deleteStats(r1);
     await expect.poll(() => lines.withMessage("delete found no open request, also on its retry; the load may be off until expiry if its add comes later").length).toBe(1);
     expect(writes.waitingDeletes).toBe(0);
     await writes.add(add);
     expect(store.size()).toBe(1);
-    expect(await writes.deleteStats({ request_id: "r1" })).toEqual({ ok: true });
+    expect(await writes.deleteStats(r1)).toEqual({ ok: true });
     expect(store.size()).toBe(0);
   });
 
   it("the retry applies it when the add reached the store another way (another sidecar sharing it)", async () => {
     const { store, writes, lines } = setup(20);
-    await writes.deleteStats({ request_id: "r1" });
+    await writes.deleteStats(r1);
     store.reserve({ id: ledgerId("r1"), pool: "alpha", engine: "10.0.0.1:8000", promptTokens: 40 });
     await expect.poll(() => store.size()).toBe(0);
     expect(lines.withMessage("early delete applied on retry")).toHaveLength(1);
@@ -73,8 +81,8 @@ describe("LoadWrites: a delete that arrives before its add", () => {
 
   it("when applying it at the add fails, the add answers the failure and the retry still ends the request", async () => {
     const faulty = new FaultyStore(noFaults);
-    const writes = new LoadWrites(faulty.store, () => directory, pino({ level: "silent" }), { retryMs: 20, capacity: 2 });
-    await writes.deleteStats({ request_id: "r1" });
+    const writes = writesOn(faulty.store, new LogCapture(), 20);
+    await writes.deleteStats(r1);
     faulty.use(faultsAt({ release: "reject" }));
     await expect(writes.add(add)).rejects.toThrow("injected reject in release");
     expect(faulty.inner.size()).toBe(1);
@@ -85,9 +93,9 @@ describe("LoadWrites: a delete that arrives before its add", () => {
   it("a retry that fails (throw or reject) is logged with its reason, never thrown", async () => {
     const faulty = new FaultyStore(noFaults);
     const lines = new LogCapture();
-    const writes = new LoadWrites(faulty.store, () => directory, pino({ level: "info" }, lines), { retryMs: 20, capacity: 2 });
-    await writes.deleteStats({ request_id: "r1" });
-    await writes.deletePrompt({ request_id: "r2" });
+    const writes = writesOn(faulty.store, lines, 20);
+    await writes.deleteStats(r1);
+    await writes.deletePrompt(r2);
     faulty.use(faultsAt({ release: "throw", has: "reject" }));
     await expect.poll(() => lines.withMessage("retrying an early delete failed").length).toBe(2);
     expect(lines.withMessage("retrying an early delete failed").map((line) => line["reason"])).toEqual([
@@ -98,7 +106,7 @@ describe("LoadWrites: a delete that arrives before its add", () => {
 
   it("close() drops the waiting deletes and their retries", async () => {
     const { store, writes } = setup(20);
-    await writes.deleteStats({ request_id: "r1" });
+    await writes.deleteStats(r1);
     writes.close();
     expect(writes.waitingDeletes).toBe(0);
     store.reserve({ id: ledgerId("r1"), pool: "alpha", engine: "10.0.0.1:8000", promptTokens: 40 });
