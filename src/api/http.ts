@@ -215,7 +215,7 @@ export class HttpApi {
       return sendEnvelope(request, response, 400, null, invalidInput(error.message));
     }
     const result = await apply(body);
-    if (result.ok) sendEnvelope(request, response, 200, null);
+    if (result.ok) sendEnvelope(request, response, 200, result.data ?? null);
     else sendEnvelope(request, response, result.status, null, result.error);
   }
 

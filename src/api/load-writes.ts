@@ -32,8 +32,8 @@ const deleteSchema = z.object({ request_id: requestId, timestamp });
 const addIntegers: Readonly<Record<string, GoInteger>> = { prompt_length: "int32", timestamp: "int64" };
 const deleteIntegers: Readonly<Record<string, GoInteger>> = { timestamp: "int64" };
 
-/** What the HTTP layer answers: OK, or an error with its HTTP status. */
-export type WriteResult = { ok: true } | { ok: false; status: number; error: ApiError };
+/** What the HTTP layer answers: OK (with the envelope's data, null when absent), or an error with its HTTP status. */
+export type WriteResult = { ok: true; data?: string } | { ok: false; status: number; error: ApiError };
 
 const ok: WriteResult = { ok: true };
 

@@ -193,3 +193,25 @@ describe("metrics (pkg/prom/status.go, status_test.go; cmd/main.go; pkg/utils/ve
     expect(scraped.text).toMatch(/^replication_latency_ms_bucket\{le="128"\} \d+$/m);
   });
 });
+
+describe("POST /log/level (UpdateLogLevel in pkg/log/log.go)", () => {
+  it.each([
+    ["TRACE", "trace"],
+    ["DEBUG", "debug"],
+    ["INFO", "info"],
+    ["WARN", "warn"],
+    ["ERROR", "error"],
+    ["FATAL", "fatal"],
+  ])("%s sets the level and answers data: \"log level updated successfully\"", async (name, level) => {
+    expect(await call("POST", "/log/level", { LevelParam: name })).toMatchObject({ httpStatus: 200, status: "OK", error: null, data: "log level updated successfully" });
+    expect(sidecar.log.level).toBe(level);
+    sidecar.log.level = "silent";
+  });
+
+  it.each(["debug", "Info", "LOUD", ""])("refuses %j (Go matches the upper-case names exactly), naming the levels", async (name) => {
+    const answer = await call("POST", "/log/level", { LevelParam: name });
+    expect(answer).toMatchObject({ httpStatus: 400, status: "ERROR", error: { code: 40001400 } });
+    expect(answer.error?.message).toContain("log LevelParam can only be [TRACE DEBUG INFO WARN ERROR FATAL]");
+    expect(sidecar.log.level).toBe("silent");
+  });
+});
