@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { FaultyStore, faultsAt, noFaults, type Fault, type StoreCall } from "../support/faulty-store.js";
-import { LogCapture, startTestSidecar } from "../support/sidecar.js";
+import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
 
 const capture = new LogCapture();
 const faulty = new FaultyStore(noFaults);
@@ -12,6 +12,7 @@ beforeAll(async () => {
 });
 afterEach(() => faulty.use(noFaults));
 afterAll(async () => {
+  expect(await totalLoad(sidecar)).toEqual(idle);
   await sidecar.stop(0);
 });
 
@@ -35,4 +36,69 @@ describe("GET /metrics when a store read fails", () => {
       expect(faulty.inner.size()).toBe(0);
     },
   );
+});
+
+interface Route {
+  name: string;
+  /** The store calls this route makes (each one faulted in turn). */
+  calls: readonly StoreCall[];
+  /** Opens what the route needs to reach every call (e.g. a request to release). */
+  setup?: () => Promise<unknown>;
+  send: () => Promise<Response>;
+  /** What the route answers once the faults stop. */
+  status: number;
+  cleanup?: () => Promise<unknown>;
+}
+
+const json = (method: string, path: string, body: unknown) => fetch(`${base}${path}`, { method, body: JSON.stringify(body) });
+const addFault = () => json("POST", "/v1/load/stats", { cluster: "alpha", request_id: "f1", prompt_length: 3, ip: "10.0.0.1" });
+const endFault = () => json("DELETE", "/v1/load/stats", { request_id: "f1" });
+
+const routes: Route[] = [
+  { name: "GET /v1/load/stats", calls: ["poolLoads"], send: () => fetch(`${base}/v1/load/stats?cluster=alpha`), status: 200 },
+  { name: "POST /v1/load/stats", calls: ["reserve"], send: addFault, status: 200, cleanup: endFault },
+  {
+    name: "POST /v1/load/stats after an early DELETE /v1/load/stats",
+    calls: ["release"],
+    setup: endFault,
+    send: addFault,
+    status: 200,
+    cleanup: endFault,
+  },
+  { name: "DELETE /v1/load/prompt", calls: ["has", "firstToken"], setup: addFault, send: () => json("DELETE", "/v1/load/prompt", { request_id: "f1" }), status: 200, cleanup: endFault },
+  { name: "DELETE /v1/load/stats", calls: ["release"], setup: addFault, send: endFault, status: 200 },
+  { name: "GET /debug/pools", calls: ["pools", "poolLoads", "size"], send: () => fetch(`${base}/debug/pools`), status: 200 },
+];
+
+describe("every HTTP route when a store call it makes fails", () => {
+  it.each(routes.flatMap((route) => route.calls.flatMap((call) => faults.map((fault) => [route.name, call, fault, route] as const))))(
+    "%s, %s failing (%s): 500 naming it, one log line, then served again",
+    async (_, call, fault, route) => {
+      await route.setup?.();
+      const logged = capture.withMessage("http request failed").length;
+      faulty.use(faultsAt({ [call]: fault }));
+      const failed = await route.send();
+      expect(failed.status).toBe(500);
+      expect(await failed.json()).toMatchObject({
+        status: "ERROR",
+        error: { code: 50001000, message: "internal server error", reason: `InjectedStoreError: injected ${fault} in ${call}` },
+        data: null,
+      });
+      expect(capture.withMessage("http request failed").slice(logged)).toMatchObject([{ reason: `InjectedStoreError: injected ${fault} in ${call}` }]);
+      faulty.use(noFaults);
+      expect((await route.send()).status).toBe(route.status);
+      await route.cleanup?.();
+      // A retry left waiting by the route must not count anything later either.
+      await new Promise((resolve) => setTimeout(resolve, route.setup === endFault ? 1100 : 0));
+      expect(await totalLoad(sidecar)).toEqual(idle);
+    },
+  );
+
+  it("the routes that read no store answer while every store call fails", async () => {
+    faulty.use(() => "reject");
+    expect(await (await fetch(`${base}/healthz`)).text()).toBe("ok");
+    expect((await fetch(`${base}/readyz`)).status).toBe(200);
+    expect(await (await json("POST", "/log/level", { LevelParam: "INFO" })).json()).toMatchObject({ status: "OK" });
+    expect(await (await fetch(`${base}/v1/load/stats`)).json()).toMatchObject({ status: "ERROR", error: { code: 40001400 } });
+  });
 });
