@@ -79,7 +79,7 @@ describe("a client that leaves mid-request", () => {
   });
 
   it("by ending its side after half its body gets a 400 naming the parse error", async () => {
-    const answer = await rawExchange(port, head + body.slice(0, 10));
+    const answer = await rawExchange(port, head + body.slice(0, 10), { endAfter: true });
     expect(answer?.status).toBe(400);
     expect(envelopeOf(answer).error?.reason).toContain("HPE_INVALID_EOF_STATE");
     await expectServing();

@@ -9,10 +9,11 @@ export interface RawAnswer {
 
 /**
  * Sends these bytes on a new connection and reads until the server closes it. Unlike fetch, the
- * request target reaches the server exactly as written. Undefined when nothing (or no status
- * line) came back within the timeout, or the connection failed.
+ * request target reaches the server exactly as written. With `endAfter`, this side of the
+ * connection ends after the bytes (Node's server then drops a request still being answered).
+ * Undefined when nothing (or no status line) came back within the timeout, or the connection failed.
  */
-export function rawExchange(port: number, bytes: Buffer | string, timeoutMs = 5000): Promise<RawAnswer | undefined> {
+export function rawExchange(port: number, bytes: Buffer | string, { endAfter = false, timeoutMs = 5000 } = {}): Promise<RawAnswer | undefined> {
   return new Promise((resolve) => {
     const socket = connect(port, "127.0.0.1");
     const chunks: Buffer[] = [];
@@ -23,7 +24,8 @@ export function rawExchange(port: number, bytes: Buffer | string, timeoutMs = 50
       clearTimeout(timer);
       resolve(parseAnswer(Buffer.concat(chunks).toString("utf8")));
     });
-    socket.end(bytes);
+    if (endAfter) socket.end(bytes);
+    else socket.write(bytes);
   });
 }
 
