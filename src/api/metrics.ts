@@ -96,7 +96,14 @@ export class Metrics implements ExchangeEvents {
 
   private readonly httpSeries = new Map<string, { status: { inc(): void }; duration: { observe(value: number): void } }>();
 
-  constructor(private readonly source: LoadSource) {
+  /**
+   * `scrapeTimeoutMs`: a store read that takes longer fails its scrape, so a store that hangs
+   * cannot hold every later scrape behind it (10 s: Prometheus's default scrape timeout).
+   */
+  constructor(
+    private readonly source: LoadSource,
+    private readonly scrapeTimeoutMs = 10_000,
+  ) {
     const registers = [this.registry];
     const poolGauge = (name: string, help: string, value: (engines: Map<string, EngineSnapshot>) => number): void => {
       const gauge: Gauge<"model_name"> = new Gauge({
@@ -216,7 +223,12 @@ export class Metrics implements ExchangeEvents {
   }
 
   private snapshot(): Promise<LoadSnapshot> {
-    this.scrape ??= readLoadSnapshot(this.source.store, this.source.directory());
+    this.scrape ??= new Promise<LoadSnapshot>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the store read took longer than ${this.scrapeTimeoutMs} ms`)), this.scrapeTimeoutMs).unref();
+      readLoadSnapshot(this.source.store, this.source.directory())
+        .then(resolve, reject)
+        .finally(() => clearTimeout(timer));
+    });
     return this.scrape;
   }
 }

@@ -1,4 +1,10 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { pino } from "pino";
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { HttpApi } from "../../src/api/http.js";
+import { Metrics } from "../../src/api/metrics.js";
+import { MemoryLoadStore } from "../../src/load/memory-store.js";
+import type { LoadStore } from "../../src/load/store.js";
+import { PoolDirectory } from "../../src/pools/pools.js";
 import { FaultyStore, faultsAt, noFaults, type Fault, type StoreCall } from "../support/faulty-store.js";
 import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
 
@@ -100,5 +106,42 @@ describe("every HTTP route when a store call it makes fails", () => {
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
     expect(await (await json("POST", "/log/level", { LevelParam: "INFO" })).json()).toMatchObject({ status: "OK" });
     expect(await (await fetch(`${base}/v1/load/stats`)).json()).toMatchObject({ status: "ERROR", error: { code: 40001400 } });
+  });
+});
+
+/** The HTTP API alone on a free port, over this store, with a short scrape timeout. */
+async function apiOver(store: LoadStore, lines: LogCapture): Promise<string> {
+  const directory = new PoolDirectory([]);
+  const metrics = new Metrics({ store, directory: () => directory }, 100);
+  const api = new HttpApi({ host: "127.0.0.1", port: 0, token: undefined, store, directory: () => directory, metrics, ready: () => true, log: pino({ level: "info" }, lines) });
+  await api.start();
+  onTestFinished(() => api.close());
+  return `http://127.0.0.1:${api.port}`;
+}
+
+describe("a store that hangs or answers what cannot be sent", () => {
+  it("a store read that hangs fails that scrape after the scrape timeout, and the next scrape works", async () => {
+    const hanging = new FaultyStore(faultsAt({ pools: "hang" }));
+    const url = await apiOver(hanging.store, new LogCapture());
+    const failed = await fetch(`${url}/metrics`);
+    expect(failed.status).toBe(500);
+    expect(await failed.text()).toContain("the store read took longer than 100 ms");
+    hanging.use(noFaults);
+    expect((await fetch(`${url}/metrics`)).status).toBe(200);
+  });
+
+  it("an answer that cannot be encoded (the envelope itself throws) is a 500 naming why, and the next request works", async () => {
+    class NonsenseStore extends MemoryLoadStore {
+      override size(): number {
+        return 1n as unknown as number;
+      }
+    }
+    const lines = new LogCapture();
+    const url = await apiOver(new NonsenseStore(), lines);
+    const failed = await fetch(`${url}/debug/pools`);
+    expect(failed.status).toBe(500);
+    expect(await failed.json()).toMatchObject({ error: { code: 50001000, reason: expect.stringContaining("BigInt") } });
+    expect(lines.withMessage("http request failed")).toHaveLength(1);
+    expect(await (await fetch(`${url}/healthz`)).text()).toBe("ok");
   });
 });
