@@ -128,13 +128,17 @@ export class HttpApi {
 
   /** Bytes Node's HTTP parser refused: a 400 envelope (431, 408 where Node would), as long as nothing was written on the connection. */
   private refuseUnparsed(error: NodeJS.ErrnoException, socket: Duplex & { bytesWritten?: number }): void {
-    if (error.code === "ECONNRESET" || !socket.writable || (socket.bytesWritten ?? 0) > 0) {
+    try {
+      if (error.code === "ECONNRESET" || !socket.writable || (socket.bytesWritten ?? 0) > 0) {
+        socket.destroy();
+        return;
+      }
+      const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+      const reason = `the request could not be parsed: ${error.code ?? "error"} ${describeError(error)}`;
+      socket.end(rawEnvelope(status, invalidInput(reason)), () => socket.destroy());
+    } catch {
       socket.destroy();
-      return;
     }
-    const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
-    const reason = `the request could not be parsed: ${error.code ?? "error"} ${describeError(error)}`;
-    socket.end(rawEnvelope(status, invalidInput(reason)), () => socket.destroy());
   }
 
   private async route(request: IncomingMessage, response: ServerResponse, target: RequestTarget): Promise<void> {
