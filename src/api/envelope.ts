@@ -5,7 +5,6 @@ import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:ht
 export const ErrorCode = {
   duplicate: 40001000,
   invalidInput: 40001400,
-  alreadyDeleted: 40001404,
   unauthenticated: 40101001,
   internal: 50001000,
 } as const;
