@@ -53,8 +53,15 @@ const body = fc.oneof(
   { weight: 1, arbitrary: fc.string({ maxLength: 80 }) },
 );
 
+/** request_ids of every accepted add, to end them all afterwards (a fuzzed id may be any string). */
+const added = new Set<string>(IDS);
+
 async function send(method: string, path: string, payload: string | Uint8Array): Promise<{ status: number; envelope: { status: string; error: { code: number } | null } }> {
   const response = await fetch(`${base}${path}`, { method, body: payload });
+  if (response.status === 200 && path === "/v1/load/stats" && method === "POST") {
+    const { request_id } = JSON.parse(Buffer.from(payload).toString("utf8")) as { request_id: string };
+    added.add(request_id);
+  }
   return { status: response.status, envelope: (await response.json()) as { status: string; error: { code: number } | null } };
 }
 
@@ -63,7 +70,7 @@ async function expectDrained(): Promise<void> {
   expect(capture.withMessage("http request failed")).toEqual([]);
   const view = async () => ((await (await fetch(`${base}/debug/pools`)).json()) as { data: { ledger: number; waiting_deletes: number; pools: Array<{ name: string }> } }).data;
   expect((await view()).waiting_deletes).toBeLessThanOrEqual(10_000);
-  for (const id of IDS) await fetch(`${base}/v1/load/stats`, { method: "DELETE", body: JSON.stringify({ request_id: id }) });
+  for (const id of added) await fetch(`${base}/v1/load/stats`, { method: "DELETE", body: JSON.stringify({ request_id: id }) });
   expect(await totalLoad(sidecar)).toEqual(idle);
   // Retries (1 s) ran and engines and clusters the fuzz reported expired (1 s): only the configured pool is left.
   await expect.poll(async () => { const now = await view(); return [now.waiting_deletes, now.ledger, now.pools.map((pool) => pool.name)]; }, { timeout: 10_000 }).toEqual([0, 0, ["alpha"]]);
