@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { durationSeconds } from "./config/duration.js";
 import { ConfigError, loadConfig, type Override } from "./config/load.js";
 import { watchConfig } from "./config/watch.js";
 import { TlsFileError } from "./extproc/tls.js";
@@ -19,28 +20,38 @@ const usage = `usage: metadata-center serve [options]
   --log-level LEVEL    trace|debug|info|warn|error   (env METADATA_CENTER_LOG_LEVEL)
 Also: METADATA_CENTER_CONFIG (config file), METADATA_CENTER_HTTP_TOKEN (bearer token for the
 HTTP write endpoints; required when the HTTP host is not loopback), METADATA_CENTER_LOAD_REQ_EXPIRE and
-METADATA_CENTER_LOAD_GC_INTERVAL (seconds, as in the Go metadata-center).`;
+METADATA_CENTER_LOAD_GC_INTERVAL (durations as the Go metadata-center reads them: 660s, 1m,
+1h30m, 500ms; a bare number is seconds).`;
 
-/** Flag, environment variable, config path, numeric. Flags win over the environment. */
+/** Flag, environment variable, config path, kind of value. Flags win over the environment. */
 const settings = [
-  ["extproc-host", "METADATA_CENTER_EXTPROC_HOST", ["extproc", "host"], false],
-  ["extproc-port", "METADATA_CENTER_EXTPROC_PORT", ["extproc", "port"], true],
-  ["health-host", "METADATA_CENTER_HEALTH_HOST", ["health", "host"], false],
-  ["health-port", "METADATA_CENTER_HEALTH_PORT", ["health", "port"], true],
-  ["http-host", "METADATA_CENTER_HTTP_HOST", ["http", "host"], false],
-  ["http-port", "METADATA_CENTER_HTTP_PORT", ["http", "port"], true],
-  ["log-level", "METADATA_CENTER_LOG_LEVEL", ["log", "level"], false],
-  [undefined, "METADATA_CENTER_HTTP_TOKEN", ["http", "token"], false],
-  [undefined, "METADATA_CENTER_LOAD_REQ_EXPIRE", ["load", "ttlSeconds"], true],
-  [undefined, "METADATA_CENTER_LOAD_GC_INTERVAL", ["load", "sweepSeconds"], true],
+  ["extproc-host", "METADATA_CENTER_EXTPROC_HOST", ["extproc", "host"], "text"],
+  ["extproc-port", "METADATA_CENTER_EXTPROC_PORT", ["extproc", "port"], "number"],
+  ["health-host", "METADATA_CENTER_HEALTH_HOST", ["health", "host"], "text"],
+  ["health-port", "METADATA_CENTER_HEALTH_PORT", ["health", "port"], "number"],
+  ["http-host", "METADATA_CENTER_HTTP_HOST", ["http", "host"], "text"],
+  ["http-port", "METADATA_CENTER_HTTP_PORT", ["http", "port"], "number"],
+  ["log-level", "METADATA_CENTER_LOG_LEVEL", ["log", "level"], "text"],
+  [undefined, "METADATA_CENTER_HTTP_TOKEN", ["http", "token"], "text"],
+  [undefined, "METADATA_CENTER_LOAD_REQ_EXPIRE", ["load", "ttlSeconds"], "duration"],
+  [undefined, "METADATA_CENTER_LOAD_GC_INTERVAL", ["load", "sweepSeconds"], "duration"],
 ] as const;
 
 function overridesFrom(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): Override[] {
   const overrides: Override[] = [];
-  for (const [flag, variable, path, numeric] of settings) {
+  for (const [flag, variable, path, kind] of settings) {
     const fromFlag = flag === undefined ? undefined : flags[flag];
-    if (fromFlag !== undefined) overrides.push({ path, value: fromFlag, source: `--${flag}`, numeric });
-    else if (env[variable] !== undefined) overrides.push({ path, value: env[variable] ?? "", source: `env ${variable}`, numeric });
+    const [value, source] = fromFlag !== undefined ? [fromFlag, `--${flag}`] : [env[variable], `env ${variable}`];
+    if (value === undefined) continue;
+    if (kind !== "duration") {
+      overrides.push({ path, value, source, numeric: kind === "number" });
+      continue;
+    }
+    try {
+      overrides.push({ path, value: String(durationSeconds(value)), source, numeric: true });
+    } catch (error) {
+      throw new ConfigError(`${source} (${path.join(".")}): ${(error as Error).message}`);
+    }
   }
   return overrides;
 }

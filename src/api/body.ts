@@ -5,16 +5,22 @@ export class BodyError extends Error {
   override readonly name = "BodyError";
 }
 
+/** A JSON body: its value, and its text (for what JSON.parse does not keep, such as a number's spelling). */
+export interface JsonBody {
+  value: unknown;
+  text: string;
+}
+
 /**
  * The request body parsed as JSON, refusing bodies over `limit` bytes before buffering them:
  * the write API takes tiny payloads, and an unbounded read would let a caller exhaust memory.
  */
-export async function readJson(request: IncomingMessage, limit: number): Promise<unknown> {
+export async function readJson(request: IncomingMessage, limit: number): Promise<JsonBody> {
   const declared = Number(request.headers["content-length"] ?? 0);
   if (declared > limit) throw new BodyError(`body is larger than ${limit} bytes`);
   const text = await readText(request, limit);
   try {
-    return JSON.parse(text) as unknown;
+    return { value: JSON.parse(text) as unknown, text };
   } catch {
     throw new BodyError(text.trim() === "" ? "body is empty; a JSON object is expected" : "body is not valid JSON");
   }

@@ -22,11 +22,13 @@ export interface PoolView {
 
 export interface PoolsView {
   ledger: number;
+  /** Deletes that found no open request, waiting for their add or their one retry. */
+  waiting_deletes: number;
   pools: PoolView[];
 }
 
 /** `GET /debug/pools`: every pool, its engines and their load, for a human looking at one sidecar. */
-export async function poolsView(store: LoadStore, directory: PoolDirectory): Promise<PoolsView> {
+export async function poolsView(store: LoadStore, directory: PoolDirectory, waitingDeletes: number): Promise<PoolsView> {
   const snapshot = await readLoadSnapshot(store, directory);
   const pools = [...snapshot.pools].map(([name, engines]): PoolView => {
     const pool = directory.named(name);
@@ -34,18 +36,15 @@ export async function poolsView(store: LoadStore, directory: PoolDirectory): Pro
       name,
       models: pool?.models ?? [],
       configured: pool !== undefined,
-      engines: engines.map((engine) => {
-        const load = snapshot.loads.get(engine);
-        return {
-          engine,
-          requests: load?.requests ?? 0,
-          prefill_requests: load?.prefillRequests ?? 0,
-          prefill_tokens: load?.prefillTokens ?? 0,
-          tokens_held: load?.tokensHeld ?? 0,
-          updated_at: load?.updatedAt ?? 0,
-        };
-      }),
+      engines: [...engines].map(([engine, load]) => ({
+        engine,
+        requests: load.requests,
+        prefill_requests: load.prefillRequests,
+        prefill_tokens: load.prefillTokens,
+        tokens_held: load.tokensHeld,
+        updated_at: load.updatedAt,
+      })),
     };
   });
-  return { ledger: snapshot.ledger, pools };
+  return { ledger: snapshot.ledger, waiting_deletes: waitingDeletes, pools };
 }

@@ -1,72 +1,74 @@
-/** Which deletes are waiting for an id's add. */
-export interface WaitingDeletes {
+/** Which deletes came for an id that was not open. */
+export interface DeleteKinds {
   prompt: boolean;
   stats: boolean;
-  /** Tell the waiting deletes they took effect (call after applying them). */
-  settle(): void;
 }
 
-interface Waiting {
-  prompt: boolean;
-  stats: boolean;
-  resolvers: Array<(applied: boolean) => void>;
+interface Waiting extends DeleteKinds {
   timer: NodeJS.Timeout;
 }
 
 /**
- * Deletes that arrived before their add. The gateway sends add and delete on separate
- * connections, so a short request's delete can overtake its add; the Go service waits 1 s
- * for the add. Each early delete is held with one timer (no polling) and answered when the
- * add arrives or the wait runs out. At most `capacity` ids wait, so a flood of deletes for
- * ids that never come cannot grow memory.
+ * Deletes that came before their add (the gateway sends add and delete on separate connections,
+ * so a short request's delete can overtake its add), or for an id already gone. As the Go
+ * service does (`time.AfterFunc` in pkg/meta/load/load_stats.go), each is answered at once and
+ * retried once, `retryMs` later; the add, if it comes first, applies it at once. At most
+ * `capacity` ids wait, so a flood of deletes for ids that never come cannot grow memory; beyond
+ * it a delete is dropped and `full` is told once until there is room again.
  */
 export class EarlyDeletes {
   private readonly waiting = new Map<string, Waiting>();
+  private warnedFull = false;
 
   constructor(
-    private readonly waitMs: number,
+    private readonly retryMs: number,
     private readonly capacity: number,
+    private readonly retry: (id: string, kinds: DeleteKinds) => void,
+    private readonly full: (capacity: number) => void,
   ) {}
 
-  /** Resolves true when the add arrived within the wait (the delete was applied), false otherwise. */
-  wait(id: string, kind: "prompt" | "stats"): Promise<boolean> {
-    return new Promise((resolve) => {
-      let entry = this.waiting.get(id);
-      if (entry === undefined) {
-        if (this.waiting.size >= this.capacity) return resolve(false);
-        const timer = setTimeout(() => this.finish(id, false), this.waitMs);
-        timer.unref();
-        entry = { prompt: false, stats: false, resolvers: [], timer };
-        this.waiting.set(id, entry);
+  /** Keep this delete for its add, or for the retry. */
+  defer(id: string, kind: keyof DeleteKinds): void {
+    let entry = this.waiting.get(id);
+    if (entry === undefined) {
+      if (this.waiting.size >= this.capacity) {
+        if (!this.warnedFull) this.full(this.capacity);
+        this.warnedFull = true;
+        return;
       }
-      entry[kind] = true;
-      entry.resolvers.push(resolve);
-    });
+      entry = { prompt: false, stats: false, timer: setTimeout(() => this.retryNow(id), this.retryMs).unref() };
+      this.waiting.set(id, entry);
+    }
+    entry[kind] = true;
   }
 
-  /** The deletes that were waiting for this id, now handed to the caller to apply. */
-  take(id: string): WaitingDeletes | undefined {
+  /** The deletes waiting for this id, if any; they stay (and their retry with them) until `settle`. */
+  pending(id: string): DeleteKinds | undefined {
     const entry = this.waiting.get(id);
-    if (entry === undefined) return undefined;
+    return entry === undefined ? undefined : { prompt: entry.prompt, stats: entry.stats };
+  }
+
+  /** The waiting deletes were applied: no retry. */
+  settle(id: string): void {
+    const entry = this.waiting.get(id);
+    if (entry === undefined) return;
     clearTimeout(entry.timer);
     this.waiting.delete(id);
-    return { prompt: entry.prompt, stats: entry.stats, settle: () => entry.resolvers.forEach((resolve) => resolve(true)) };
+    this.warnedFull = false;
+  }
+
+  private retryNow(id: string): void {
+    const kinds = this.pending(id);
+    this.settle(id);
+    if (kinds !== undefined) this.retry(id, kinds);
   }
 
   get size(): number {
     return this.waiting.size;
   }
 
-  /** Answer every waiting delete as not applied (shutdown). */
+  /** Drop every waiting delete and its retry (shutdown). */
   close(): void {
-    for (const id of [...this.waiting.keys()]) this.finish(id, false);
-  }
-
-  private finish(id: string, applied: boolean): void {
-    const entry = this.waiting.get(id);
-    if (entry === undefined) return;
-    clearTimeout(entry.timer);
-    this.waiting.delete(id);
-    for (const resolve of entry.resolvers) resolve(applied);
+    for (const id of [...this.waiting.keys()]) this.settle(id);
   }
 }

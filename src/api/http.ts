@@ -1,15 +1,17 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import type { LoadStore } from "../load/store.js";
 import type { Logger } from "../log.js";
 import { splitAddress, type PoolDirectory } from "../pools/pools.js";
 import { WriteAccess } from "./access.js";
-import { BodyError, readJson } from "./body.js";
+import { BodyError, readJson, type JsonBody } from "./body.js";
 import { poolsView } from "./debug-view.js";
-import { ErrorCode, sendEnvelope } from "./envelope.js";
+import { describeError, ErrorCode, internalError, rawEnvelope, sendEnvelope } from "./envelope.js";
 import { poolEngines } from "./load-snapshot.js";
 import { LoadWrites, type WriteResult } from "./load-writes.js";
 import { setLogLevel } from "./log-level.js";
 import type { Metrics } from "./metrics.js";
+import { parseTarget, type RequestTarget } from "./target.js";
 import { invalidInput } from "./validation.js";
 
 /** Route labels for the HTTP metrics; any other path is "other", so scanners cannot explode the label set. */
@@ -43,31 +45,6 @@ interface EngineStats {
   updated_time: number;
 }
 
-/** The request target's path, and its query parsed only when asked for. */
-interface ParsedUrl {
-  pathname: string;
-  query: () => URLSearchParams;
-}
-
-/**
- * `new URL(target, "http://localhost")`'s pathname and searchParams, parsed once per request.
- * A target that is one of the routes, with or without a query, is taken as it stands (WHATWG
- * parsing would leave it unchanged); anything else goes through URL, so odd targets are
- * normalised exactly as before.
- */
-function parseUrl(target: string | undefined): ParsedUrl {
-  const raw = target ?? "/";
-  const mark = raw.indexOf("?");
-  const path = mark === -1 ? raw : raw.slice(0, mark);
-  if (ROUTES.has(path) && !raw.includes("#")) {
-    let query: URLSearchParams | undefined;
-    return { pathname: path, query: () => (query ??= new URL(raw, "http://localhost").searchParams) };
-  }
-  const url = new URL(raw, "http://localhost");
-  return { pathname: url.pathname, query: () => url.searchParams };
-}
-
-
 /** The HTTP side: the metadata-center v1 load API and health endpoints. */
 export class HttpApi {
   private readonly server: Server;
@@ -76,28 +53,30 @@ export class HttpApi {
   port = 0;
 
   constructor(private readonly options: HttpApiOptions) {
-    this.writes = new LoadWrites(options.store, options.directory);
+    this.writes = new LoadWrites({
+      store: options.store,
+      directory: options.directory,
+      log: options.log,
+      observeLatency: (milliseconds) => options.metrics.observeReplicationLatency(milliseconds),
+    });
     this.access = new WriteAccess(options.host, options.token);
     this.server = createServer((request, response) => {
-      const started = performance.now();
-      const url = parseUrl(request.url);
-      response.once("finish", () => {
-        const route = ROUTES.has(url.pathname) ? url.pathname : "other";
-        options.metrics.observeHttp(request.method ?? "GET", route, response.statusCode, (performance.now() - started) * 1000);
-      });
-      this.route(request, response, url).catch((error: unknown) => {
-        options.log.error({ err: error, url: request.url }, "http handler failed");
-        if (!response.headersSent) {
-          sendEnvelope(request, response, 500, null, { code: ErrorCode.internal, message: "internal server error", reason: String(error) });
-        }
-      });
+      try {
+        this.serve(request, response);
+      } catch (error) {
+        this.fail(request, response, error);
+      }
     });
+    this.server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => this.refuseUnparsed(error, socket));
   }
 
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once("error", reject);
       this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off("error", reject);
+        // Later listener errors (e.g. accept failing for lack of file descriptors) must not end the process.
+        this.server.on("error", (error) => this.options.log.error({ err: error }, "http listener error"));
         const address = this.server.address();
         this.port = typeof address === "object" && address !== null ? address.port : this.options.port;
         resolve();
@@ -113,9 +92,59 @@ export class HttpApi {
     });
   }
 
-  private async route(request: IncomingMessage, response: ServerResponse, url: ParsedUrl): Promise<void> {
+  /** One request: routed, timed and counted; whatever fails inside it fails this request only. */
+  private serve(request: IncomingMessage, response: ServerResponse): void {
+    const started = performance.now();
+    const target = parseTarget(request.url ?? "/");
+    const route = target.ok && ROUTES.has(target.path) ? target.path : "other";
+    response.once("finish", () => {
+      try {
+        this.options.metrics.observeHttp(request.method ?? "GET", route, response.statusCode, (performance.now() - started) * 1000);
+      } catch (error) {
+        this.options.log.error({ reason: describeError(error), url: request.url }, "http metrics not recorded");
+      }
+    });
+    this.route(request, response, target).catch((error: unknown) => this.fail(request, response, error));
+  }
+
+  /** One log line, and a 500 naming the cause if the answer has not begun (else the connection is cut). */
+  private fail(request: IncomingMessage, response: ServerResponse, error: unknown): void {
+    const reason = describeError(error);
+    const gone = request.socket.destroyed;
+    try {
+      // A client that left mid-request (e.g. before its body ended) is no fault of ours.
+      if (gone) this.options.log.debug({ reason, method: request.method, url: request.url }, "http client left before its answer");
+      else this.options.log.error({ reason, method: request.method, url: request.url }, "http request failed");
+    } catch {
+      // A logger that throws must not stop the answer.
+    }
+    try {
+      if (gone || response.headersSent) response.destroy();
+      else sendEnvelope(request, response, 500, null, internalError(error));
+    } catch {
+      response.destroy();
+    }
+  }
+
+  /** Bytes Node's HTTP parser refused: a 400 envelope (431, 408 where Node would), as long as nothing was written on the connection. */
+  private refuseUnparsed(error: NodeJS.ErrnoException, socket: Duplex & { bytesWritten?: number }): void {
+    try {
+      if (error.code === "ECONNRESET" || !socket.writable || (socket.bytesWritten ?? 0) > 0) {
+        socket.destroy();
+        return;
+      }
+      const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
+      const reason = `the request could not be parsed: ${error.code ?? "error"} ${describeError(error)}`;
+      socket.end(rawEnvelope(status, invalidInput(reason)), () => socket.destroy());
+    } catch {
+      socket.destroy();
+    }
+  }
+
+  private async route(request: IncomingMessage, response: ServerResponse, target: RequestTarget): Promise<void> {
     const method = request.method ?? "GET";
-    const key = `${method} ${url.pathname}`;
+    if (!target.ok) return sendEnvelope(request, response, 400, null, invalidInput(target.reason));
+    const key = `${method} ${target.path}`;
     if (method !== "GET" && method !== "HEAD" && !this.access.allows(request)) {
       return sendEnvelope(request, response, 401, null, {
         code: ErrorCode.unauthenticated,
@@ -135,9 +164,9 @@ export class HttpApi {
         return;
       }
       case "GET /debug/pools":
-        return sendEnvelope(request, response, 200, await poolsView(this.options.store, this.options.directory()));
+        return sendEnvelope(request, response, 200, await poolsView(this.options.store, this.options.directory(), this.writes.waitingDeletes));
       case "GET /v1/load/stats":
-        return this.loadStats(request, response, url.query().get("cluster"));
+        return this.loadStats(request, response, target.query().get("cluster"));
       case "POST /v1/load/stats":
         return this.write(request, response, (body) => this.writes.add(body));
       case "DELETE /v1/load/prompt":
@@ -145,7 +174,7 @@ export class HttpApi {
       case "DELETE /v1/load/stats":
         return this.write(request, response, (body) => this.writes.deleteStats(body));
       case "POST /log/level":
-        return this.write(request, response, (body) => setLogLevel(this.options.log, body));
+        return this.write(request, response, (body) => setLogLevel(this.options.log, body.value));
       default:
         sendEnvelope(request, response, 404, null, { code: ErrorCode.invalidInput, message: "not found", reason: `no route for ${key}` });
     }
@@ -161,20 +190,16 @@ export class HttpApi {
     }
     const directory = this.options.directory();
     const engines = await poolEngines(this.options.store, directory, cluster);
-    if (directory.named(cluster) === undefined && engines.length === 0) return sendEnvelope(request, response, 200, null);
-    const loads = await this.options.store.loads(engines);
-    const data: EngineStats[] = engines.map((endpoint) => {
-      const load = loads.get(endpoint);
-      return {
-        ...splitAddress(endpoint),
-        endpoint,
-        queued_req_num: load?.requests ?? 0,
-        prompt_length: load?.prefillTokens ?? 0,
-        prefill_req_num: load?.prefillRequests ?? 0,
-        tokens_held: load?.tokensHeld ?? 0,
-        updated_time: (load?.updatedAt ?? 0) * 1_000_000,
-      };
-    });
+    if (directory.named(cluster) === undefined && engines.size === 0) return sendEnvelope(request, response, 200, null);
+    const data: EngineStats[] = [...engines].map(([endpoint, load]) => ({
+      ...splitAddress(endpoint),
+      endpoint,
+      queued_req_num: load.requests,
+      prompt_length: load.prefillTokens,
+      prefill_req_num: load.prefillRequests,
+      tokens_held: load.tokensHeld,
+      updated_time: load.updatedAt * 1_000_000,
+    }));
     sendEnvelope(request, response, 200, data);
   }
 
@@ -182,9 +207,9 @@ export class HttpApi {
   private async write(
     request: IncomingMessage,
     response: ServerResponse,
-    apply: (body: unknown) => WriteResult | Promise<WriteResult>,
+    apply: (body: JsonBody) => WriteResult | Promise<WriteResult>,
   ): Promise<void> {
-    let body: unknown;
+    let body: JsonBody;
     try {
       body = await readJson(request, MAX_BODY_BYTES);
     } catch (error) {
@@ -194,7 +219,7 @@ export class HttpApi {
       return sendEnvelope(request, response, 400, null, invalidInput(error.message));
     }
     const result = await apply(body);
-    if (result.ok) sendEnvelope(request, response, 200, null);
+    if (result.ok) sendEnvelope(request, response, 200, result.data ?? null);
     else sendEnvelope(request, response, result.status, null, result.error);
   }
 

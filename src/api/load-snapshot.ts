@@ -1,23 +1,29 @@
-import type { EngineSnapshot, LoadStore } from "../load/store.js";
+import { zeroLoad, type EngineSnapshot, type LoadStore } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
 
-/** The load as of one moment: each pool's engines and every engine's numbers. */
+/** The load as of one moment: each pool's engines with that pool's load on them. */
 export interface LoadSnapshot {
   /** Configured pools and clusters only the HTTP API reported, each with its engines. */
-  pools: Map<string, string[]>;
-  loads: Map<string, EngineSnapshot>;
+  pools: Map<string, Map<string, EngineSnapshot>>;
   /** Open reservations. */
   ledger: number;
 }
 
-/** A pool's engines are its configured endpoints plus any engine with open requests recorded under it. */
-export async function poolEngines(store: LoadStore, directory: PoolDirectory, name: string): Promise<string[]> {
-  return [...new Set([...(directory.named(name)?.endpoints ?? []), ...(await store.enginesOf(name))])];
+/**
+ * A pool's engines with the load its reservations put on them: its configured endpoints (zero
+ * when it counted nothing there), then every other engine it counted (open, or idle until expiry).
+ */
+export async function poolEngines(store: LoadStore, directory: PoolDirectory, name: string): Promise<Map<string, EngineSnapshot>> {
+  const counted = await store.poolLoads(name);
+  const engines = new Map<string, EngineSnapshot>();
+  for (const endpoint of directory.named(name)?.endpoints ?? []) engines.set(endpoint, counted.get(endpoint) ?? { ...zeroLoad(), updatedAt: 0 });
+  for (const [engine, load] of counted) if (!engines.has(engine)) engines.set(engine, load);
+  return engines;
 }
 
 export async function readLoadSnapshot(store: LoadStore, directory: PoolDirectory): Promise<LoadSnapshot> {
   const names = new Set([...directory.pools.map((pool) => pool.name), ...(await store.pools())]);
-  const pools = new Map<string, string[]>();
+  const pools = new Map<string, Map<string, EngineSnapshot>>();
   for (const name of names) pools.set(name, await poolEngines(store, directory, name));
-  return { pools, loads: await store.loads([]), ledger: await store.size() };
+  return { pools, ledger: await store.size() };
 }

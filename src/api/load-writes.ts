@@ -1,33 +1,41 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import type { LoadStore } from "../load/store.js";
+import type { Logger } from "../log.js";
 import { splitAddress, type PoolDirectory } from "../pools/pools.js";
-import { EarlyDeletes } from "./early-deletes.js";
-import { ErrorCode, type ApiError } from "./envelope.js";
-import { validate } from "./validation.js";
+import type { JsonBody } from "./body.js";
+import { EarlyDeletes, type DeleteKinds } from "./early-deletes.js";
+import { describeError, type ApiError } from "./envelope.js";
+import type { GoInteger } from "./json-integers.js";
+import { validateBody } from "./validation.js";
 
 const requestId = z.string().min(1);
+/** The Go client's Unix nanoseconds: any int64 (its text is checked by `validateBody`); `null` is 0, as Go decodes it. */
+const timestamp = z.number().nullish();
 
 const addSchema = z.object({
   cluster: z.string().min(1),
   request_id: requestId,
-  prompt_length: z.number().int().min(0).default(0),
+  /** An int32 ≥ 0 in the Go service; `null` or absent is 0. */
+  prompt_length: z
+    .number()
+    .min(0)
+    .nullish()
+    .transform((length) => length ?? 0),
   ip: z.string().refine((ip) => isIP(ip) === 4, { error: "must be an IPv4 address" }),
-  /** Sent by the Go client; accepted and ignored: the ledger stamps entries with its own clock for expiry. */
-  timestamp: z.number().int().optional(),
+  timestamp,
 });
 
-const deleteSchema = z.object({ request_id: requestId });
+const deleteSchema = z.object({ request_id: requestId, timestamp });
 
-/** What the HTTP layer answers: OK, or an error with its HTTP status. */
-export type WriteResult = { ok: true } | { ok: false; status: number; error: ApiError };
+/** The integer fields of the Go service's InferenceRequest and DeletionInferenceRequest. */
+const addIntegers: Readonly<Record<string, GoInteger>> = { prompt_length: "int32", timestamp: "int64" };
+const deleteIntegers: Readonly<Record<string, GoInteger>> = { timestamp: "int64" };
+
+/** What the HTTP layer answers: OK (with the envelope's data, null when absent), or an error with its HTTP status. */
+export type WriteResult = { ok: true; data?: string } | { ok: false; status: number; error: ApiError };
 
 const ok: WriteResult = { ok: true };
-const alreadyDeleted: WriteResult = {
-  ok: false,
-  status: 404,
-  error: { code: ErrorCode.alreadyDeleted, message: "resource already deleted", reason: "no open request with this request_id" },
-};
 
 /** Ledger ids of API-reported requests, kept apart from the ext_proc stream's own ids. */
 export const ledgerId = (requestId: string): string => `api:${requestId}`;
@@ -42,57 +50,110 @@ export function engineKey(directory: PoolDirectory, cluster: string, ip: string)
   return matches.length === 1 && matches[0] !== undefined ? matches[0] : ip;
 }
 
+export interface LoadWritesOptions {
+  store: LoadStore;
+  directory: () => PoolDirectory;
+  log: Logger;
+  /**
+   * Told how old each write's `timestamp` (the sender's clock, Unix ns) is, in ms, when it is
+   * positive and not in the future: the Go service's replication_latency_ms.
+   */
+  observeLatency?: (milliseconds: number) => void;
+  /** Deletes whose id is not open: retried once after `retryMs`; at most `capacity` wait. */
+  earlyDelete?: { retryMs: number; capacity: number };
+}
+
 /** The metadata-center v1 write API: requests reported by a gateway instead of seen on ext_proc. */
 export class LoadWrites {
+  private readonly store: LoadStore;
+  private readonly log: Logger;
   private readonly early: EarlyDeletes;
 
-  constructor(
-    private readonly store: LoadStore,
-    private readonly directory: () => PoolDirectory,
-    earlyDelete: { waitMs: number; capacity: number } = { waitMs: 1000, capacity: 10_000 },
-  ) {
-    this.early = new EarlyDeletes(earlyDelete.waitMs, earlyDelete.capacity);
+  constructor(private readonly options: LoadWritesOptions) {
+    const { retryMs, capacity } = options.earlyDelete ?? { retryMs: 1000, capacity: 10_000 };
+    this.store = options.store;
+    this.log = options.log;
+    this.early = new EarlyDeletes(
+      retryMs,
+      capacity,
+      (id, kinds) => void this.retry(id, kinds),
+      (limit) => this.log.warn({ capacity: limit }, "too many deletes wait for their add; further ones are dropped until some are retried"),
+    );
   }
 
   /** `POST /v1/load/stats`. A duplicate request_id is ignored: the original stays counted once. */
-  async add(body: unknown): Promise<WriteResult> {
-    const parsed = validate(addSchema, body);
+  async add(body: JsonBody): Promise<WriteResult> {
+    const parsed = validateBody(addSchema, body, addIntegers);
     if (!parsed.ok) return { ok: false, status: 400, error: parsed.error };
+    this.observeTimestamp(parsed.integers.get("timestamp"));
     const { cluster, request_id, prompt_length, ip } = parsed.value;
     const id = ledgerId(request_id);
-    const opened = await this.store.reserve({ id, pool: cluster, engine: engineKey(this.directory(), cluster, ip), promptTokens: prompt_length });
-    if (!opened) return ok;
-    const waiting = this.early.take(id);
+    const engine = engineKey(this.options.directory(), cluster, ip);
+    const opened = await this.store.reserve({ id, pool: cluster, engine, promptTokens: prompt_length });
+    const waiting = opened ? this.early.pending(id) : undefined;
     if (waiting !== undefined) {
-      if (waiting.stats) await this.store.release(id, "ok");
-      else if (waiting.prompt) await this.store.firstToken(id);
-      waiting.settle();
+      // Settled only once applied: if applying fails, the retry still comes.
+      await this.applyDeletes(id, waiting);
+      this.early.settle(id);
     }
     return ok;
   }
 
-  /** `DELETE /v1/load/prompt`: the first token was seen. */
-  async deletePrompt(body: unknown): Promise<WriteResult> {
-    const parsed = validate(deleteSchema, body);
+  /** `DELETE /v1/load/prompt`: the first token was seen. Answered at once; an id not open is retried later. */
+  async deletePrompt(body: JsonBody): Promise<WriteResult> {
+    const parsed = validateBody(deleteSchema, body, deleteIntegers);
     if (!parsed.ok) return { ok: false, status: 400, error: parsed.error };
+    this.observeTimestamp(parsed.integers.get("timestamp"));
     const id = ledgerId(parsed.value.request_id);
-    if (await this.store.has(id)) {
-      await this.store.firstToken(id);
-      return ok;
-    }
-    return (await this.early.wait(id, "prompt")) ? ok : alreadyDeleted;
+    if (!(await this.applyDeletes(id, { prompt: true, stats: false }))) this.early.defer(id, "prompt");
+    return ok;
   }
 
-  /** `DELETE /v1/load/stats`: the request ended. */
-  async deleteStats(body: unknown): Promise<WriteResult> {
-    const parsed = validate(deleteSchema, body);
+  /** `DELETE /v1/load/stats`: the request ended. Answered at once; an id not open is retried later. */
+  async deleteStats(body: JsonBody): Promise<WriteResult> {
+    const parsed = validateBody(deleteSchema, body, deleteIntegers);
     if (!parsed.ok) return { ok: false, status: 400, error: parsed.error };
+    this.observeTimestamp(parsed.integers.get("timestamp"));
     const id = ledgerId(parsed.value.request_id);
-    if (await this.store.release(id, "ok")) return ok;
-    return (await this.early.wait(id, "stats")) ? ok : alreadyDeleted;
+    if (!(await this.applyDeletes(id, { prompt: false, stats: true }))) this.early.defer(id, "stats");
+    return ok;
+  }
+
+  /** Deletes waiting for their add or retry. */
+  get waitingDeletes(): number {
+    return this.early.size;
   }
 
   close(): void {
     this.early.close();
+  }
+
+  private observeTimestamp(sentAtNs: bigint | undefined): void {
+    if (sentAtNs === undefined || sentAtNs <= 0n || this.options.observeLatency === undefined) return;
+    const ageMs = (performance.timeOrigin + performance.now()) - Number(sentAtNs) / 1e6;
+    // A timestamp from the future (clock skew between the hosts) is not counted, as in the Go service.
+    if (ageMs >= 0) this.options.observeLatency(ageMs);
+  }
+
+  /** Applies deletes to an id; false when it is not open (nothing applied). Ending it covers its prompt. */
+  private async applyDeletes(id: string, kinds: DeleteKinds): Promise<boolean> {
+    if (kinds.stats) return this.store.release(id, "ok");
+    if (!(await this.store.has(id))) return false;
+    await this.store.firstToken(id);
+    return true;
+  }
+
+  /** The one retry of deletes whose add had not come (the add may have reached another sidecar sharing the store). */
+  private async retry(id: string, kinds: DeleteKinds): Promise<void> {
+    try {
+      if (await this.applyDeletes(id, kinds)) this.log.debug({ id, ...kinds }, "early delete applied on retry");
+      else this.log.warn({ id, ...kinds }, "delete found no open request, also on its retry; the load may be off until expiry if its add comes later");
+    } catch (error) {
+      try {
+        this.log.error({ id, ...kinds, reason: describeError(error) }, "retrying an early delete failed");
+      } catch {
+        // Nothing left to tell; the timer must not throw.
+      }
+    }
   }
 }

@@ -3,6 +3,7 @@ import type { ExchangeEvents, RefusalReason } from "../inference/lifecycle.js";
 import type { EngineSnapshot, LoadStore, Outcome } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
 import { readLoadSnapshot, type LoadSnapshot } from "./load-snapshot.js";
+import { version } from "../version.js";
 import { SnapshotGauge, type Series } from "./snapshot-gauge.js";
 
 /** Where the scrape-time gauges read the load from. */
@@ -85,11 +86,26 @@ export class Metrics implements ExchangeEvents {
     registers: [this.registry],
   });
 
+  /** The Go service's: how old each write's `timestamp` was when it arrived (its buckets: 1, 2, 4 … 128 ms). */
+  private readonly replicationLatency = new Histogram({
+    name: "replication_latency_ms",
+    help: "Age of each v1 write's timestamp on arrival, in milliseconds (metadata-center name)",
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+    registers: [this.registry],
+  });
+
   private readonly httpSeries = new Map<string, { status: { inc(): void }; duration: { observe(value: number): void } }>();
 
-  constructor(private readonly source: LoadSource) {
+  /**
+   * `scrapeTimeoutMs`: a store read that takes longer fails its scrape, so a store that hangs
+   * cannot hold every later scrape behind it (10 s: Prometheus's default scrape timeout).
+   */
+  constructor(
+    private readonly source: LoadSource,
+    private readonly scrapeTimeoutMs = 10_000,
+  ) {
     const registers = [this.registry];
-    const poolGauge = (name: string, help: string, value: (pool: string, engines: string[]) => number): void => {
+    const poolGauge = (name: string, help: string, value: (engines: Map<string, EngineSnapshot>) => number): void => {
       const gauge: Gauge<"model_name"> = new Gauge({
         name,
         help,
@@ -98,7 +114,7 @@ export class Metrics implements ExchangeEvents {
         collect: async () => {
           const snapshot = await this.snapshot();
           gauge.reset();
-          for (const [pool, engines] of snapshot.pools) gauge.set({ model_name: pool }, value(pool, engines));
+          for (const [pool, engines] of snapshot.pools) gauge.set({ model_name: pool }, value(engines));
         },
       });
     };
@@ -108,22 +124,22 @@ export class Metrics implements ExchangeEvents {
         const snapshot = await this.snapshot();
         const series: Series[] = [];
         for (const [pool, engines] of snapshot.pools) {
-          for (const engine of engines) {
-            const load = snapshot.loads.get(engine);
-            series.push({ labels: [pool, engine], value: load === undefined ? 0 : value(load) });
-          }
+          for (const [engine, load] of engines) series.push({ labels: [pool, engine], value: value(load) });
         }
         return series;
       });
     };
     // The Go service's names; engine_ip is the engine key (ip:port, or the bare IP the API reported).
-    poolGauge("model_engine_count", "Engines per pool (metadata-center cluster)", (_, engines) => engines.length);
+    poolGauge("model_engine_count", "Engines per pool (metadata-center cluster)", (engines) => engines.size);
     engineGauge("queued_num", "Requests in flight per engine (metadata-center name)", "go", (load) => load.requests);
     engineGauge("prompt_length", "Prompt length in prefill per engine (metadata-center name)", "go", (load) => load.prefillTokens);
     engineGauge("metadata_center_engine_requests", "Requests in flight per engine", "ours", (load) => load.requests);
     engineGauge("metadata_center_engine_prefill_requests", "Requests in prefill per engine", "ours", (load) => load.prefillRequests);
     engineGauge("metadata_center_engine_prefill_tokens", "Prompt tokens in prefill per engine", "ours", (load) => load.prefillTokens);
     engineGauge("metadata_center_engine_tokens_held", "Prompt plus generated tokens in flight per engine", "ours", (load) => load.tokensHeld);
+    // The Go service's: its version, and 1 while it serves.
+    new Gauge({ name: "app_version_info", help: "Version of this metadata-center (metadata-center name)", labelNames: ["version"], registers }).set({ version }, 1);
+    new Gauge({ name: "metacenter_node_alive", help: "1 while this metadata-center serves (metadata-center name)", registers }).set(1);
     const ledger: Gauge = new Gauge({
       name: "metadata_center_ledger_size",
       help: "Open reservations in the ledger",
@@ -158,6 +174,10 @@ export class Metrics implements ExchangeEvents {
     this.expired.inc(count);
   }
 
+  observeReplicationLatency(milliseconds: number): void {
+    this.replicationLatency.observe(milliseconds);
+  }
+
   observeHttp(method: string, url: string, statusCode: number, microseconds: number): void {
     // The label children are looked up once per route, method and status, not hashed per request.
     const key = `${method} ${url} ${statusCode}`;
@@ -183,15 +203,19 @@ export class Metrics implements ExchangeEvents {
   }
 
   private async render(): Promise<string> {
-    // The store read gets a turn of its own; every gauge's collect() then shares its result.
-    await this.snapshot();
-    const parts: string[] = [];
-    for (const { name } of this.registry.getMetricsAsArray()) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      parts.push(await this.registry.getSingleMetricAsString(name));
+    try {
+      // The store read gets a turn of its own; every gauge's collect() then shares its result.
+      await this.snapshot();
+      const parts: string[] = [];
+      for (const { name } of this.registry.getMetricsAsArray()) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        parts.push(await this.registry.getSingleMetricAsString(name));
+      }
+      return `${parts.join("\n\n")}\n`;
+    } finally {
+      // Whether it worked or failed, the next scrape reads the store afresh.
+      this.scrape = undefined;
     }
-    this.scrape = undefined;
-    return `${parts.join("\n\n")}\n`;
   }
 
   get contentType(): string {
@@ -199,7 +223,12 @@ export class Metrics implements ExchangeEvents {
   }
 
   private snapshot(): Promise<LoadSnapshot> {
-    this.scrape ??= readLoadSnapshot(this.source.store, this.source.directory());
+    this.scrape ??= new Promise<LoadSnapshot>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the store read took longer than ${this.scrapeTimeoutMs} ms`)), this.scrapeTimeoutMs).unref();
+      readLoadSnapshot(this.source.store, this.source.directory())
+        .then(resolve, reject)
+        .finally(() => clearTimeout(timer));
+    });
     return this.scrape;
   }
 }

@@ -10,6 +10,9 @@ import {
   zeroLoad,
 } from "./store.js";
 
+/** A token count as the store adds it: a non-negative integer; anything else (NaN, infinite, negative) counts 0. */
+const countOf = (value: number): number => (Number.isFinite(value) && value > 0 ? Math.floor(value) : 0);
+
 interface LedgerEntry {
   readonly id: string;
   readonly pool: string;
@@ -26,9 +29,10 @@ interface LedgerEntry {
  */
 export class MemoryLoadStore implements LoadStore {
   private readonly ledger = new Map<string, LedgerEntry>();
+  /** Each engine's load over every pool: what picks weigh. */
   private readonly engines = new Map<string, EngineSnapshot>();
-  /** pool → engine → open reservations, to list the engines a pool has traffic on. */
-  private readonly poolEngines = new Map<string, Map<string, number>>();
+  /** pool → engine → the load that pool's reservations put on it (the Go service's per-cluster counters). */
+  private readonly byPool = new Map<string, Map<string, EngineSnapshot>>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -49,8 +53,8 @@ export class MemoryLoadStore implements LoadStore {
     }
     const [engine, ...fallbacks] = ranked;
     if (engine === undefined) return { kind: "none" };
-    this.open(request.id, request.pool, engine, request.promptTokens);
-    return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: request.promptTokens }, fallbacks };
+    const entry = this.open(request.id, request.pool, engine, request.promptTokens);
+    return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: entry.promptTokens }, fallbacks };
   }
 
   reserve(request: ReserveRequest): boolean {
@@ -66,27 +70,34 @@ export class MemoryLoadStore implements LoadStore {
   firstToken(id: string): void {
     const entry = this.ledger.get(id);
     if (entry === undefined || !entry.inPrefill) return;
-    const load = this.loadOf(entry.engine);
     entry.inPrefill = false;
-    load.prefillRequests -= 1;
-    load.prefillTokens -= entry.promptTokens;
+    for (const load of this.recordsOf(entry)) {
+      load.prefillRequests -= 1;
+      load.prefillTokens -= entry.promptTokens;
+    }
   }
 
   addGenerated(id: string, tokens: number): void {
     const entry = this.ledger.get(id);
-    if (entry === undefined || tokens <= 0) return;
-    entry.generated += tokens;
-    this.loadOf(entry.engine).tokensHeld += tokens;
+    if (entry === undefined) return;
+    const added = Math.min(countOf(tokens), this.room(entry.engine));
+    if (added === 0) return;
+    entry.generated += added;
+    for (const load of this.recordsOf(entry)) load.tokensHeld += added;
   }
 
   reconcile(id: string, usage: ReportedUsage): void {
     const entry = this.ledger.get(id);
     if (entry === undefined) return;
-    const load = this.loadOf(entry.engine);
     const promptDelta = usage.promptTokens - entry.promptTokens;
     const generatedDelta = usage.completionTokens - entry.generated;
-    if (entry.inPrefill) load.prefillTokens += promptDelta;
-    load.tokensHeld += promptDelta + generatedDelta;
+    // Numbers that are not counts, or that would push a sum past exact integers, are not taken.
+    const counts = Number.isSafeInteger(usage.promptTokens) && usage.promptTokens >= 0 && Number.isSafeInteger(usage.completionTokens) && usage.completionTokens >= 0;
+    if (!counts || promptDelta + generatedDelta > this.room(entry.engine)) return;
+    for (const load of this.recordsOf(entry)) {
+      if (entry.inPrefill) load.prefillTokens += promptDelta;
+      load.tokensHeld += promptDelta + generatedDelta;
+    }
     entry.promptTokens = usage.promptTokens;
     entry.generated = usage.completionTokens;
   }
@@ -97,6 +108,9 @@ export class MemoryLoadStore implements LoadStore {
     if (entry.engine === engine) return true;
     this.unload(entry);
     entry.engine = engine;
+    // What the new engine's sums have no room for is not carried (only near 2^53 tokens).
+    entry.generated = Math.min(entry.generated, this.room(engine));
+    entry.promptTokens = Math.min(entry.promptTokens, this.room(engine) - entry.generated);
     this.load(entry);
     return true;
   }
@@ -116,12 +130,12 @@ export class MemoryLoadStore implements LoadStore {
     return result;
   }
 
-  pools(): string[] {
-    return [...this.poolEngines.keys()];
+  poolLoads(pool: string): Map<string, EngineSnapshot> {
+    return new Map([...(this.byPool.get(pool) ?? [])].map(([engine, load]) => [engine, { ...load }]));
   }
 
-  enginesOf(pool: string): string[] {
-    return [...(this.poolEngines.get(pool)?.keys() ?? [])];
+  pools(): string[] {
+    return [...this.byPool.keys()];
   }
 
   expire(olderThanMs: number, onExpired?: (reservation: Reservation) => void): number {
@@ -133,7 +147,12 @@ export class MemoryLoadStore implements LoadStore {
       onExpired?.({ id: entry.id, pool: entry.pool, engine: entry.engine, promptTokens: entry.promptTokens });
       expired += 1;
     }
-    for (const [engine, load] of this.engines) if (load.requests === 0 && load.updatedAt <= cutoff) this.engines.delete(engine);
+    const idle = (load: EngineSnapshot): boolean => load.requests === 0 && load.updatedAt <= cutoff;
+    for (const [engine, load] of this.engines) if (idle(load)) this.engines.delete(engine);
+    for (const [pool, engines] of this.byPool) {
+      for (const [engine, load] of engines) if (idle(load)) engines.delete(engine);
+      if (engines.size === 0) this.byPool.delete(pool);
+    }
     return expired;
   }
 
@@ -141,50 +160,59 @@ export class MemoryLoadStore implements LoadStore {
     return this.ledger.size;
   }
 
-  private open(id: string, pool: string, engine: string, promptTokens: number): void {
-    const entry: LedgerEntry = { id, pool, engine, openedAt: this.now(), promptTokens, generated: 0, inPrefill: true };
+  private open(id: string, pool: string, engine: string, promptTokens: number): LedgerEntry {
+    const counted = Math.min(countOf(promptTokens), this.room(engine));
+    const entry: LedgerEntry = { id, pool, engine, openedAt: this.now(), promptTokens: counted, generated: 0, inPrefill: true };
     this.ledger.set(id, entry);
     this.load(entry);
+    return entry;
+  }
+
+  /**
+   * Tokens the engine can take on while every sum stays an exact integer in float64. Its
+   * engine-wide tokensHeld is the largest sum it is part of (a pool's share and prefill tokens
+   * are parts of it), so nothing is ever rounded and each release takes off exactly what was added.
+   */
+  private room(engine: string): number {
+    return Number.MAX_SAFE_INTEGER - (this.engines.get(engine)?.tokensHeld ?? 0);
   }
 
   /** Adds the entry's share to its engine's numbers. */
   private load(entry: LedgerEntry): void {
-    const load = this.loadOf(entry.engine);
-    load.requests += 1;
-    load.tokensHeld += entry.promptTokens + entry.generated;
-    if (entry.inPrefill) {
-      load.prefillRequests += 1;
-      load.prefillTokens += entry.promptTokens;
-    }
-    const perPool = this.poolEngines.get(entry.pool) ?? new Map<string, number>();
-    perPool.set(entry.engine, (perPool.get(entry.engine) ?? 0) + 1);
-    this.poolEngines.set(entry.pool, perPool);
+    this.shift(entry, 1);
   }
 
   /** Takes the entry's share off its engine's numbers: the exact inverse of `load`. */
   private unload(entry: LedgerEntry): void {
-    const load = this.loadOf(entry.engine);
-    load.requests -= 1;
-    load.tokensHeld -= entry.promptTokens + entry.generated;
-    if (entry.inPrefill) {
-      load.prefillRequests -= 1;
-      load.prefillTokens -= entry.promptTokens;
-    }
-    const perPool = this.poolEngines.get(entry.pool);
-    if (perPool !== undefined) {
-      const left = (perPool.get(entry.engine) ?? 1) - 1;
-      if (left > 0) perPool.set(entry.engine, left);
-      else perPool.delete(entry.engine);
-      if (perPool.size === 0) this.poolEngines.delete(entry.pool);
+    this.shift(entry, -1);
+  }
+
+  private shift(entry: LedgerEntry, sign: 1 | -1): void {
+    for (const load of this.recordsOf(entry)) {
+      load.requests += sign;
+      load.tokensHeld += sign * (entry.promptTokens + entry.generated);
+      if (entry.inPrefill) {
+        load.prefillRequests += sign;
+        load.prefillTokens += sign * entry.promptTokens;
+      }
     }
   }
 
-  /** The engine's record, stamped as updated now: only called to change it. */
-  private loadOf(engine: string): EngineSnapshot {
-    let load = this.engines.get(engine);
+  /** The entry's engine record and its pool's record of that engine, stamped as updated now: only called to change them. */
+  private recordsOf(entry: LedgerEntry): [EngineSnapshot, EngineSnapshot] {
+    let engines = this.byPool.get(entry.pool);
+    if (engines === undefined) {
+      engines = new Map();
+      this.byPool.set(entry.pool, engines);
+    }
+    return [this.stamped(this.engines, entry.engine), this.stamped(engines, entry.engine)];
+  }
+
+  private stamped(records: Map<string, EngineSnapshot>, engine: string): EngineSnapshot {
+    let load = records.get(engine);
     if (load === undefined) {
       load = { ...zeroLoad(), updatedAt: 0 };
-      this.engines.set(engine, load);
+      records.set(engine, load);
     }
     load.updatedAt = this.now();
     return load;

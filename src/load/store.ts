@@ -98,15 +98,22 @@ export interface LoadStore {
   move(id: string, engine: string): Awaitable<boolean>;
   /** Close the reservation. Returns false when it was not open (already released or expired). */
   release(id: string, outcome: Outcome): Awaitable<boolean>;
-  /** Current load of each engine the store knows, plus zeroes for the engines asked about. */
-  loads(engines: readonly string[]): Awaitable<Map<string, EngineSnapshot>>;
-  /** Pools with open reservations (including clusters only the HTTP API reported). */
-  pools(): Awaitable<string[]>;
-  /** Engines with open reservations recorded under a pool. */
-  enginesOf(pool: string): Awaitable<string[]>;
   /**
-   * Close every reservation opened more than `olderThanMs` ago, and forget idle engines not
-   * updated for as long. Returns how many reservations expired.
+   * Current load of each engine the store knows, over every pool's reservations on it (what a
+   * pick weighs), plus zeroes for the engines asked about.
+   */
+  loads(engines: readonly string[]): Awaitable<Map<string, EngineSnapshot>>;
+  /**
+   * The load a pool's reservations put on each engine, for every engine that pool counted: with
+   * open reservations, or idle and updated within the expiry time (as the Go metadata-center
+   * keeps one counter per cluster and engine, listed at zero until its GC drops it).
+   */
+  poolLoads(pool: string): Awaitable<Map<string, EngineSnapshot>>;
+  /** Pools that have counted an engine (`poolLoads` not empty), including clusters only the HTTP API reported. */
+  pools(): Awaitable<string[]>;
+  /**
+   * Close every reservation opened more than `olderThanMs` ago, and forget idle engines (and a
+   * pool's idle engines) not updated for as long. Returns how many reservations expired.
    */
   expire(olderThanMs: number, onExpired?: (reservation: Reservation) => void): Awaitable<number>;
   /** Number of open reservations. */

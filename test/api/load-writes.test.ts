@@ -1,79 +1,142 @@
+import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { EarlyDeletes } from "../../src/api/early-deletes.js";
+import type { JsonBody } from "../../src/api/body.js";
 import { LoadWrites, ledgerId } from "../../src/api/load-writes.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
+import type { LoadStore } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
+import { FaultyStore, faultsAt, noFaults } from "../support/faulty-store.js";
+import { LogCapture } from "../support/sidecar.js";
 
 const directory = new PoolDirectory([{ name: "alpha", models: ["a"], endpoints: ["10.0.0.1:8000"] }]);
-const setup = (waitMs = 60_000) => {
+const writesOn = (store: LoadStore, lines = new LogCapture(), retryMs = 60_000) =>
+  new LoadWrites({ store, directory: () => directory, log: pino({ level: "debug" }, lines), earlyDelete: { retryMs, capacity: 2 } });
+const setup = (retryMs = 60_000) => {
   const store = new MemoryLoadStore();
-  return { store, writes: new LoadWrites(store, () => directory, { waitMs, capacity: 2 }) };
+  const lines = new LogCapture();
+  return { store, writes: writesOn(store, lines, retryMs), lines };
 };
-const add = { cluster: "alpha", request_id: "r1", prompt_length: 40, ip: "10.0.0.1" };
+/** A body as the HTTP layer hands it over. */
+const json = (value: unknown): JsonBody => ({ value, text: JSON.stringify(value) });
+const add = json({ cluster: "alpha", request_id: "r1", prompt_length: 40, ip: "10.0.0.1" });
+const r1 = json({ request_id: "r1" });
+const r2 = json({ request_id: "r2" });
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// The Go service answers every delete at once and retries an unknown id once, 1 s later
+// (DeleteRequest / DeletePromptLength in pkg/meta/load/load_stats.go).
 describe("LoadWrites: a delete that arrives before its add", () => {
-  it("DELETE stats first: the add is applied and ended at once, and the delete answers OK", async () => {
+  it("DELETE stats first: answered OK at once; the add, when it comes, is ended at once", async () => {
     const { store, writes } = setup();
-    const early = writes.deleteStats({ request_id: "r1" });
-    await Promise.resolve();
+    expect(await writes.deleteStats(r1)).toEqual({ ok: true });
+    expect(writes.waitingDeletes).toBe(1);
     expect(await writes.add(add)).toEqual({ ok: true });
-    expect(await early).toEqual({ ok: true });
+    expect(writes.waitingDeletes).toBe(0);
     expect(store.size()).toBe(0);
     expect(store.loads([]).get("10.0.0.1:8000")).toMatchObject({ requests: 0, prefillTokens: 0, tokensHeld: 0 });
+    writes.close();
   });
 
   it("DELETE prompt first: the request stays in flight without its prompt", async () => {
     const { store, writes } = setup();
-    const early = writes.deletePrompt({ request_id: "r1" });
-    await Promise.resolve();
+    expect(await writes.deletePrompt(r1)).toEqual({ ok: true });
     await writes.add(add);
-    expect(await early).toEqual({ ok: true });
     expect(store.has(ledgerId("r1"))).toBe(true);
     expect(store.loads([]).get("10.0.0.1:8000")).toMatchObject({ requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 40 });
-    expect(await writes.deleteStats({ request_id: "r1" })).toEqual({ ok: true });
+    expect(await writes.deleteStats(r1)).toEqual({ ok: true });
     expect(store.size()).toBe(0);
+    writes.close();
   });
 
   it("both deletes first: the request ends once", async () => {
     const { store, writes } = setup();
-    const prompt = writes.deletePrompt({ request_id: "r1" });
-    const stats = writes.deleteStats({ request_id: "r1" });
-    await Promise.resolve();
+    await writes.deletePrompt(r1);
+    await writes.deleteStats(r1);
+    expect(writes.waitingDeletes).toBe(1);
     await writes.add(add);
-    expect([await prompt, await stats]).toEqual([{ ok: true }, { ok: true }]);
     expect(store.loads([]).get("10.0.0.1:8000")).toMatchObject({ requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 });
+    writes.close();
   });
 
-  it("without an add within the wait, the delete answers 404 and a later add is counted", async () => {
-    const { store, writes } = setup(5);
-    expect(await writes.deleteStats({ request_id: "r1" })).toMatchObject({ ok: false, status: 404, error: { code: 40001404 } });
+  // TestDeleteNonExistentRequest: nothing counted, a warning after the retry.
+  it("without an add, it is retried once after the wait and a warning says so; a later add is counted", async () => {
+    const { store, writes, lines } = setup(20);
+    await writes.deleteStats(r1);
+    await expect.poll(() => lines.withMessage("delete found no open request, also on its retry; the load may be off until expiry if its add comes later").length).toBe(1);
+    expect(writes.waitingDeletes).toBe(0);
     await writes.add(add);
     expect(store.size()).toBe(1);
-    expect(await writes.deleteStats({ request_id: "r1" })).toEqual({ ok: true });
+    expect(await writes.deleteStats(r1)).toEqual({ ok: true });
+    expect(store.size()).toBe(0);
   });
 
-  it("close() answers every waiting delete as not applied", async () => {
-    const { writes } = setup();
-    const early = writes.deleteStats({ request_id: "r1" });
-    await Promise.resolve();
+  it("the retry applies it when the add reached the store another way (another sidecar sharing it)", async () => {
+    const { store, writes, lines } = setup(20);
+    await writes.deleteStats(r1);
+    store.reserve({ id: ledgerId("r1"), pool: "alpha", engine: "10.0.0.1:8000", promptTokens: 40 });
+    await expect.poll(() => store.size()).toBe(0);
+    expect(lines.withMessage("early delete applied on retry")).toHaveLength(1);
+  });
+
+  it("when applying it at the add fails, the add answers the failure and the retry still ends the request", async () => {
+    const faulty = new FaultyStore(noFaults);
+    const writes = writesOn(faulty.store, new LogCapture(), 20);
+    await writes.deleteStats(r1);
+    faulty.use(faultsAt({ release: "reject" }));
+    await expect(writes.add(add)).rejects.toThrow("injected reject in release");
+    expect(faulty.inner.size()).toBe(1);
+    faulty.use(noFaults);
+    await expect.poll(() => faulty.inner.size()).toBe(0);
+  });
+
+  it("a retry that fails (throw or reject) is logged with its reason, never thrown", async () => {
+    const faulty = new FaultyStore(noFaults);
+    const lines = new LogCapture();
+    const writes = writesOn(faulty.store, lines, 20);
+    await writes.deleteStats(r1);
+    await writes.deletePrompt(r2);
+    faulty.use(faultsAt({ release: "throw", has: "reject" }));
+    await expect.poll(() => lines.withMessage("retrying an early delete failed").length).toBe(2);
+    expect(lines.withMessage("retrying an early delete failed").map((line) => line["reason"])).toEqual([
+      "InjectedStoreError: injected throw in release",
+      "InjectedStoreError: injected reject in has",
+    ]);
+  });
+
+  it("close() drops the waiting deletes and their retries", async () => {
+    const { store, writes } = setup(20);
+    await writes.deleteStats(r1);
     writes.close();
-    expect(await early).toMatchObject({ ok: false, status: 404 });
+    expect(writes.waitingDeletes).toBe(0);
+    store.reserve({ id: ledgerId("r1"), pool: "alpha", engine: "10.0.0.1:8000", promptTokens: 40 });
+    await sleep(60);
+    expect(store.size()).toBe(1);
   });
 });
 
 describe("EarlyDeletes", () => {
-  it("holds at most `capacity` ids; beyond that a delete is answered as not applied at once", async () => {
-    const early = new EarlyDeletes(60_000, 2);
-    const held = [early.wait("a", "stats"), early.wait("b", "prompt")];
-    expect(await early.wait("c", "stats")).toBe(false);
+  it("holds at most `capacity` ids; beyond that a delete is dropped and `full` told once until there is room", () => {
+    const retried: string[] = [];
+    const full: number[] = [];
+    const early = new EarlyDeletes(60_000, 2, (id) => retried.push(id), (capacity) => full.push(capacity));
+    early.defer("a", "stats");
+    early.defer("b", "prompt");
+    early.defer("c", "stats");
+    early.defer("d", "stats");
     expect(early.size).toBe(2);
+    expect(full).toEqual([2]);
     // A second delete for an id already waiting does not take another slot.
-    const again = early.wait("a", "prompt");
+    early.defer("a", "prompt");
     expect(early.size).toBe(2);
-    const taken = early.take("a");
-    expect(taken).toMatchObject({ prompt: true, stats: true });
-    taken?.settle();
+    expect(early.pending("a")).toEqual({ prompt: true, stats: true });
+    expect(early.pending("c")).toBeUndefined();
+    early.settle("a");
+    early.defer("c", "stats");
+    early.defer("d", "stats");
+    expect(full).toEqual([2, 2]);
     early.close();
-    expect(await Promise.all([...held, again])).toEqual([true, false, true]);
+    expect(early.size).toBe(0);
+    expect(retried).toEqual([]);
   });
 });

@@ -97,6 +97,21 @@ describe("metadata-center serve", () => {
     expect((await fetch(`http://127.0.0.1:${running.ports.http}/healthz`)).status).toBe(200);
   });
 
+  it("reads METADATA_CENTER_LOAD_REQ_EXPIRE and METADATA_CENTER_LOAD_GC_INTERVAL as Go durations, and refuses a bad one naming it", async () => {
+    const file = configFile("pools: [{ name: a, models: ['*'], endpoints: ['10.0.0.1:80'] }]\n");
+    const args = ["--config", file, "--http-port", "0", "--health-port", "0", "--extproc-port", "0"];
+    const refused = spawnSync(...node(["serve", ...args]), { cwd: root, encoding: "utf8", env: { ...process.env, METADATA_CENTER_LOAD_REQ_EXPIRE: "11 minutes" } });
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain('env METADATA_CENTER_LOAD_REQ_EXPIRE (load.ttlSeconds): "11 minutes" is not a duration (time: unknown unit " minutes" in duration "11 minutes")');
+    running = await serve(args, { METADATA_CENTER_LOAD_REQ_EXPIRE: "300ms", METADATA_CENTER_LOAD_GC_INTERVAL: "0.05s" });
+    const base = `http://127.0.0.1:${running.ports.http}`;
+    await fetch(`${base}/v1/load/stats`, { method: "POST", body: JSON.stringify({ cluster: "a", request_id: "r", prompt_length: 5, ip: "10.0.0.1" }) });
+    const queued = async () => ((await (await fetch(`${base}/v1/load/stats?cluster=a`)).json()) as { data: Array<{ queued_req_num: number }> }).data[0]?.queued_req_num;
+    expect(await queued()).toBe(1);
+    // Expired after 300 ms, found by a sweep every 50 ms (the defaults are 660 s and 60 s).
+    await expect.poll(queued, { timeout: 5000 }).toBe(0);
+  });
+
   it("needs a token to expose HTTP, and takes it from METADATA_CENTER_HTTP_TOKEN", async () => {
     const file = configFile("pools: [{ name: a, models: ['*'], endpoints: ['10.0.0.1:80'] }]\n");
     const args = ["--config", file, "--http-host", "0.0.0.0", "--http-port", "0", "--health-port", "0", "--extproc-port", "0"];

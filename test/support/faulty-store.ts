@@ -31,7 +31,7 @@ const CALLS: readonly StoreCall[] = [
   "release",
   "loads",
   "pools",
-  "enginesOf",
+  "poolLoads",
   "expire",
   "size",
 ];
@@ -39,7 +39,7 @@ const CALLS: readonly StoreCall[] = [
 /** Calls that name a reservation by id as their first argument (pickAndReserve and reserve inside a request). */
 function idOf(call: StoreCall, args: unknown[]): string | undefined {
   const first = args[0];
-  if (typeof first === "string" && call !== "enginesOf") return first;
+  if (typeof first === "string" && call !== "poolLoads") return first;
   if (typeof first === "object" && first !== null && "id" in first && typeof first.id === "string") return first.id;
   return undefined;
 }
