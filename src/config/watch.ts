@@ -30,8 +30,8 @@ export function watchConfig(
     try {
       onReload(parseConfig(text, file, overrides));
     } catch (error) {
-      if (error instanceof ConfigError) onRejected(error);
-      else throw error;
+      // Whatever failed, the watcher's timer must not take the process down: the last good config stays.
+      onRejected(error instanceof ConfigError ? error : new ConfigError(`config ${file} could not be applied: ${(error as Error).message}`));
     }
   };
 

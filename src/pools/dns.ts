@@ -56,7 +56,13 @@ export class DnsPoolWatcher {
 
   private schedule(): void {
     if (this.stopped) return;
-    this.timer = setTimeout(() => void this.refresh().finally(() => this.schedule()), this.source.intervalSeconds * 1000);
+    this.timer = setTimeout(
+      () =>
+        void this.refresh()
+          .catch((error: unknown) => this.log.error({ pool: this.pool, err: error }, "DNS refresh failed; keeping the last engines"))
+          .finally(() => this.schedule()),
+      this.source.intervalSeconds * 1000,
+    );
     this.timer.unref();
   }
 

@@ -154,15 +154,23 @@ async function main(): Promise<void> {
   const config = join(dir, "soak.yaml");
   writeFileSync(config, `log: { level: error }\nextproc: { port: 0 }\nhealth: { port: 0 }\nhttp: { port: 0 }\npools: [{ name: soak, models: [soak], endpoints: [${addresses.map((a) => `"${a}"`).join(", ")}] }]\n`);
   // --trace-gc prints the heap after each collection: what a full (mark-compact) one leaves is the live memory.
-  const child = spawn(process.execPath, ["--trace-gc", join(root, "dist/main.js"), "serve", "--config", config, "--log-level", "info"], {
-    cwd: root,
+  // SIGUSR2 makes the sidecar write a heap snapshot (into the temp folder), which starts with a full collection.
+  const child = spawn(process.execPath, ["--trace-gc", "--heapsnapshot-signal=SIGUSR2", join(root, "dist/main.js"), "serve", "--config", config, "--log-level", "info"], {
+    cwd: dir,
     stdio: ["ignore", "pipe", "inherit"],
   });
-  const fullCollections: Array<{ at: number; liveMb: number }> = [];
+  const fullCollections: number[] = [];
+  /** The heap a full collection leaves now: the one the heap snapshot starts with. */
+  const liveMemory = async (): Promise<number | undefined> => {
+    const before = fullCollections.length;
+    child.kill("SIGUSR2");
+    for (let waited = 0; waited < 60_000 && fullCollections.length === before; waited += 100) await new Promise((resolve) => setTimeout(resolve, 100));
+    return fullCollections.at(-1);
+  };
   const ports = await new Promise<{ extproc: number; http: number }>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on("line", (line) => {
       const collected = / Mark-Compact (?:\([^)]*\) )?[\d.]+ \([\d.]+\) -> ([\d.]+) \(/.exec(line);
-      if (collected !== null) fullCollections.push({ at: done, liveMb: Number(collected[1]) });
+      if (collected !== null) fullCollections.push(Number(collected[1]));
       if (!line.startsWith("{")) return;
       const entry = JSON.parse(line) as { extproc?: number; http?: number };
       if (entry.extproc !== undefined && entry.http !== undefined) resolve({ extproc: entry.extproc, http: entry.http });
@@ -177,6 +185,7 @@ async function main(): Promise<void> {
   const byKind = new Map<string, number>();
   let next = 0;
   let warmRss: number | undefined;
+  let warmLive: number | undefined;
   const started = performance.now();
   const progress = setInterval(() => {
     const seconds = (performance.now() - started) / 1000;
@@ -192,19 +201,17 @@ async function main(): Promise<void> {
         await client.exchange(kind.spec(random));
         done += 1;
         if (done === WARM_UP) {
-          // Live memory after warm-up: measured once the traffic so far has settled.
-          await new Promise((resolve) => setTimeout(resolve, 1000));
           warmRss = rssMb(child.pid!);
+          warmLive = await liveMemory();
         }
       }
     }),
   );
   clearInterval(progress);
   const seconds = (performance.now() - started) / 1000;
-  // Idle, V8 runs a full collection of its own within seconds (its memory reducer): that one is the end's live memory.
-  const collectionsAtEnd = fullCollections.length;
-  for (let waited = 0; waited < 30_000 && fullCollections.length === collectionsAtEnd; waited += 500) await new Promise((resolve) => setTimeout(resolve, 500));
+  await new Promise((resolve) => setTimeout(resolve, 1000));
   const endRss = rssMb(child.pid!);
+  const endLive = await liveMemory();
   const left = crashed === undefined ? await counters(ports.http) : undefined;
   client.close();
   child.kill("SIGTERM");
@@ -221,13 +228,9 @@ async function main(): Promise<void> {
   }
   const drift = left.ledger + Math.abs(left.requests) + Math.abs(left.prefillRequests) + Math.abs(left.prefillTokens) + Math.abs(left.tokensHeld);
   console.log(`drift at the end: ledger ${left.ledger}, requests ${left.requests}, prefill requests ${left.prefillRequests}, prefill tokens ${left.prefillTokens}, tokens held ${left.tokensHeld} — ${drift === 0 ? "0: met" : "MISSED"}`);
-  // Live memory after warm-up: the least a full collection left over the next tenth of the run (collections fall unevenly).
-  const window = fullCollections.filter((gc) => gc.at >= WARM_UP && gc.at < WARM_UP + EXCHANGES / 10);
-  const warmLive = window.length === 0 ? undefined : Math.min(...window.map((gc) => gc.liveMb));
-  const endLive = fullCollections.at(-1)?.liveMb;
   console.log(`sidecar RSS after warm-up (${WARM_UP.toLocaleString("en")} exchanges) ${warmRss?.toFixed(1) ?? "?"} MB, at the end ${endRss.toFixed(1)} MB`);
-  if (warmLive === undefined || endLive === undefined || collectionsAtEnd === fullCollections.length) {
-    console.log(`live memory: too few full collections to compare (${fullCollections.length}): MISSED`);
+  if (warmLive === undefined || endLive === undefined) {
+    console.log("live memory: no full collection seen after a heap snapshot: MISSED");
     process.exitCode = 1;
     return;
   }
