@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { mulberry32 } from "../envoy/body-source.js";
-import { EnvoyExtProcClient, type ExchangeSpec, type ResetPoint, type Upstream } from "../envoy/ext-proc-client.js";
+import { EnvoyExtProcClient, RESET_POINTS, type ExchangeSpec, type Upstream } from "../envoy/ext-proc-client.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 const EXCHANGES = Number(process.env["BENCH_SOAK_EXCHANGES"] ?? 1_000_000);
@@ -45,16 +45,6 @@ const slow: Upstream = async (request) => {
 
 const chatBody = (extra: Record<string, unknown> = {}) =>
   JSON.stringify({ model: "soak", messages: [{ role: "user", content: "How do engines share a burst?" }], ...extra });
-
-const RESET_POINTS: ReadonlyArray<ResetPoint["at"]> = [
-  "request-headers",
-  "request-body",
-  "request-complete",
-  "routed",
-  "response-headers",
-  "response-body",
-  "downstream-headers",
-];
 
 type Kind = { name: string; weight: number; spec: (random: () => number) => Omit<ExchangeSpec, "upstream"> & { upstream: Upstream } };
 

@@ -56,6 +56,17 @@ export type ResetPoint =
   | { at: "response-trailers" }
   | { at: "downstream-headers"; status: number }; // the client got response headers
 
+/** The points of an exchange already under way where a client can disconnect (every ResetPoint after the stream opened, bar trailers). */
+export const RESET_POINTS = [
+  "request-headers",
+  "request-body",
+  "request-complete",
+  "routed",
+  "response-headers",
+  "response-body",
+  "downstream-headers",
+] as const satisfies ReadonlyArray<ResetPoint["at"]>;
+
 /** Streaming view of what the downstream client receives (the proxy writes it to its socket). */
 export interface DownstreamObserver {
   onHeaders(status: number, headers: ReadonlyArray<readonly [string, string]>): void;

@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { RESET_POINTS } from "../envoy/ext-proc-client.js";
 import { FAULT_HEADER } from "../engine-sim/engine.js";
 import { MAX_ECHO_CHUNK } from "../../src/extproc/exchange.js";
 import { chat, chatRequest, errorOf, ROUTE_HEADER, startRig, type Rig } from "./harness.js";
@@ -168,16 +169,7 @@ describe("responses end the request on every path", () => {
     expect(JSON.parse(result.body.toString())).toHaveProperty("usage.prompt_tokens");
   });
 
-  const resetPoints = [
-    "request-headers",
-    "request-body",
-    "request-complete",
-    "routed",
-    "response-headers",
-    "response-body",
-    "downstream-headers",
-  ] as const;
-  it.each(resetPoints)("a client reset at %s", async (point) => {
+  it.each(RESET_POINTS)("a client reset at %s", async (point) => {
     const result = await rig.exchange({
       request: chatRequest(chat("llama", "bye ".repeat(50), { stream: true, max_tokens: 8 })),
       chunking: { sizes: [30, 30] },
