@@ -136,7 +136,7 @@ export class ExtProcExchange {
       this.onRequestHeaders(message.requestHeaders.headers, message.requestHeaders.endOfStream);
     } else if (message.requestBody !== undefined) this.onRequestBody(message.requestBody.body, message.requestBody.endOfStream);
     else if (message.requestTrailers !== undefined) this.onRequestTrailers();
-    else if (message.requestHeaders === undefined && this.requestPhase !== "forwarding") {
+    else if (this.requestPhase !== "forwarding") {
       // Envoy sends the response only after the request went upstream, which needs our reply first.
       if (message.responseHeaders !== undefined || message.responseBody !== undefined || message.responseTrailers !== undefined) {
         this.protocolError("response before the request was forwarded");

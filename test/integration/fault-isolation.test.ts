@@ -25,8 +25,8 @@ const delta = (content: string) => `data: ${JSON.stringify({ choices: [{ index: 
 const usage = (prompt: unknown, completion: unknown) => `data: {"choices":[],"usage":{"prompt_tokens":${String(prompt)},"completion_tokens":${String(completion)}}}\n\n`;
 
 /** One plain exchange through the real engines: the sidecar still serves. */
-async function stillServes(r: Rig): Promise<void> {
-  const result = await r.exchange({ request: chatRequest(chat("llama", "still there?", { stream: true })) });
+async function stillServes(r: Rig, headers: Record<string, string> = {}): Promise<void> {
+  const result = await r.exchange({ request: chatRequest(chat("llama", "still there?", { stream: true }), headers) });
   expect(result.status).toBe(200);
   expect(result.failure).toBeUndefined();
 }
@@ -95,6 +95,20 @@ describe("what an engine sends cannot take the sidecar down", () => {
     await stillServes(rig);
     await rig.expectIdle();
   });
+
+  it("the same on the parsing thread (a body above 512 KiB): routed unchanged, the thread not lost", async () => {
+    const capture = new LogCapture();
+    rig = await startRig({ engines: 1, capture, sidecar: { inference: { forceIncludeUsage: true } } });
+    const depth = 100_000;
+    const padding = "x".repeat(600 * 1024);
+    const body = `{"model": "llama", "stream": true, "messages": [{"role": "user", "content": "${padding}"}], "metadata": ${"[".repeat(depth)}${"]".repeat(depth)}}`;
+    const result = await rig.exchange({ request: chatRequest(body), upstream: sse(delta("x"), "data: [DONE]\n\n") });
+    expect(result.status).toBe(200);
+    expect(result.upstreamRequest?.body.toString()).toBe(body);
+    await rig.expectIdle();
+    expect(capture.lines.filter((line) => String(line["msg"]).includes("thread lost"))).toEqual([]);
+    expect(capture.withMessage("request finished")).toEqual([expect.objectContaining({ outcome: "ok" })]);
+  });
 });
 
 /** The calls an exchange makes, and how a failure in each shows to the client. */
@@ -141,11 +155,22 @@ describe("a failing load store fails that exchange alone", () => {
     }
   }
 
-  it("throws, rejections and hangs at random call sites over 300 exchanges: each ends, no count drifts, the sidecar serves on", async () => {
+  for (const role of ["picker", "observer"] as const) {
+  it(`${role}: throws, rejections and hangs at random call sites over 300 exchanges in every body mode: each ends, no count drifts, the sidecar serves on`, async () => {
     const faulty = new FaultyStore(noFaults);
-    rig = await startRig({ engines: 2, store: faulty.store, sidecar: { scheduling: { ejectAfterErrors: 0 } } });
-    faulty.use(randomFaults({ seed: 7, rate: 0.05, calls: ["pickAndReserve", "firstToken", "addGenerated", "reconcile", "move", "release"] }));
+    rig = await startRig({
+      engines: 2,
+      store: faulty.store,
+      sidecar: { role, extproc: { port: 0, trustedHeaders: ["x-gateway-destination-endpoint"] }, scheduling: { ejectAfterErrors: 0 } },
+    });
+    faulty.use(randomFaults({ seed: 7, rate: 0.05, calls: ["pickAndReserve", "reserve", "firstToken", "addGenerated", "reconcile", "move", "release"] }));
     const r = rig;
+    const engines = r.engines.map((engine) => engine.address);
+    const modes = [
+      {},
+      { requestBodyMode: "BUFFERED", responseBodyMode: "STREAMED" },
+      { requestBodyMode: "FULL_DUPLEX_STREAMED", responseBodyMode: "NONE" },
+    ] as const;
     const shapes = [
       () => chat("llama", "stream", { stream: true, stream_options: { include_usage: true } }),
       () => chat("llama", "whole"),
@@ -154,7 +179,9 @@ describe("a failing load store fails that exchange alone", () => {
     const results = await Promise.all(
       Array.from({ length: 300 }, (_, i) =>
         r.exchange({
-          request: chatRequest(shapes[i % shapes.length]!()),
+          // The observer counts on the engine an earlier picker named.
+          request: chatRequest(shapes[i % shapes.length]!(), role === "observer" ? { "x-gateway-destination-endpoint": engines[i % 2]! } : {}),
+          config: modes[Math.floor(i / 3) % modes.length],
           // A hung store call leaves the client waiting: it gives up, as a client behind Envoy's timeout does.
           timeoutMs: 3000,
           reset: i % 10 === 9 ? (at) => at.at === "response-body" : undefined,
@@ -171,7 +198,8 @@ describe("a failing load store fails that exchange alone", () => {
     expect(faulty.inner.size()).toBe(open.filter((id) => id !== undefined).length);
     faulty.inner.expire(0);
     await rig.expectIdle();
-    await stillServes(rig);
+    await stillServes(rig, role === "observer" ? { "x-gateway-destination-endpoint": engines[0]! } : {});
     await rig.expectIdle();
   }, 60_000);
+  }
 });
