@@ -17,8 +17,4 @@ export class HeldBodies {
   give(bytes: number): void {
     this.held -= bytes;
   }
-
-  get bytes(): number {
-    return this.held;
-  }
 }

@@ -80,3 +80,80 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
     });
   }
 });
+
+describe("the exchange state machine", () => {
+  const tokens = new TokenizerRegistry({ countWholeUpTo: 65_536, imageTokens: 765, audioTokens: 200 }, () => directory, (error) => {
+    throw error;
+  });
+  const parser = new RequestParser({ offThreadAboveBytes: Number.MAX_SAFE_INTEGER, wholeUpToCost: () => 65_536, includeUsage: false, lost: (error) => {
+    throw error;
+  } });
+  afterAll(() => Promise.all([tokens.close(), parser.close()]));
+  const chatBody = Buffer.from(JSON.stringify({ model: "qwen3", stream: true, messages: [{ role: "user", content: "hello" }] }));
+  const view = { path: "/v1/chat/completions", header: () => undefined, modelOverride: undefined, body: chatBody, bodySeen: true, chosenEngine: undefined, subset: undefined };
+
+  function start(log = pino({ level: "silent" })) {
+    const store = new MemoryLoadStore();
+    const health = { succeeded: () => undefined, failed: () => undefined, unanswered: () => undefined };
+    const events: ExchangeEvents = { picked: () => undefined, refused: () => undefined, firstToken: () => undefined, finished: () => undefined };
+    const exchange = new InferenceExchange(
+      {
+        store,
+        picker: new Picker(store, () => directory, { weights: defaultWeights, maxRequestsPerEngine: 0, fallbacks: 0 }),
+        parser,
+        tokens,
+        health,
+        log,
+        maxJsonResponseBytes: 1 << 20,
+        forceIncludeUsage: false,
+        events,
+        observe: undefined,
+      },
+      "r1",
+    );
+    return { store, exchange };
+  }
+
+  it("goes receiving → deciding → picked → responding → streaming → ended, releasing once", async () => {
+    const { store, exchange } = start();
+    const seen = [exchange.current];
+    const deciding = exchange.decide(view);
+    seen.push(exchange.current);
+    expect((await deciding).kind).toBe("route");
+    seen.push(exchange.current);
+    expect(store.size()).toBe(1);
+    exchange.responseHeaders(200, "text/event-stream");
+    seen.push(exchange.current);
+    exchange.responseBody(Buffer.from('data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'));
+    seen.push(exchange.current);
+    exchange.responseEnd();
+    seen.push(exchange.current);
+    exchange.abort("client_reset");
+    expect(seen).toEqual(["receiving", "deciding", "picked", "responding", "streaming", "ended"]);
+    expect(store.size()).toBe(0);
+    expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject(zeroLoad());
+    await exchange.settled();
+  });
+
+  it("a move the table does not have is refused, and failing the exchange releases it once with one line naming the cause", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const log = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const { store, exchange } = start(log);
+    let told: Error | undefined;
+    exchange.onFailure((cause) => (told = cause));
+    await exchange.decide(view);
+    exchange.responseHeaders(200, "text/event-stream");
+    expect(() => exchange.responseHeaders(200, "text/event-stream")).toThrow("exchange r1 cannot go from responding to responding");
+    exchange.fail(new Error("response headers twice"));
+    expect(exchange.current).toBe("ended");
+    expect(store.size()).toBe(0);
+    exchange.fail(new Error("again"));
+    exchange.abort("client_reset");
+    await exchange.settled();
+    expect(lines.filter((line) => line["msg"] === "request failed")).toEqual([expect.objectContaining({ cause: "response headers twice", outcome: "internal_error", engine: ENGINE })]);
+    expect(lines.filter((line) => line["msg"] === "request finished")).toEqual([]);
+    // fail() is the transport's call: only failures from inside the exchange are told back to it.
+    expect(told).toBeUndefined();
+  });
+});
+
