@@ -122,6 +122,17 @@ describe("deploy/envoy", () => {
     });
   });
 
+  it("keeps the pickers' envoy.lb metadata, and forwards the earlier picker's to the observer", () => {
+    const metadataOptions = (name: string): unknown[] => typed(load(name), EXT_PROC).map((node) => node["metadata_options"]);
+    for (const name of ["envoy.yaml", "envoy-buffered.yaml", "envoy-tls.yaml"]) {
+      expect(metadataOptions(name)).toEqual([{ receiving_namespaces: { untyped: ["envoy.lb"] } }]);
+    }
+    expect(metadataOptions("envoy-observer.yaml")).toEqual([
+      { receiving_namespaces: { untyped: ["envoy.lb"] } },
+      { forwarding_namespaces: { untyped: ["envoy.lb"] } },
+    ]);
+  });
+
   it("uses the body modes each variant is for", () => {
     const modes = (name: string): unknown[] => typed(load(name), EXT_PROC).map((node) => node["processing_mode"]);
     const duplex = {
