@@ -149,6 +149,14 @@ async function main(): Promise<void> {
     cwd: dir,
     stdio: ["ignore", "pipe", "inherit"],
   });
+  // Stopped by hand (Ctrl-C, a timeout), the bench takes its sidecar with it.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => {
+      child.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+      process.exit(130);
+    });
+  }
   const fullCollections: number[] = [];
   /** The heap a full collection leaves now: the one the heap snapshot starts with. */
   const liveMemory = async (): Promise<number | undefined> => {
