@@ -363,7 +363,10 @@ export class ExtProcExchange {
           this.waiting = [];
           for (const message of waiting) this.handle(message);
         }),
-      (error: unknown) => this.fail(error),
+      (error: unknown) => {
+        this.fail(error);
+        this.guarded(() => this.settings.observePick?.((performance.now() - started) / 1000, "refused"));
+      },
     );
   }
 

@@ -286,8 +286,11 @@ export class InferenceExchange {
   /** Something inside this exchange failed: it ends here (released once, one log line naming the cause). */
   fail(cause: unknown): void {
     if (this.state === "ended") return;
+    // Before the decision the transport answers the request itself (500): counted as a refusal too.
+    const answeredHere = this.state === "receiving" || this.state === "deciding";
     this.failure = asError(cause);
     this.end("internal_error");
+    if (answeredHere) this.safely(() => this.context.events.refused("internal_error", this.refusedPool));
   }
 
   /** The transport answered the request itself; nothing was reserved. One log line, like a finished request. */

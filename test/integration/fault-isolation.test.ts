@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { Upstream, UpstreamResponse } from "../envoy/ext-proc-client.js";
 import { FaultyStore, faultsAt, noFaults, randomFaults, type Fault, type StoreCall } from "../support/faulty-store.js";
+import { scrape, valueOf } from "../support/prometheus.js";
 import { LogCapture, totalLoad } from "../support/sidecar.js";
 import { chat, chatRequest, errorOf, startRig, type Rig } from "./harness.js";
 
@@ -137,6 +138,7 @@ describe("a failing load store fails that exchange alone", () => {
           expect(result.status).toBe(500);
           expect(errorOf(result)).toMatchObject({ code: "internal_error", type: "server_error" });
           expect(rig.engines[0]!.stats().received).toBe(0);
+          expect(valueOf(await scrape(rig.sidecar.ports.http), "metadata_center_refusals_total", { reason: "internal_error" })).toBe(1);
         } else if (call !== "release") {
           // The response was under way: Envoy resets it (the gRPC error), or it had already ended.
           expect(result.stream.serverStatus?.code ?? 0).not.toBe(0);
