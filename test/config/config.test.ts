@@ -19,6 +19,16 @@ describe("config", () => {
     expect(config.load).toMatchObject({ ttlSeconds: 660, sweepSeconds: 60 });
   });
 
+  it("trusts no routing header unless named, and names an unknown one", () => {
+    expect(parseConfig(minimal, "c.yaml").extproc.trustedHeaders).toEqual([]);
+    expect(parseConfig(`extproc: { trustedHeaders: [x-gateway-model-name-rewrite] }\n${minimal}`, "c.yaml").extproc.trustedHeaders).toEqual([
+      "x-gateway-model-name-rewrite",
+    ]);
+    expect(() => parseConfig(`extproc: { trustedHeaders: [x-forwarded-for] }\n${minimal}`, "c.yaml")).toThrow(/extproc\.trustedHeaders\[0\]: .*x-gateway-model-name-rewrite/);
+    expect(parseConfig(minimal, "c.yaml").scheduling.probeTimeoutSeconds).toBe(1);
+    expect(() => parseConfig(`scheduling: { probeTimeoutSeconds: 0 }\n${minimal}`, "c.yaml")).toThrow(/scheduling\.probeTimeoutSeconds/);
+  });
+
   it("accepts JSON, which is YAML too", () => {
     const config = parseConfig(JSON.stringify({ pools: [{ name: "a", models: ["*"], endpoints: [] }] }), "c.json");
     expect(config.pools[0]?.models).toEqual(["*"]);
