@@ -99,8 +99,8 @@ export class ExtProcExchange {
   private bodyTimer: NodeJS.Timeout | undefined;
   /** Bytes of this request's body counted against the shared limit until the pick is made. */
   private heldBytes = 0;
-  /** Routing headers the client sent that the config does not trust. */
-  private untrusted: RoutingHeader[] = [];
+  /** Routing headers the client sent that the config does not trust, removed on the way upstream (the destination is overwritten anyway). */
+  private stripped: RoutingHeader[] = [];
 
   constructor(
     private readonly sink: ReplySink,
@@ -213,7 +213,9 @@ export class ExtProcExchange {
     if (this.requestPhase !== "headers") return this.protocolError("request headers twice");
     this.headers = headerMapOf(map);
     // Sent by the client and not trusted: removed on the way upstream (picker role), never read.
-    this.untrusted = this.settings.observer ? [] : ROUTING_HEADERS.filter((name) => !this.settings.trustedHeaders.has(name) && this.headers.has(name));
+    this.stripped = this.settings.observer
+      ? []
+      : ROUTING_HEADERS.filter((name) => name !== DESTINATION_HEADER && !this.settings.trustedHeaders.has(name) && this.headers.has(name));
     this.path = this.headers.get(":path") ?? "";
     if (endOfStream) return this.decide(undefined, true, (decision) => this.replyRouted("request_headers", decision));
     switch (this.modes.request) {
@@ -225,7 +227,7 @@ export class ExtProcExchange {
         // The body comes only after this reply; the route goes on the body reply, which
         // may still change the request headers. Never let a client's value through meanwhile.
         this.requestPhase = "collecting";
-        this.write(headersReply("request", this.settings.observer ? {} : { remove: [DESTINATION_HEADER, ...this.untrusted.filter((name) => name !== DESTINATION_HEADER)] }));
+        this.write(headersReply("request", this.settings.observer ? {} : { remove: [DESTINATION_HEADER, ...this.stripped] }));
         return;
       default:
         // Headers-only and STREAMED: the headers go upstream with this reply, before any body.
@@ -383,8 +385,7 @@ export class ExtProcExchange {
     // ORIGINAL_DST routes to the header's value as one literal ip:port and cannot take a list:
     // the header names the primary only; the metadata carries primary then fallbacks, in order.
     const changes: HeaderChanges = { set: { [DESTINATION_HEADER]: decision.engine } };
-    const remove = this.untrusted.filter((name) => name !== DESTINATION_HEADER);
-    if (remove.length > 0) changes.remove = remove;
+    if (this.stripped.length > 0) changes.remove = [...this.stripped];
     const metadata = { [LB_NAMESPACE]: { [DESTINATION_HEADER]: [decision.engine, ...decision.fallbacks].join(",") } };
     const replaced = decision.body;
     if (kind === "request_headers") {

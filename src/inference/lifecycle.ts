@@ -122,8 +122,8 @@ export class InferenceExchange {
   private generated = 0;
   /** The engine's own `usage`, when it sent one. */
   private reported: ReportedUsage | undefined;
-  /** The first `usage` the engine sent that was not a sane count, logged once with the exchange's line. */
-  private rejectedUsage: string | undefined;
+  /** The engine sent a `usage` that was not a sane count: warned about once per exchange. */
+  private usageRejected = false;
   private readonly startedAt = performance.now();
   /** Store operations, applied in order; undefined while none is pending. */
   private chain: Promise<unknown> | undefined;
@@ -333,8 +333,8 @@ export class InferenceExchange {
       this.reported = usage;
       this.effect(() => this.context.store.reconcile(this.id, usage));
     }
-    if (progress.rejectedUsage !== undefined && this.rejectedUsage === undefined) {
-      this.rejectedUsage = progress.rejectedUsage;
+    if (progress.rejectedUsage !== undefined && !this.usageRejected) {
+      this.usageRejected = true;
       this.safely(() => this.context.log.warn({ id: this.id, requestId: this.requestId, engine: this.reserved?.engine, usage: progress.rejectedUsage }, "engine usage ignored: not a sane token count"));
     }
     if (progress.error !== undefined) this.end("upstream_error");
