@@ -105,7 +105,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
   const extproc = new ExtProcServer({
     host: config.extproc.host,
     port: config.extproc.port,
-    credentials: transport.credentials,
+    tls: transport.tls,
     healthHost: config.health.host,
     healthPort: config.health.port,
     maxStreams: config.extproc.maxStreams,

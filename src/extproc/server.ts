@@ -7,9 +7,10 @@ import {
 } from "../gen/envoy/service/ext_proc/v3/external_processor.js";
 import type { Logger } from "../log.js";
 import { flowControlled } from "./backpressure.js";
-import { ConnectionRotation, STREAMS_PER_CONNECTION } from "./connection-rotation.js";
+import { carry, ConnectionRotation, STREAMS_PER_CONNECTION } from "./connection-rotation.js";
 import { ExtProcExchange, type ExchangeSettings } from "./exchange.js";
 import { StreamLimit } from "./stream-limit.js";
+import type { TlsListener } from "./tls.js";
 import type { InferenceExchange } from "../inference/lifecycle.js";
 
 /** How long shutdown waits for the releases of ended exchanges: a store that never answers must not keep the process from exiting. */
@@ -23,8 +24,8 @@ const TRAFFIC_SERVICES = ["readiness", "envoy.service.ext_proc.v3.ExternalProces
 export interface ExtProcServerOptions {
   host: string;
   port: number;
-  /** The ext_proc port's transport (see tls.ts); the health listener is always plaintext, as the kubelet probes it. */
-  credentials: ServerCredentials;
+  /** TLS for the ext_proc port (see tls.ts), else plaintext; the health listener is always plaintext, as the kubelet probes it. */
+  tls: TlsListener | undefined;
   /** A second listener carrying only gRPC health, on its own host; the ext_proc port serves health too. */
   healthHost: string;
   healthPort: number;
@@ -69,8 +70,12 @@ export class ExtProcServer {
       "grpc.max_send_message_length": options.maxMessageBytes,
     });
     this.streamLimit = new StreamLimit(options.maxStreams, options.log);
-    this.rotation = new ConnectionRotation(options.streamsPerConnection ?? STREAMS_PER_CONNECTION, () =>
-      options.log.warn("cannot see the HTTP/2 connection of a stream; connections will not be rotated"),
+    this.rotation = new ConnectionRotation(options.streamsPerConnection ?? STREAMS_PER_CONNECTION, (missing) =>
+      options.log.warn(
+        missing === "session"
+          ? "cannot see the HTTP/2 connection of a stream; connections will not be rotated"
+          : "cannot write the HTTP/2 shutdown notice; a retired connection may refuse streams already on their way",
+      ),
     );
     this.server.addService(ExternalProcessorService, { process: (call: ProcessCall) => this.process(call) });
     this.health.addToServer(this.server);
@@ -78,7 +83,12 @@ export class ExtProcServer {
   }
 
   async start(): Promise<void> {
-    this.port = await bind(this.server, hostPort(this.options.host, this.options.port), this.options.credentials);
+    const { tls, host, port } = this.options;
+    if (tls === undefined) this.port = await bind(this.server, hostPort(host, port), ServerCredentials.createInsecure());
+    else {
+      const injector = this.server.createConnectionInjector(ServerCredentials.createInsecure());
+      this.port = await tls.listen(host, port, (socket) => injector.injectConnection(carry(socket)));
+    }
     this.healthPort = await bind(this.healthServer, hostPort(this.options.healthHost, this.options.healthPort), ServerCredentials.createInsecure());
     this.setHealth("SERVING", HEALTH_SERVICES);
   }
@@ -94,6 +104,7 @@ export class ExtProcServer {
    */
   async shutdown(graceMs: number): Promise<void> {
     this.setHealth("NOT_SERVING", TRAFFIC_SERVICES);
+    this.options.tls?.stop();
     const drained = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<void>((resolve) => {

@@ -1,7 +1,6 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { createSecureContext } from "node:tls";
-import { experimental, ServerCredentials } from "@grpc/grpc-js";
+import { createSecureContext, createServer, type Server, type TLSSocket } from "node:tls";
 import { watchFolders, type FolderWatch } from "../file-watch.js";
 import type { Logger } from "../log.js";
 
@@ -95,13 +94,10 @@ const described = (material: Material) => ({
 /**
  * The server's certificate, key and client CA, read again whenever their files change. A change
  * that cannot be loaded (a file missing or unparsable, a key not matching the certificate, as
- * between the writes of a rotation done file by file) keeps serving what was loaded and logs why:
- * grpc-js's own FileWatcherCertificateProvider would drop every new connection until the files are
- * good again. Connections already open keep the certificate they were opened with.
+ * between the writes of a rotation done file by file) keeps serving what was loaded and logs why.
+ * Connections already open keep the certificate they were opened with.
  */
-class ReloadingCertificates implements experimental.CertificateProvider {
-  private readonly identityListeners = new Set<experimental.IdentityCertificateUpdateListener>();
-  private readonly caListeners = new Set<experimental.CaCertificateUpdateListener>();
+class ReloadingCertificates {
   private readonly watch: FolderWatch;
   /** Reloads one after another, so an older read never replaces a newer one. */
   private reloading = Promise.resolve();
@@ -111,6 +107,7 @@ class ReloadingCertificates implements experimental.CertificateProvider {
     private material: Material,
     private readonly log: Logger,
     debounceMs: number,
+    private readonly changed: (material: Material) => void,
   ) {
     const watched = [files.certFile, files.keyFile, ...(files.clientCaFile === undefined ? [] : [files.clientCaFile])];
     const reload = (): void => {
@@ -134,36 +131,8 @@ class ReloadingCertificates implements experimental.CertificateProvider {
     }
     if (sameMaterial(next, this.material)) return;
     this.material = next;
+    this.changed(next);
     this.log.info(described(next), "ext_proc TLS certificate reloaded");
-    for (const listener of this.identityListeners) listener(this.identity());
-    for (const listener of this.caListeners) listener(this.ca());
-  }
-
-  private identity(): experimental.IdentityCertificateUpdate {
-    return { certificate: this.material.certificate, privateKey: this.material.privateKey };
-  }
-
-  private ca(): experimental.CaCertificateUpdate | null {
-    return this.material.clientCa === undefined ? null : { caCertificate: this.material.clientCa };
-  }
-
-  // grpc-js registers its listener before its own watcher: the first update must come later.
-  addIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
-    this.identityListeners.add(listener);
-    process.nextTick(() => listener(this.identity()));
-  }
-
-  removeIdentityCertificateListener(listener: experimental.IdentityCertificateUpdateListener): void {
-    this.identityListeners.delete(listener);
-  }
-
-  addCaCertificateListener(listener: experimental.CaCertificateUpdateListener): void {
-    this.caListeners.add(listener);
-    process.nextTick(() => listener(this.ca()));
-  }
-
-  removeCaCertificateListener(listener: experimental.CaCertificateUpdateListener): void {
-    this.caListeners.delete(listener);
   }
 
   close(): void {
@@ -171,23 +140,63 @@ class ReloadingCertificates implements experimental.CertificateProvider {
   }
 }
 
-/** How the ext_proc port is served: plaintext, or TLS whose files are watched until `close`. */
+const contextOf = (material: Material) => ({ cert: material.certificate, key: material.privateKey, ca: material.clientCa });
+
+/**
+ * Terminates TLS for the ext_proc port and hands each connection that negotiated HTTP/2 over.
+ * Done here rather than by grpc-js so that the connection's bytes pass through JavaScript on their
+ * way to nghttp2: the shutdown notice of connection-rotation.ts can then be written between frames
+ * (Node's TLS socket takes only one write at a time, and nghttp2 writes to it directly).
+ */
+export class TlsListener {
+  private readonly server: Server;
+  private readonly certificates: ReloadingCertificates;
+
+  constructor(files: TlsFiles, material: Material, log: Logger, debounceMs: number) {
+    const mutual = files.clientCaFile !== undefined;
+    // Without a client CA no certificate is asked for; with one, a client without a good one gets no connection.
+    this.server = createServer({ ...contextOf(material), requestCert: mutual, rejectUnauthorized: mutual, ALPNProtocols: ["h2"] });
+    this.certificates = new ReloadingCertificates(files, material, log, debounceMs, (next) => this.server.setSecureContext(contextOf(next)));
+  }
+
+  /** Listens; resolves with the port once bound. */
+  listen(host: string, port: number, onConnection: (socket: TLSSocket) => void): Promise<number> {
+    this.server.on("secureConnection", (socket) => {
+      if (socket.alpnProtocol === "h2") onConnection(socket);
+      else socket.destroy();
+    });
+    return new Promise((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(port, host, () => {
+        this.server.off("error", reject);
+        const address = this.server.address();
+        resolve(typeof address === "object" && address !== null ? address.port : port);
+      });
+    });
+  }
+
+  /** Takes no more connections; those open stay until their sessions close. */
+  stop(): void {
+    if (this.server.listening) this.server.close();
+  }
+
+  close(): void {
+    this.stop();
+    this.certificates.close();
+  }
+}
+
+/** How the ext_proc port is served: plaintext by grpc-js, or TLS by a TlsListener whose files are watched until `close`. */
 export interface ExtProcTransport {
-  readonly credentials: ServerCredentials;
+  readonly tls: TlsListener | undefined;
   close(): void;
 }
 
 /** Loads the TLS files (throwing TlsFileError for one that cannot be used), or plaintext without them. */
 export async function extProcTransport(files: TlsFiles | undefined, log: Logger, debounceMs = 100): Promise<ExtProcTransport> {
-  if (files === undefined) return { credentials: ServerCredentials.createInsecure(), close: () => undefined };
+  if (files === undefined) return { tls: undefined, close: () => undefined };
   const material = await load(files);
-  const certificates = new ReloadingCertificates(files, material, log, debounceMs);
+  const listener = new TlsListener(files, material, log, debounceMs);
   log.info({ ...described(material), clientCertificates: files.clientCaFile === undefined ? "not asked for" : "required" }, "ext_proc TLS certificate loaded");
-  const mutual = files.clientCaFile !== undefined;
-  // The first provider gives the identity, the second the client CA (null: no client certificate
-  // asked for); grpc-js's .d.ts names the two the other way round.
-  return {
-    credentials: experimental.createCertificateProviderServerCredentials(certificates, mutual ? certificates : null, mutual),
-    close: () => certificates.close(),
-  };
+  return { tls: listener, close: () => listener.close() };
 }
