@@ -181,7 +181,7 @@ const CONNECTIONS_FOR_RSS = 8;
 
 async function rssWithOpen(target: Target, open: number): Promise<{ idle: number; loaded: number }> {
   const idle = rssMb(target.child.pid!);
-  const clients = Array.from({ length: CONNECTIONS_FOR_RSS }, () => new EnvoyExtProcClient(`127.0.0.1:${target.port}`, { ownConnection: true }));
+  const clients = Array.from({ length: CONNECTIONS_FOR_RSS }, () => new EnvoyExtProcClient(`127.0.0.1:${target.port}`));
   const held = await Promise.all(clients.map((client) => holdOpen(client, open / CONNECTIONS_FOR_RSS)));
   await new Promise((resolve) => setTimeout(resolve, 500));
   const loaded = rssMb(target.child.pid!);

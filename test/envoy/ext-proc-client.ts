@@ -3,12 +3,7 @@
 // reports what the client, the upstream and the processor saw. The facts it follows are in
 // /work/shared/envoy-ext-proc.md; the state machines mirror Envoy's source (see the modules).
 import { randomUUID } from "node:crypto";
-import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
-import {
-  ExternalProcessorClient,
-  type ProcessingRequest,
-  type ProcessingResponse,
-} from "../../src/gen/envoy/service/ext_proc/v3/external_processor.js";
+import type { ProcessingRequest, ProcessingResponse } from "../../src/gen/envoy/service/ext_proc/v3/external_processor.js";
 import { AsyncQueue } from "./async-queue.js";
 import { type Chunking, type Ending, type Frame, fixedFrames, streamedFrames, trailersMap } from "./body-source.js";
 import { ChainGate, type StageSink } from "./chain-gate.js";
@@ -22,12 +17,14 @@ import {
   type MetadataNamespaces,
 } from "./filter.js";
 import { applyHeaderMutation, type HeaderInput, HeaderMap, headerPairs } from "./header-map.js";
+import { type ChannelTls, ExtProcChannel } from "./grpc-channel.js";
 import { type Endpoint, pickOriginalDst } from "./routing.js";
 import type { Upstream, UpstreamRequest, UpstreamResponse } from "./upstream.js";
 
 export type { Chunking, Ending } from "./body-source.js";
 export { type BodyMode, DEFAULT_CONFIG, type FilterConfig, FULL_DUPLEX, type TrailerMode } from "./config.js";
 export type { FailureKind, MetadataNamespaces } from "./filter.js";
+export type { ChannelTls } from "./grpc-channel.js";
 export type { HeaderInput } from "./header-map.js";
 export { httpUpstream, type Upstream, type UpstreamRequest, type UpstreamResponse } from "./upstream.js";
 
@@ -153,39 +150,26 @@ const RESET_BEFORE_HEADERS = {
 };
 
 /**
- * Envoy's side of the sidecar connection: one gRPC channel (like Envoy's HTTP/2 connection to the
- * ext_proc cluster) carrying one Process stream per exchange.
+ * One Envoy worker's side of the sidecar connection: its connection pool to the ext_proc cluster
+ * (one HTTP/2 connection, more once one is going away or full) carrying one Process stream per
+ * exchange. Each client has connections of its own, as each Envoy worker thread has.
  */
 export class EnvoyExtProcClient {
-  private readonly grpc: ExternalProcessorClient;
+  private readonly channel: ExtProcChannel;
   private readonly base: FilterConfig;
 
-  /**
-   * `ownConnection`: a connection of its own rather than one shared with other clients to the
-   * same address (grpc-js pools them), as each Envoy worker thread has its own.
-   * `credentials`: the cluster's transport socket (TLS, with a client certificate for mTLS);
-   * plaintext by default. `sni`: the server name its UpstreamTlsContext sends and checks.
-   */
-  constructor(
-    address: string,
-    options: { config?: Partial<FilterConfig>; ownConnection?: boolean; credentials?: ChannelCredentials; sni?: string } = {},
-  ) {
+  /** `tls`: the cluster's transport socket (TLS, with a client certificate for mTLS); plaintext by default. */
+  constructor(address: string, options: { config?: Partial<FilterConfig>; tls?: ChannelTls } = {}) {
     this.base = resolveConfig(FULL_DUPLEX, options.config);
-    // BUFFERED bodies travel in one message and may exceed grpc-js's 4 MiB default.
-    this.grpc = new ExternalProcessorClient(address, options.credentials ?? credentials.createInsecure(), {
-      "grpc.max_receive_message_length": -1,
-      "grpc.max_send_message_length": -1,
-      ...(options.ownConnection === true ? { "grpc.use_local_subchannel_pool": 1 } : {}),
-      ...(options.sni === undefined ? {} : { "grpc.ssl_target_name_override": options.sni }),
-    });
+    this.channel = new ExtProcChannel(address, options.tls);
   }
 
   exchange(spec: ExchangeSpec): Promise<ExchangeResult> {
-    return new Exchange(this.grpc, resolveConfig(this.base, spec.config), spec).run();
+    return new Exchange(this.channel, resolveConfig(this.base, spec.config), spec).run();
   }
 
   close(): void {
-    this.grpc.close();
+    this.channel.close();
   }
 }
 
@@ -229,7 +213,7 @@ class Exchange {
   };
 
   constructor(
-    client: ExternalProcessorClient,
+    channel: ExtProcChannel,
     private readonly config: FilterConfig,
     private readonly spec: ExchangeSpec,
   ) {
@@ -258,7 +242,7 @@ class Exchange {
       },
     };
     this.filter = new ExtProcFilter(
-      client,
+      channel,
       config,
       spec.metadataContext ?? {},
       callbacks,

@@ -1,15 +1,15 @@
 // Envoy's ext_proc filter for one HTTP stream: both directions, the gRPC stream to the
 // processor, reply dispatch and the error paths of source/extensions/filters/http/ext_proc/ext_proc.cc
 // (failure_mode_allow false, disable_immediate_response false, allow_mode_override false).
-import { type ClientDuplexStream, status as GrpcStatus, type StatusObject } from "@grpc/grpc-js";
+import { status as GrpcStatus } from "@grpc/grpc-js";
 import {
-  type ExternalProcessorClient,
   type HeaderMutation,
   ProcessingRequest,
   type ProcessingResponse,
 } from "../../src/gen/envoy/service/ext_proc/v3/external_processor.js";
 import type { ChainGate } from "./chain-gate.js";
 import { bodyModeToProto, type FilterConfig } from "./config.js";
+import type { ExtProcChannel, ProcessStatus, ProcessStream } from "./grpc-channel.js";
 import type { HeaderMap } from "./header-map.js";
 import { type ProcessingError, type ProcessorHost, ProcessorState, type RequestPart } from "./processor-state.js";
 
@@ -69,7 +69,7 @@ export class ExtProcFilter implements ProcessorHost {
   readonly decoding: ProcessorState;
   readonly encoding: ProcessorState;
   processingComplete = false;
-  private call: ClientDuplexStream<ProcessingRequest, ProcessingResponse> | undefined;
+  private call: ProcessStream | undefined;
   private streamClosed = false;
   private protocolConfigSent = false;
   /** How the gRPC stream ended, for the report. */
@@ -78,7 +78,7 @@ export class ExtProcFilter implements ProcessorHost {
   };
 
   constructor(
-    private readonly client: ExternalProcessorClient,
+    private readonly channel: ExtProcChannel,
     readonly config: FilterConfig,
     private readonly metadataContext: MetadataNamespaces,
     private readonly callbacks: FilterCallbacks,
@@ -165,13 +165,12 @@ export class ExtProcFilter implements ProcessorHost {
     gate.onHeaders(headers, endStream, "StopIteration");
   }
 
-  private openStream(): ClientDuplexStream<ProcessingRequest, ProcessingResponse> {
-    const call = this.client.process();
+  private openStream(): ProcessStream {
+    const call = this.channel.open({
+      onMessage: (response) => this.onReceiveMessage(response),
+      onClose: (status) => this.onRemoteClose(status),
+    });
     this.stream.opened = true;
-    call.on("data", (response: ProcessingResponse) => this.onReceiveMessage(response));
-    call.on("status", (status: StatusObject) => this.onRemoteClose(status));
-    // Errors also arrive as "status"; without a listener grpc-js would throw them.
-    call.on("error", () => undefined);
     this.callbacks.log("event", "stream opened");
     return call;
   }
@@ -192,12 +191,11 @@ export class ExtProcFilter implements ProcessorHost {
     if (this.call === undefined || this.streamClosed) return;
     this.streamClosed = true;
     this.stream.closedBy = "envoy";
-    this.call.end();
-    this.call.cancel();
+    this.call.close();
     this.callbacks.log("event", "half-close + cancel");
   }
 
-  private onRemoteClose(status: StatusObject): void {
+  private onRemoteClose(status: ProcessStatus): void {
     if (this.streamClosed) return; // our own cancel
     this.streamClosed = true;
     this.stream.closedBy = "server";
@@ -224,7 +222,7 @@ export class ExtProcFilter implements ProcessorHost {
     this.encoding.clearAsyncState();
   }
 
-  private onGrpcError(status: StatusObject): void {
+  private onGrpcError(status: ProcessStatus): void {
     if (this.processingComplete) return;
     this.processingComplete = true;
     this.finishProcessorCalls();

@@ -1,6 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { STREAMS_PER_CONNECTION } from "../../src/extproc/connection-rotation.js";
 import { EnvoyExtProcClient, type Upstream } from "../envoy/ext-proc-client.js";
-import { idle, startTestSidecar, totalLoad } from "../support/sidecar.js";
+import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
 import { chat, chatRequest } from "./harness.js";
 
 /**
@@ -9,9 +10,12 @@ import { chat, chatRequest } from "./harness.js";
  * must all succeed: the sidecar retires connections before that.
  */
 let sidecar: Awaited<ReturnType<typeof startTestSidecar>>;
+const capture = new LogCapture();
 beforeAll(async () => {
-  sidecar = await startTestSidecar([{ name: "llama", models: ["llama"], endpoints: ["127.0.0.1:1", "127.0.0.1:2"] }]);
+  sidecar = await startTestSidecar([{ name: "llama", models: ["llama"], endpoints: ["127.0.0.1:1", "127.0.0.1:2"] }], {}, capture);
 });
+// Every retirement went by the shutdown notice, never by nghttp2's own GOAWAY (see connection-rotation.ts).
+afterEach(() => expect(capture.lines.filter((line) => line["level"] === 40).map((line) => line["msg"])).toEqual([]));
 afterAll(() => sidecar.stop(0));
 
 const quickEngine: Upstream = async () => ({
@@ -47,17 +51,17 @@ describe("many exchanges on one connection", () => {
     await expect.poll(() => totalLoad(sidecar)).toEqual(idle);
   }, 120_000);
 
-  it("1,500 exchanges opened at once on one connection, straddling its retirement at 900, are all routed", async () => {
+  it(`5,000 exchanges opened at once on one connection, straddling its retirement at ${STREAMS_PER_CONNECTION}, are all routed`, async () => {
     const client = new EnvoyExtProcClient(`127.0.0.1:${sidecar.ports.extproc}`);
     try {
       const results = await Promise.all(
-        Array.from({ length: 1500 }, () =>
+        Array.from({ length: 5000 }, () =>
           client.exchange({ request: chatRequest(chat("llama", "at once", { stream: true })), upstream: quickEngine, timeoutMs: 60_000 }),
         ),
       );
       const failed = results.filter((result) => result.status !== 200 || result.failure !== undefined);
       expect(failed.slice(0, 3).map((result) => `${result.status} ${JSON.stringify(result.failure)}`)).toEqual([]);
-      expect(results.filter((result) => result.routedTo !== undefined)).toHaveLength(1500);
+      expect(results.filter((result) => result.routedTo !== undefined)).toHaveLength(5000);
     } finally {
       client.close();
     }

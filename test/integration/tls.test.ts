@@ -2,9 +2,9 @@ import { X509Certificate } from "node:crypto";
 import { mkdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { credentials, status, type ChannelCredentials } from "@grpc/grpc-js";
+import { credentials, status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EnvoyExtProcClient, type Upstream } from "../envoy/ext-proc-client.js";
+import { type ChannelTls, EnvoyExtProcClient, type Upstream } from "../envoy/ext-proc-client.js";
 import { TestCertificates, type Issued } from "../support/certificates.js";
 import { healthStatus } from "../support/health.js";
 import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
@@ -43,11 +43,11 @@ afterAll(() => certificates.remove());
 type Sidecar = Awaited<ReturnType<typeof startTestSidecar>>;
 
 /** Envoy's cluster to the sidecar over TLS: trusts `trusted`, presents `client` if given. */
-const tlsTo = (trusted: Issued, client?: Issued): ChannelCredentials => credentials.createSsl(trusted.cert, client?.key, client?.cert);
+const tlsTo = (trusted: Issued, client?: Issued): ChannelTls => ({ ca: trusted.cert, cert: client?.cert, key: client?.key, servername: SNI });
 
 /** One exchange through the Envoy-faithful client on a connection of its own. */
-async function exchangeOver(sidecar: Sidecar, channel: ChannelCredentials) {
-  const client = new EnvoyExtProcClient(`127.0.0.1:${sidecar.ports.extproc}`, { credentials: channel, ownConnection: true, sni: SNI });
+async function exchangeOver(sidecar: Sidecar, tls: ChannelTls | undefined) {
+  const client = new EnvoyExtProcClient(`127.0.0.1:${sidecar.ports.extproc}`, { tls });
   try {
     return await client.exchange({ request: chatRequest(chat("llama", "over tls", { stream: true })), upstream: quick });
   } finally {
@@ -55,8 +55,8 @@ async function exchangeOver(sidecar: Sidecar, channel: ChannelCredentials) {
   }
 }
 
-async function expectRefused(sidecar: Sidecar, channel: ChannelCredentials): Promise<void> {
-  const result = await exchangeOver(sidecar, channel);
+async function expectRefused(sidecar: Sidecar, tls: ChannelTls | undefined): Promise<void> {
+  const result = await exchangeOver(sidecar, tls);
   expect(result.stream.serverStatus?.code).toBe(status.UNAVAILABLE);
   expect(result.failure?.kind).toBe("grpc-error");
   expect(result.upstreamRequest).toBeUndefined();
@@ -87,14 +87,33 @@ describe("ext_proc over TLS", () => {
     expect(result.failure).toBeUndefined();
     expect(result.status).toBe(200);
     expect(result.body.toString()).toContain("[DONE]");
-    expect(await healthStatus(sidecar.ports.extproc, "readiness", { credentials: tlsTo(ca), sni: SNI })).toBe("SERVING");
+    expect(await healthStatus(sidecar.ports.extproc, "readiness", { credentials: credentials.createSsl(ca.cert), sni: SNI })).toBe("SERVING");
     // The health port stays plaintext: the kubelet's gRPC probes do not speak TLS.
     expect(await healthStatus(sidecar.ports.health, "readiness")).toBe("SERVING");
     await expect.poll(() => totalLoad(sidecar)).toEqual(idle);
   });
 
+  it("retires a TLS connection without losing a stream: 2,000 exchanges opened at once on it are all routed", async () => {
+    const capture = new LogCapture();
+    const own = await startTestSidecar(pools, { extproc: { port: 0, tls: { certFile: server.certFile, keyFile: server.keyFile } } }, capture);
+    const client = new EnvoyExtProcClient(`127.0.0.1:${own.ports.extproc}`, { tls: tlsTo(ca) });
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 2000 }, () => client.exchange({ request: chatRequest(chat("llama", "at once", { stream: true })), upstream: quick, timeoutMs: 60_000 })),
+      );
+      expect(results.filter((result) => result.failure !== undefined).map((result) => JSON.stringify(result.failure)).slice(0, 3)).toEqual([]);
+      expect(results.filter((result) => result.routedTo !== undefined)).toHaveLength(2000);
+      // Retired with the notice written between frames, not nghttp2's GOAWAY (see connection-rotation.ts).
+      expect(capture.lines.filter((line) => line["level"] === 40).map((line) => line["msg"])).toEqual([]);
+      await expect.poll(() => totalLoad(own)).toEqual(idle);
+    } finally {
+      client.close();
+      await own.stop(0);
+    }
+  }, 60_000);
+
   it("gives a plaintext client nothing: the stream never opens, a raw HTTP/2 preface gets at most a TLS alert", async () => {
-    await expectRefused(sidecar, credentials.createInsecure());
+    await expectRefused(sidecar, undefined);
     const answer = await plaintextAnswer(sidecar.ports.extproc);
     // 0x15: a TLS alert record; never an HTTP/2 frame.
     if (answer.length > 0) expect(answer[0]).toBe(0x15);
@@ -124,8 +143,8 @@ describe("ext_proc over mTLS", () => {
   it("fails the handshake of a client without a certificate, or with one from another CA", async () => {
     await expectRefused(sidecar, tlsTo(ca));
     await expectRefused(sidecar, tlsTo(ca, stranger));
-    expect(await healthStatus(sidecar.ports.extproc, "readiness", { credentials: tlsTo(ca), sni: SNI })).toMatch(/^error: 14 UNAVAILABLE/);
-    await expectRefused(sidecar, credentials.createInsecure());
+    expect(await healthStatus(sidecar.ports.extproc, "readiness", { credentials: credentials.createSsl(ca.cert), sni: SNI })).toMatch(/^error: 14 UNAVAILABLE/);
+    await expectRefused(sidecar, undefined);
   });
 });
 
