@@ -9,6 +9,7 @@ import { InferenceExchange } from "./inference/lifecycle.js";
 import { RequestParser } from "./inference/request-parser.js";
 import { TokenizerRegistry } from "./inference/tokenizers/registry.js";
 import { MemoryLoadStore } from "./load/memory-store.js";
+import { openLoadStore } from "./load/open.js";
 import type { LoadStore } from "./load/store.js";
 import type { Logger } from "./log.js";
 import { DnsPoolWatcher } from "./pools/dns.js";
@@ -44,10 +45,13 @@ const largestWholeText = (config: Config): number =>
   Math.max(config.tokenizer.countWholeUpTo, ...config.pools.map((pool) => (pool.tokenizer === "o200k" ? 0 : pool.tokenizer.countWholeUpTo)));
 
 /** Builds and starts every part of the sidecar from one config. */
-export async function startSidecar(initial: Config, log: Logger, store: LoadStore = new MemoryLoadStore()): Promise<Sidecar> {
+export async function startSidecar(initial: Config, log: Logger, given?: LoadStore): Promise<Sidecar> {
   let config = initial;
   // First: TLS files that cannot be used stop the start before anything else runs.
   const transport = await extProcTransport(config.extproc.tls, log);
+  // The fallback callback runs only after a failure of the shared store, once `metrics` exists.
+  const shared = given === undefined ? await openLoadStore(config, log, (local) => metrics.setStoreFallback(local)) : undefined;
+  const store: LoadStore = given ?? shared?.store ?? new MemoryLoadStore();
   // Survives reloads: an engine's record does not depend on which config listed it.
   const health = new EngineHealth(
     config.scheduling,
@@ -93,11 +97,11 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
     includeUsage: config.inference.forceIncludeUsage,
     lost: (error) => log.warn({ reason: error.message }, "request parsing thread lost; the bodies it held are parsed inline, the next large one starts a new thread"),
   });
+  const metrics = new Metrics({ store, directory: () => directory });
   // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
-  const instance = randomBytes(4).toString("hex");
+  const instance = randomBytes(8).toString("hex");
   let sequence = 0;
   let ready = false;
-  const metrics = new Metrics({ store, directory: () => directory });
   /** Observer: count an engine under the model's pool, else the pool that lists it. */
   const observedPool = (engine: string, model: string | undefined): string =>
     directory.forModel(model)?.name ?? directory.pools.find((pool) => pool.endpoints.includes(engine))?.name ?? "unknown";
@@ -182,6 +186,7 @@ export async function startSidecar(initial: Config, log: Logger, store: LoadStor
       clearInterval(sweeper);
       for (const watcher of watchers) watcher.stop();
       await extproc.shutdown(graceMs);
+      await shared?.close();
       transport.close();
       await http.close();
       await Promise.all([tokens.close(), parser.close()]);

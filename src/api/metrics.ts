@@ -94,6 +94,12 @@ export class Metrics implements ExchangeEvents {
     registers: [this.registry],
   });
 
+  private readonly storeFallback = new Gauge({
+    name: "metadata_center_store_fallback",
+    help: "1 while the shared load store (Redis) is out and picks come from this sidecar's own view",
+    registers: [this.registry],
+  });
+
   private readonly httpSeries = new Map<string, { status: { inc(): void }; duration: { observe(value: number): void } }>();
 
   /**
@@ -168,6 +174,11 @@ export class Metrics implements ExchangeEvents {
 
   finished(seconds: number, outcome: Outcome): void {
     this.duration.observe({ outcome }, seconds);
+  }
+
+  /** The shared store went out (true) or came back (false). */
+  setStoreFallback(local: boolean): void {
+    this.storeFallback.set(local ? 1 : 0);
   }
 
   observeExpired(count: number): void {

@@ -9,6 +9,7 @@ import {
   type ReserveRequest,
   zeroLoad,
 } from "./store.js";
+import { rankByLoad } from "./ranking.js";
 
 /** A token count as the store adds it: a non-negative integer; anything else (NaN, infinite, negative) counts 0. */
 const countOf = (value: number): number => (Number.isFinite(value) && value > 0 ? Math.floor(value) : 0);
@@ -39,18 +40,18 @@ export class MemoryLoadStore implements LoadStore {
   pickAndReserve(request: PickRequest): PickOutcome {
     if (request.candidates.length === 0 || this.ledger.has(request.id)) return { kind: "none" };
     const limit = request.maxRequests;
-    const remaining = limit > 0 ? request.candidates.filter((engine) => (this.engines.get(engine)?.requests ?? 0) < limit) : [...request.candidates];
-    if (remaining.length === 0) return { kind: "saturated" };
+    const eligible = request.candidates.flatMap((engine, index) =>
+      limit > 0 && (this.engines.get(engine)?.requests ?? 0) >= limit ? [] : [{ engine, bias: request.bias[index] ?? 0 }],
+    );
+    if (eligible.length === 0) return { kind: "saturated" };
     // The chosen engine first, then the next best by the same policy, each among those left.
-    const ranked: string[] = [];
-    const loads = remaining.map((engine) => this.engines.get(engine) ?? zeroLoad());
-    while (ranked.length <= request.fallbacks && remaining.length > 0) {
-      const chosen = request.choose(loads, remaining);
-      const [engine] = remaining.splice(chosen, 1);
-      loads.splice(chosen, 1);
-      if (engine === undefined) break;
-      ranked.push(engine);
-    }
+    const ranked = rankByLoad(
+      eligible.map(({ engine }) => this.engines.get(engine) ?? zeroLoad()),
+      eligible.map(({ bias }) => bias),
+      request.loadWeights,
+      request.tieBreak,
+      request.fallbacks + 1,
+    ).flatMap((index) => eligible[index]?.engine ?? []);
     const [engine, ...fallbacks] = ranked;
     if (engine === undefined) return { kind: "none" };
     const entry = this.open(request.id, request.pool, engine, request.promptTokens);

@@ -28,24 +28,35 @@ export type Outcome =
   /** The sidecar failed on this exchange (a store call, a parser, a metric): it ended there, nothing counted against the engine. */
   | "internal_error";
 
-/**
- * The pick policy: given the candidates' current loads and the candidates (same order),
- * the index of the chosen one. Called by the store inside its atomic step.
- */
-export type ChooseEngine = (loads: readonly EngineLoad[], engines: readonly string[]) => number;
+/** How much each live load number weighs in a pick; each is normalised by its largest value among the candidates. */
+export interface LoadWeights {
+  requests: number;
+  prefillRequests: number;
+  prefillTokens: number;
+  tokensHeld: number;
+}
 
+/**
+ * One pick, as the scheduling chain planned it: the store reads the candidates' live loads,
+ * drops those at `maxRequests`, ranks the rest (see ranking.ts) and reserves the first, all in
+ * one atomic step. Everything that depends on the request alone arrives already computed.
+ */
 export interface PickRequest {
   /** Ledger key; unique among open reservations. */
   id: string;
   pool: string;
   /** Engines allowed for this request, as `ip:port`. */
   candidates: readonly string[];
+  /** Added to each candidate's score (same order): the request-dependent scorers' share. */
+  bias: readonly number[];
+  loadWeights: LoadWeights;
   promptTokens: number;
-  choose: ChooseEngine;
   /** Open requests an engine may carry: an engine at the limit is not eligible. 0 = no limit. */
   maxRequests: number;
   /** How many next-best engines to name after the chosen one (for Envoy's retries). */
   fallbacks: number;
+  /** In [0, 1): which of equally scored candidates wins, drawn by the caller so that every store breaks ties alike. */
+  tieBreak: number;
 }
 
 export type PickOutcome =
@@ -121,3 +132,18 @@ export interface LoadStore {
 }
 
 export const zeroLoad = (): EngineLoad => ({ requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 });
+
+/** Adds `from`'s numbers to `into`'s, engine by engine (the later update time kept). */
+export function addLoads(into: Map<string, EngineSnapshot>, from: ReadonlyMap<string, EngineSnapshot>): Map<string, EngineSnapshot> {
+  for (const [engine, load] of from) {
+    const sum = into.get(engine) ?? { ...zeroLoad(), updatedAt: 0 };
+    into.set(engine, {
+      requests: sum.requests + load.requests,
+      prefillRequests: sum.prefillRequests + load.prefillRequests,
+      prefillTokens: sum.prefillTokens + load.prefillTokens,
+      tokensHeld: sum.tokensHeld + load.tokensHeld,
+      updatedAt: Math.max(sum.updatedAt, load.updatedAt),
+    });
+  }
+  return into;
+}

@@ -1,15 +1,9 @@
 import type { LoadStore, Reservation } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
-import { leastLoaded, type ScoreWeights } from "./score.js";
+import { buildChain, type Chain, type ChainSettings } from "./chain.js";
+import type { EngineAvailability, PickPlan, SchedulingRequest } from "./plan.js";
 
-export interface PickRequest {
-  /** Ledger key for the reservation. */
-  id: string;
-  model: string | undefined;
-  promptTokens: number;
-  /** The gateway's subset hint: only these `ip:port` may be picked. Undefined = no hint. */
-  subset?: readonly string[] | undefined;
-}
+export type { EngineAvailability, SchedulingRequest as PickRequest } from "./plan.js";
 
 export type PickResult =
   | { kind: "picked"; reservation: Reservation; fallbacks: string[] }
@@ -19,63 +13,59 @@ export type PickResult =
   | { kind: "outside_subset"; pool: string }
   | { kind: "saturated"; pool: string; limit: number };
 
-export interface PickerSettings {
-  weights: ScoreWeights;
-  /** Open requests per engine before it stops taking more; 0 = no limit. */
-  maxRequestsPerEngine: number;
+export interface PickerSettings extends ChainSettings {
   /** Next-best engines named after the chosen one. */
   fallbacks: number;
 }
 
-/** Which engines may be picked now, and how far each is from warm (see pools/health.ts). */
-export interface EngineAvailability {
-  eligible(engine: string): boolean;
-  coldness(engine: string): number;
-}
-
 const alwaysAvailable: EngineAvailability = { eligible: () => true, coldness: () => 0 };
 
-/** Candidates from the model's pool, scored by load, picked and reserved in one store step. */
+/** The model's pool, then the chain's filters and scorers; the store picks and reserves in one step. */
 export class Picker {
-  private readonly choose;
+  private readonly chain: Chain;
 
   constructor(
     private readonly store: LoadStore,
     private readonly directory: () => PoolDirectory,
     private readonly settings: PickerSettings,
-    private readonly availability: EngineAvailability = alwaysAvailable,
-    random: () => number = Math.random,
+    availability: EngineAvailability = alwaysAvailable,
+    private readonly random: () => number = Math.random,
   ) {
-    this.choose = leastLoaded(settings.weights, random, (engine) => availability.coldness(engine));
+    this.chain = buildChain(settings, availability);
   }
 
-  async pick(request: PickRequest): Promise<PickResult> {
+  async pick(request: SchedulingRequest): Promise<PickResult> {
     const pool = this.directory().forModel(request.model);
     if (pool === undefined) return { kind: "no_pool", model: request.model };
-    let candidates = pool.endpoints;
-    if (request.subset !== undefined) {
-      const allowed = new Set(request.subset);
-      candidates = candidates.filter((engine) => allowed.has(engine));
-      if (candidates.length === 0) return { kind: "outside_subset", pool: pool.name };
+    const plan: PickPlan = {
+      pool: pool.name,
+      candidates: pool.endpoints,
+      bias: [],
+      loadWeights: { requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
+      maxRequests: 0,
+    };
+    for (const filter of this.chain.filters) {
+      const refusal = filter.apply(plan, request);
+      if (refusal !== undefined) return { kind: refusal.kind, pool: pool.name };
     }
-    // With every engine ejected, all are tried (Envoy's panic routing): errors that hit every
-    // engine at once are more likely the requests' fault than all engines'.
-    const healthy = candidates.filter((engine) => this.availability.eligible(engine));
-    if (healthy.length > 0) candidates = healthy;
+    plan.bias = plan.candidates.map(() => 0);
+    for (const { scorer, weight } of this.chain.scorers) scorer.apply(plan, request, weight);
     const outcome = await this.store.pickAndReserve({
       id: request.id,
       pool: pool.name,
-      candidates,
+      candidates: plan.candidates,
+      bias: plan.bias,
+      loadWeights: plan.loadWeights,
       promptTokens: request.promptTokens,
-      choose: this.choose,
-      maxRequests: this.settings.maxRequestsPerEngine,
+      maxRequests: plan.maxRequests,
       fallbacks: this.settings.fallbacks,
+      tieBreak: this.random(),
     });
     switch (outcome.kind) {
       case "reserved":
         return { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks };
       case "saturated":
-        return { kind: "saturated", pool: pool.name, limit: this.settings.maxRequestsPerEngine };
+        return { kind: "saturated", pool: pool.name, limit: plan.maxRequests };
       case "none":
         return { kind: "no_engine", pool: pool.name };
     }

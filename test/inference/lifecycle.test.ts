@@ -8,7 +8,7 @@ import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { zeroLoad } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { Picker } from "../../src/scheduling/picker.js";
-import { defaultWeights } from "../../src/scheduling/score.js";
+import { schedulingDefaults } from "../support/scheduling.js";
 import { QWEN3_TOKENIZER } from "../support/model-tokenizers.js";
 
 const ENGINE = "10.0.0.1:8000";
@@ -45,7 +45,7 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
       const exchange = new InferenceExchange(
         {
           store,
-          picker: new Picker(store, () => directory, { weights: defaultWeights, maxRequestsPerEngine: 0, fallbacks: 0 }),
+          picker: new Picker(store, () => directory, schedulingDefaults),
           parser,
           tokens,
           health: { succeeded: () => seen.push("succeeded"), failed: () => seen.push("failed"), unanswered: () => seen.push("unanswered") },
@@ -99,7 +99,7 @@ describe("the exchange state machine", () => {
     const exchange = new InferenceExchange(
       {
         store,
-        picker: new Picker(store, () => directory, { weights: defaultWeights, maxRequestsPerEngine: 0, fallbacks: 0 }),
+        picker: new Picker(store, () => directory, schedulingDefaults),
         parser,
         tokens,
         health,

@@ -3,7 +3,7 @@ import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { EngineHealth, type HealthSettings } from "../../src/pools/health.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { Picker } from "../../src/scheduling/picker.js";
-import { defaultWeights } from "../../src/scheduling/score.js";
+import { schedulingDefaults } from "../support/scheduling.js";
 
 const settings: HealthSettings = { ejectAfterErrors: 3, ejectSeconds: 10, maxEjectSeconds: 25, slowStartSeconds: 20 };
 const A = "10.0.0.1:1";
@@ -78,7 +78,7 @@ describe("EngineHealth", () => {
 describe("Picker with engine health", () => {
   const engines = ["10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1", "10.0.0.4:1"];
   const directory = new PoolDirectory([{ name: "p", models: ["m"], endpoints: engines }]);
-  const pickerSettings = { weights: defaultWeights, maxRequestsPerEngine: 0, fallbacks: 0 };
+  const pickerSettings = schedulingDefaults;
 
   it("leaves an ejected engine out; with every engine ejected, picks among all", async () => {
     const time = clock();

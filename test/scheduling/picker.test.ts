@@ -1,16 +1,18 @@
 import { describe, expect, it } from "vitest";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
-import { zeroLoad, type EngineLoad } from "../../src/load/store.js";
+import { rankByLoad } from "../../src/load/ranking.js";
+import { type PickRequest as StorePickRequest, zeroLoad, type EngineLoad } from "../../src/load/store.js";
+import { parseConfig } from "../../src/config/load.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { Picker } from "../../src/scheduling/picker.js";
-import { defaultWeights, leastLoaded } from "../../src/scheduling/score.js";
+import { schedulingDefaults } from "../support/scheduling.js";
 
 const engines = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000", "10.0.0.4:8000"];
 const directory = new PoolDirectory([
   { name: "llama", models: ["llama"], endpoints: engines },
   { name: "empty", models: ["ghost"], endpoints: [] },
 ]);
-const settings = { weights: defaultWeights, maxRequestsPerEngine: 0, fallbacks: 0 };
+const settings = schedulingDefaults;
 
 describe("Picker", () => {
   it("spreads 200 equal concurrent picks over 4 idle engines 50/50/50/50", async () => {
@@ -80,24 +82,72 @@ describe("Picker", () => {
   });
 });
 
-describe("leastLoaded", () => {
+describe("rankByLoad, the choice each store makes atomically", () => {
   const load = (partial: Partial<EngineLoad>): EngineLoad => ({ ...zeroLoad(), ...partial });
+  const even = { requests: 0.25, prefillRequests: 0.25, prefillTokens: 0.25, tokensHeld: 0.25 };
+  const first = (loads: EngineLoad[], weights = even, tieBreak = 0, bias = loads.map(() => 0)) => rankByLoad(loads, bias, weights, tieBreak, 1)[0];
 
   it("prefers the engine with fewer prompt tokens in prefill when request counts are equal", () => {
-    const choose = leastLoaded(defaultWeights, () => 0);
-    expect(choose([load({ requests: 2, prefillTokens: 9000 }), load({ requests: 2, prefillTokens: 100 })])).toBe(1);
+    expect(first([load({ requests: 2, prefillTokens: 9000 }), load({ requests: 2, prefillTokens: 100 })])).toBe(1);
   });
 
   it("weighs dimensions as configured", () => {
-    const onlyTokensHeld = leastLoaded({ requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 1 }, () => 0);
-    expect(onlyTokensHeld([load({ requests: 1, tokensHeld: 10 }), load({ requests: 9, tokensHeld: 20 })])).toBe(0);
-    const onlyRequests = leastLoaded({ requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 }, () => 0);
-    expect(onlyRequests([load({ requests: 5, tokensHeld: 10 }), load({ requests: 1, tokensHeld: 20 })])).toBe(1);
+    const onlyTokensHeld = { requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 1 };
+    expect(first([load({ requests: 1, tokensHeld: 10 }), load({ requests: 9, tokensHeld: 20 })], onlyTokensHeld)).toBe(0);
+    const onlyRequests = { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 };
+    expect(first([load({ requests: 5, tokensHeld: 10 }), load({ requests: 1, tokensHeld: 20 })], onlyRequests)).toBe(1);
   });
 
-  it("chooses at random among equal scores", () => {
+  it("chooses among equal scores by the tie-break", () => {
     const loads = [load({ requests: 3 }), load({}), load({}), load({})];
-    expect(leastLoaded(defaultWeights, () => 0)(loads)).toBe(1);
-    expect(leastLoaded(defaultWeights, () => 0.99)(loads)).toBe(3);
+    expect(first(loads, even, 0)).toBe(1);
+    expect(first(loads, even, 0.99)).toBe(3);
+  });
+
+  it("adds each candidate's bias: a cold idle engine loses to a warm busy one until it warms", () => {
+    const loads = [load({ requests: 4, prefillRequests: 4, prefillTokens: 400, tokensHeld: 400 }), load({})];
+    expect(first(loads, even, 0, [0, 1.5])).toBe(0);
+    expect(first(loads, even, 0, [0, 0.5])).toBe(1);
+  });
+
+  it("ranks the rest after the first, each among those left, and never more than asked", () => {
+    const loads = [load({ requests: 3 }), load({ requests: 1 }), load({ requests: 2 }), load({})];
+    expect(rankByLoad(loads, [0, 0, 0, 0], even, 0, 3)).toEqual([3, 1, 2]);
+    expect(rankByLoad(loads, [0, 0, 0, 0], even, 0, 9)).toEqual([3, 1, 2, 0]);
   });
 });
+
+describe("the scheduling chain from config", () => {
+  const availability = { eligible: (engine: string) => engine !== engines[0], coldness: (engine: string) => (engine === engines[1] ? 1 : 0) };
+
+  it("runs the named filters in order and leaves out a scorer weighted 0", async () => {
+    const store = new MemoryLoadStore();
+    const planned: PickPlanSeen[] = [];
+    const watching = watch(store, planned);
+    const picker = new Picker(watching, () => directory, { ...settings, scorers: { load: 1, slowStart: 0 } }, availability, () => 0);
+    await picker.pick({ id: "a", model: "llama", promptTokens: 1 });
+    expect(planned[0]).toMatchObject({ candidates: engines.slice(1), bias: [0, 0, 0], maxRequests: 0 });
+    const withoutHealth = new Picker(watching, () => directory, { ...settings, filters: ["subset", "saturation"] }, availability, () => 0);
+    await withoutHealth.pick({ id: "b", model: "llama", promptTokens: 1 });
+    expect(planned[1]).toMatchObject({ candidates: engines, bias: [0, 1, 0, 0] });
+  });
+
+  it("rejects a filter named twice or unknown, and a negative weight, naming the key", () => {
+    const config = (scheduling: string) => () => parseConfig(`pools: [{ name: p, models: [m], endpoints: ['127.0.0.1:1'] }]\nscheduling: ${scheduling}`, "c.yaml");
+    expect(config("{ filters: [health, health] }")).toThrow(/scheduling\.filters: names a filter twice/);
+    expect(config("{ filters: [prefix] }")).toThrow(/scheduling\.filters\[0\]: Invalid option/);
+    expect(config("{ scorers: { load: -1 } }")).toThrow(/scheduling\.scorers\.load/);
+  });
+});
+
+type PickPlanSeen = Pick<StorePickRequest, "candidates" | "bias" | "maxRequests" | "loadWeights">;
+
+/** The store, noting each plan it is given. */
+function watch(store: MemoryLoadStore, seen: PickPlanSeen[]): MemoryLoadStore {
+  const pickAndReserve = store.pickAndReserve.bind(store);
+  store.pickAndReserve = (request) => {
+    seen.push({ candidates: [...request.candidates], bias: [...request.bias], maxRequests: request.maxRequests, loadWeights: request.loadWeights });
+    return pickAndReserve(request);
+  };
+  return store;
+}

@@ -1,0 +1,222 @@
+import { MemoryLoadStore } from "./memory-store.js";
+import {
+  addLoads,
+  type EngineSnapshot,
+  type LoadStore,
+  type Outcome,
+  type PickOutcome,
+  type PickRequest,
+  type ReportedUsage,
+  type Reservation,
+  type ReserveRequest,
+} from "./store.js";
+
+/** The shared store as the fail-open wrapper needs it: a LoadStore that can be pinged. */
+export interface SharedStore extends LoadStore {
+  ping(): Promise<unknown>;
+}
+
+export interface FailOpenSettings {
+  /** Longest any call waits on the shared store. */
+  timeoutMs: number;
+  /** Generated tokens of one exchange reach the shared store at most this often. */
+  coalesceMs: number;
+  /** While the shared store is out, it is tried again this often. */
+  retryMs: number;
+  /** Called on each transition: true when picks move to the local view, false when they are back. */
+  onFallback(local: boolean, reason: string | undefined): void;
+}
+
+/** Releases of shared reservations that failed, kept for when the shared store is back; past this they are left to its TTL. */
+const MAX_PENDING_RELEASES = 100_000;
+
+class TimedOut extends Error {
+  constructor(ms: number) {
+    super(`no answer within ${ms} ms`);
+  }
+}
+
+function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TimedOut(ms)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Fail open, never block: every call to the shared store (Redis) is bounded by `timeoutMs`. When
+ * it fails or is late, picks come at once from a local store holding only this sidecar's own
+ * reservations, until a ping answers again; a reservation is released where it was made, so
+ * nothing is counted twice. Generated tokens are coalesced per exchange (never a round trip per
+ * SSE event). Never throws for the shared store's sake: an outage must not fail an exchange.
+ */
+export class FailOpenStore implements LoadStore {
+  private readonly local: MemoryLoadStore;
+  private down: string | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  /** Ids reserved in the local store. */
+  private readonly localIds = new Set<string>();
+  /** Shared ids whose release did not get through (or whose pick timed out and may have landed). */
+  private readonly pendingReleases = new Map<string, Outcome>();
+  /** Generated tokens not yet sent, by id. */
+  private readonly pendingGenerated = new Map<string, number>();
+  private readonly flusher: NodeJS.Timeout;
+
+  constructor(
+    private readonly shared: SharedStore,
+    private readonly settings: FailOpenSettings,
+    now: () => number = Date.now,
+  ) {
+    this.local = new MemoryLoadStore(now);
+    this.flusher = setInterval(() => this.flushGenerated(), settings.coalesceMs);
+    this.flusher.unref();
+  }
+
+  /** True while picks come from the local view. */
+  get fallback(): boolean {
+    return this.down !== undefined;
+  }
+
+  close(): void {
+    clearInterval(this.flusher);
+    clearTimeout(this.retry);
+  }
+
+  private fail(error: unknown): void {
+    if (this.down !== undefined) return;
+    this.down = error instanceof Error ? error.message : String(error);
+    this.settings.onFallback(true, this.down);
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    this.retry = setTimeout(() => void this.tryShared(), this.settings.retryMs);
+    this.retry.unref();
+  }
+
+  private async tryShared(): Promise<void> {
+    try {
+      await within(this.shared.ping(), this.settings.timeoutMs);
+    } catch {
+      this.scheduleRetry();
+      return;
+    }
+    this.down = undefined;
+    this.settings.onFallback(false, undefined);
+    for (const [id, outcome] of [...this.pendingReleases]) {
+      this.pendingReleases.delete(id);
+      void this.releaseShared(id, outcome);
+    }
+  }
+
+  /** The shared store's answer, or undefined once it failed or was late (and the store is then marked down). */
+  private async call<T>(operation: () => Promise<T> | T): Promise<T | undefined> {
+    if (this.down !== undefined) return undefined;
+    try {
+      return await within(Promise.resolve().then(operation), this.settings.timeoutMs);
+    } catch (error) {
+      this.fail(error);
+      return undefined;
+    }
+  }
+
+  async pickAndReserve(request: PickRequest): Promise<PickOutcome> {
+    const tried = this.down === undefined;
+    const shared = await this.call(() => this.shared.pickAndReserve(request));
+    if (shared !== undefined) return shared;
+    // A pick that failed late may still land in the shared store: released there once it answers.
+    if (tried) this.pendingRelease(request.id, "internal_error");
+    const outcome = this.local.pickAndReserve(request);
+    if (outcome.kind === "reserved") this.localIds.add(request.id);
+    return outcome;
+  }
+
+  async reserve(request: ReserveRequest): Promise<boolean> {
+    const tried = this.down === undefined;
+    const shared = await this.call(() => this.shared.reserve(request));
+    if (shared !== undefined) return shared;
+    if (tried) this.pendingRelease(request.id, "internal_error");
+    const opened = this.local.reserve(request);
+    if (opened) this.localIds.add(request.id);
+    return opened;
+  }
+
+  async has(id: string): Promise<boolean> {
+    if (this.localIds.has(id)) return true;
+    return (await this.call(() => this.shared.has(id))) ?? false;
+  }
+
+  async firstToken(id: string): Promise<void> {
+    if (this.localIds.has(id)) return this.local.firstToken(id);
+    await this.call(() => this.shared.firstToken(id));
+  }
+
+  async addGenerated(id: string, tokens: number): Promise<void> {
+    if (this.localIds.has(id)) return this.local.addGenerated(id, tokens);
+    if (!(tokens > 0)) return;
+    this.pendingGenerated.set(id, (this.pendingGenerated.get(id) ?? 0) + tokens);
+  }
+
+  private flushGenerated(): void {
+    if (this.pendingGenerated.size === 0 || this.down !== undefined) return;
+    const batch = [...this.pendingGenerated];
+    this.pendingGenerated.clear();
+    for (const [id, tokens] of batch) void this.call(() => this.shared.addGenerated(id, tokens));
+  }
+
+  async reconcile(id: string, usage: ReportedUsage): Promise<void> {
+    if (this.localIds.has(id)) return this.local.reconcile(id, usage);
+    // The engine's own numbers replace whatever was still to be added.
+    this.pendingGenerated.delete(id);
+    await this.call(() => this.shared.reconcile(id, usage));
+  }
+
+  async move(id: string, engine: string): Promise<boolean> {
+    if (this.localIds.has(id)) return this.local.move(id, engine);
+    return (await this.call(() => this.shared.move(id, engine))) ?? false;
+  }
+
+  async release(id: string, outcome: Outcome): Promise<boolean> {
+    if (this.localIds.delete(id)) return this.local.release(id, outcome);
+    this.pendingGenerated.delete(id);
+    this.pendingReleases.delete(id);
+    return this.releaseShared(id, outcome);
+  }
+
+  private async releaseShared(id: string, outcome: Outcome): Promise<boolean> {
+    const released = await this.call(() => this.shared.release(id, outcome));
+    if (released === undefined) this.pendingRelease(id, outcome);
+    return released ?? true;
+  }
+
+  private pendingRelease(id: string, outcome: Outcome): void {
+    if (this.pendingReleases.size < MAX_PENDING_RELEASES) this.pendingReleases.set(id, outcome);
+  }
+
+  /** The shared view plus what this sidecar reserved locally while the shared store was out. */
+  async loads(engines: readonly string[]): Promise<Map<string, EngineSnapshot>> {
+    return addLoads(new Map((await this.call(() => this.shared.loads(engines))) ?? []), this.local.loads(engines));
+  }
+
+  async poolLoads(pool: string): Promise<Map<string, EngineSnapshot>> {
+    return addLoads(new Map((await this.call(() => this.shared.poolLoads(pool))) ?? []), this.local.poolLoads(pool));
+  }
+
+  async pools(): Promise<string[]> {
+    const shared = (await this.call(() => this.shared.pools())) ?? [];
+    return [...new Set([...shared, ...this.local.pools()])].sort();
+  }
+
+  async expire(olderThanMs: number, onExpired?: (reservation: Reservation) => void): Promise<number> {
+    const local = this.local.expire(olderThanMs, (reservation) => {
+      this.localIds.delete(reservation.id);
+      onExpired?.(reservation);
+    });
+    return local + ((await this.call(() => this.shared.expire(olderThanMs, onExpired))) ?? 0);
+  }
+
+  async size(): Promise<number> {
+    return this.local.size() + ((await this.call(() => this.shared.size())) ?? 0);
+  }
+}

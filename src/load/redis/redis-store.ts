@@ -1,0 +1,262 @@
+import type { Cluster, Redis } from "ioredis";
+import {
+  addLoads,
+  type EngineSnapshot,
+  type LoadStore,
+  type Outcome,
+  type PickOutcome,
+  type PickRequest,
+  type ReportedUsage,
+  type Reservation,
+  type ReserveRequest,
+  zeroLoad,
+} from "../store.js";
+import { ADD_GENERATED, FIRST_TOKEN, MOVE, PICK, RECONCILE, RELEASE, RESERVE, SWEEP } from "./scripts.js";
+
+const SCRIPTS = {
+  mcPick: PICK,
+  mcReserve: RESERVE,
+  mcFirstToken: FIRST_TOKEN,
+  mcAddGenerated: ADD_GENERATED,
+  mcReconcile: RECONCILE,
+  mcMove: MOVE,
+  mcRelease: RELEASE,
+  mcSweep: SWEEP,
+} as const;
+
+type ScriptName = keyof typeof SCRIPTS;
+type Client = Redis | Cluster;
+type ScriptCall = (...args: Array<string | number>) => Promise<unknown>;
+
+
+/** A token count as the store adds it: a non-negative integer; anything else counts 0. */
+const countOf = (value: number): number => (Number.isFinite(value) && value > 0 ? Math.floor(value) : 0);
+
+const PREFIXES = [
+  ["r:", "requests"],
+  ["pr:", "prefillRequests"],
+  ["pt:", "prefillTokens"],
+  ["th:", "tokensHeld"],
+  ["u:", "updatedAt"],
+] as const;
+
+/** A pool's counters hash as snapshots by engine. */
+function snapshotsOf(fields: Record<string, string>): Map<string, EngineSnapshot> {
+  const engines = new Map<string, EngineSnapshot>();
+  for (const [name, value] of Object.entries(fields)) {
+    const prefix = PREFIXES.find(([p]) => name.startsWith(p));
+    if (prefix === undefined) continue;
+    const engine = name.slice(prefix[0].length);
+    let snapshot = engines.get(engine);
+    if (snapshot === undefined) {
+      snapshot = { ...zeroLoad(), updatedAt: 0 };
+      engines.set(engine, snapshot);
+    }
+    snapshot[prefix[1]] = Number(value);
+  }
+  return engines;
+}
+
+/** One sweep's outcome: what expired by age, and how many reservations of dead sidecars were closed. */
+export interface SweepResult {
+  expired: Reservation[];
+  reaped: number;
+}
+
+/**
+ * The load numbers and ledger in Redis (or Valkey), shared by every replica: each operation one
+ * script, atomic against every other replica's. Pools are the unit: a pool's keys share a hash
+ * slot, and a pick weighs the load that pool's reservations put on each engine.
+ */
+export class RedisLoadStore implements LoadStore {
+  /** The pool of each id this store opened or looked up, and whether the id index holds it. */
+  private readonly poolOf = new Map<string, { pool: string; indexed: boolean }>();
+  /** Pools this store has written to, registered in the shared pool set once (it is never pruned). */
+  private readonly registered = new Set<string>();
+  private readonly scripts: Record<ScriptName, ScriptCall>;
+
+  private readonly prefix: string;
+  /** The lease every reservation made here belongs to: unique across replicas and restarts. */
+  readonly lease: string;
+  private readonly sweepEveryMs: number;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly redis: Client,
+    options: { keyPrefix: string; lease: string; sweepEveryMs: number; now?: () => number },
+  ) {
+    this.prefix = options.keyPrefix;
+    this.lease = options.lease;
+    this.sweepEveryMs = options.sweepEveryMs;
+    this.now = options.now ?? Date.now;
+    // A Redis that restarted empty has lost the pool set: pools register again.
+    redis.on("ready", () => this.registered.clear());
+    // ioredis sends each by EVALSHA, loading it again if Redis lost it (a restart).
+    for (const [name, lua] of Object.entries(SCRIPTS)) {
+      if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 3, lua });
+    }
+    this.scripts = redis as unknown as Record<ScriptName, ScriptCall>;
+  }
+
+  private keys(pool: string): [string, string, string] {
+    const tag = `${this.prefix}{${pool}}`;
+    return [`${tag}:load`, `${tag}:res`, `${tag}:open`];
+  }
+
+  private get poolSet(): string {
+    return `${this.prefix}pools`;
+  }
+
+  /** id → pool for reservations opened by `reserve` (the HTTP API's adds, which any replica may delete). */
+  private get idIndex(): string {
+    return `${this.prefix}ids`;
+  }
+
+  private async register(pool: string): Promise<void> {
+    if (this.registered.has(pool)) return;
+    await this.redis.sadd(this.poolSet, pool);
+    this.registered.add(pool);
+  }
+
+  async pickAndReserve(request: PickRequest): Promise<PickOutcome> {
+    if (request.candidates.length === 0 || this.poolOf.has(request.id)) return { kind: "none" };
+    await this.register(request.pool);
+    const { loadWeights: w } = request;
+    const candidates = request.candidates.flatMap((engine, index) => [engine, request.bias[index] ?? 0]);
+    const prompt = countOf(request.promptTokens);
+    const reply = (await this.scripts.mcPick(
+      ...this.keys(request.pool),
+      request.id,
+      this.now(),
+      prompt,
+      request.maxRequests,
+      request.fallbacks,
+      request.tieBreak,
+      w.requests,
+      w.prefillRequests,
+      w.prefillTokens,
+      w.tokensHeld,
+      this.lease,
+      ...candidates,
+    )) as string[];
+    const [kind, engine, ...fallbacks] = reply;
+    if (kind === "saturated") return { kind: "saturated" };
+    if (kind !== "reserved" || engine === undefined) return { kind: "none" };
+    this.poolOf.set(request.id, { pool: request.pool, indexed: false });
+    return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: prompt }, fallbacks };
+  }
+
+  async reserve(request: ReserveRequest): Promise<boolean> {
+    await this.register(request.pool);
+    const opened = await this.scripts.mcReserve(...this.keys(request.pool), request.id, this.now(), countOf(request.promptTokens), request.engine, this.lease);
+    if (opened !== 1) return false;
+    this.poolOf.set(request.id, { pool: request.pool, indexed: true });
+    await this.redis.hset(this.idIndex, request.id, request.pool);
+    return true;
+  }
+
+  /** Where an open id is: known here, or from the index of reservations made by `reserve` anywhere. */
+  private async find(id: string): Promise<{ pool: string; indexed: boolean } | undefined> {
+    const known = this.poolOf.get(id);
+    if (known !== undefined) return known;
+    const pool = await this.redis.hget(this.idIndex, id);
+    return pool === null ? undefined : { pool, indexed: true };
+  }
+
+  private async onOpen(id: string, script: ScriptName, ...args: Array<string | number>): Promise<boolean> {
+    const found = await this.find(id);
+    if (found === undefined) return false;
+    return (await this.scripts[script](...this.keys(found.pool), id, this.now(), ...args)) === 1;
+  }
+
+  async has(id: string): Promise<boolean> {
+    const found = await this.find(id);
+    if (found === undefined) return false;
+    return (await this.redis.hexists(this.keys(found.pool)[1], id)) === 1;
+  }
+
+  async firstToken(id: string): Promise<void> {
+    await this.onOpen(id, "mcFirstToken");
+  }
+
+  async addGenerated(id: string, tokens: number): Promise<void> {
+    const added = countOf(tokens);
+    if (added > 0) await this.onOpen(id, "mcAddGenerated", added);
+  }
+
+  async reconcile(id: string, usage: ReportedUsage): Promise<void> {
+    const counts = Number.isSafeInteger(usage.promptTokens) && usage.promptTokens >= 0 && Number.isSafeInteger(usage.completionTokens) && usage.completionTokens >= 0;
+    if (counts) await this.onOpen(id, "mcReconcile", usage.promptTokens, usage.completionTokens);
+  }
+
+  move(id: string, engine: string): Promise<boolean> {
+    return this.onOpen(id, "mcMove", engine);
+  }
+
+  async release(id: string, _outcome: Outcome): Promise<boolean> {
+    const found = await this.find(id);
+    if (found === undefined) return false;
+    const released = (await this.scripts.mcRelease(...this.keys(found.pool), id, this.now())) === 1;
+    this.poolOf.delete(id);
+    if (found.indexed) await this.redis.hdel(this.idIndex, id);
+    return released;
+  }
+
+  async loads(engines: readonly string[]): Promise<Map<string, EngineSnapshot>> {
+    const result = new Map<string, EngineSnapshot>(engines.map((engine) => [engine, { ...zeroLoad(), updatedAt: 0 }]));
+    for (const pool of await this.pools()) addLoads(result, await this.poolLoads(pool));
+    return result;
+  }
+
+  async poolLoads(pool: string): Promise<Map<string, EngineSnapshot>> {
+    return snapshotsOf(await this.redis.hgetall(this.keys(pool)[0]));
+  }
+
+  async pools(): Promise<string[]> {
+    const pools = await this.redis.smembers(this.poolSet);
+    const counted = await Promise.all(pools.map(async (pool) => ((await this.redis.hlen(this.keys(pool)[0])) > 0 ? [pool] : [])));
+    return counted.flat().sort();
+  }
+
+  ping(): Promise<unknown> {
+    return this.redis.ping();
+  }
+
+  /** True for the one replica that takes `task` now; nobody else gets it for `ms`. */
+  async claim(task: string, ms: number): Promise<boolean> {
+    return (await this.redis.set(`${this.prefix}claim:${task}`, this.lease, "PX", ms, "NX")) === "OK";
+  }
+
+  /** The TTL sweep, run by one replica per sweep interval (the others return 0); sweepEveryMs 0: by every caller. */
+  async expire(olderThanMs: number, onExpired?: (reservation: Reservation) => void): Promise<number> {
+    if (this.sweepEveryMs > 0 && !(await this.claim("sweep", Math.max(1, this.sweepEveryMs - 100)))) return 0;
+    const { expired } = await this.sweep(this.now() - olderThanMs, []);
+    for (const reservation of expired) onExpired?.(reservation);
+    return expired.length;
+  }
+
+  /**
+   * Over every pool: closes what was opened at or before `cutoff` (-1: nothing) and every
+   * reservation of the dead leases, and forgets engines idle since the cutoff.
+   */
+  async sweep(cutoff: number, deadLeases: readonly string[]): Promise<SweepResult> {
+    const result: SweepResult = { expired: [], reaped: 0 };
+    for (const pool of await this.redis.smembers(this.poolSet)) {
+      const reply = (await this.scripts.mcSweep(...this.keys(pool), cutoff, this.now(), ...deadLeases)) as string[];
+      const closed = reply.map((raw) => JSON.parse(raw) as { id: string; engine: string; prompt: number; reaped: boolean });
+      for (const { id, engine, prompt, reaped } of closed) {
+        if (reaped) result.reaped += 1;
+        else result.expired.push({ id, pool, engine, promptTokens: prompt });
+        this.poolOf.delete(id);
+      }
+      if (closed.length > 0) await this.redis.hdel(this.idIndex, ...closed.map(({ id }) => id));
+    }
+    return result;
+  }
+
+  async size(): Promise<number> {
+    const pools = await this.redis.smembers(this.poolSet);
+    const sizes = await Promise.all(pools.map((pool) => this.redis.hlen(this.keys(pool)[1])));
+    return sizes.reduce((sum, size) => sum + size, 0);
+  }
+}

@@ -1,0 +1,48 @@
+import type { LoadWeights } from "../load/store.js";
+import { healthFilter } from "./filters/health.js";
+import { saturationFilter } from "./filters/saturation.js";
+import { subsetFilter } from "./filters/subset.js";
+import type { EngineAvailability, Filter, Scorer } from "./plan.js";
+import { loadScorer } from "./scorers/load.js";
+import { slowStartScorer } from "./scorers/slow-start.js";
+
+/** The filters config may name (`scheduling.filters`), in their default order. */
+export const SCHEDULING_FILTERS = ["subset", "health", "saturation"] as const;
+export type FilterName = (typeof SCHEDULING_FILTERS)[number];
+
+/** The scorers config may weigh (`scheduling.scorers`). */
+export type ScorerName = "load" | "slowStart";
+
+/** The `scheduling` settings the chain is built from. */
+export interface ChainSettings {
+  filters: readonly FilterName[];
+  scorers: Readonly<Record<ScorerName, number>>;
+  /** The load scorer's weights on the four load numbers. */
+  weights: LoadWeights;
+  /** Open requests per engine before it stops taking more; 0 = no limit. */
+  maxRequestsPerEngine: number;
+}
+
+export interface Chain {
+  filters: readonly Filter[];
+  scorers: ReadonlyArray<{ scorer: Scorer; weight: number }>;
+}
+
+/** The chain the settings name, in their order; scorers weighted 0 are left out. */
+export function buildChain(settings: ChainSettings, availability: EngineAvailability): Chain {
+  const filters: Record<FilterName, () => Filter> = {
+    subset: () => subsetFilter,
+    health: () => healthFilter(availability),
+    saturation: () => saturationFilter(settings.maxRequestsPerEngine),
+  };
+  const scorers: Record<ScorerName, () => Scorer> = {
+    load: () => loadScorer(settings.weights),
+    slowStart: () => slowStartScorer(availability),
+  };
+  return {
+    filters: settings.filters.map((name) => filters[name]()),
+    scorers: (Object.keys(scorers) as ScorerName[])
+      .filter((name) => settings.scorers[name] > 0)
+      .map((name) => ({ scorer: scorers[name](), weight: settings.scorers[name] })),
+  };
+}

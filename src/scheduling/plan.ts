@@ -1,0 +1,50 @@
+import type { LoadWeights } from "../load/store.js";
+
+/** What the scheduling chain knows of the request it places. */
+export interface SchedulingRequest {
+  /** Ledger key for the reservation. */
+  id: string;
+  model: string | undefined;
+  promptTokens: number;
+  /** The gateway's subset hint: only these `ip:port` may be picked. Undefined = no hint. */
+  subset?: readonly string[] | undefined;
+}
+
+/**
+ * A pick being planned, the shape of the GIE endpoint picker's cycle: filters narrow the
+ * candidates, scorers add their weighted costs, and the store picks the lowest total and reserves
+ * it in one atomic step. What depends on live load (saturation, the load score) is only declared
+ * here and applied by the store, so that replicas sharing it never race.
+ */
+export interface PickPlan {
+  readonly pool: string;
+  candidates: readonly string[];
+  /** Cost per candidate (same order) from the request-dependent scorers; set up once the filters are done. */
+  bias: number[];
+  /** Weights on the live load numbers, each normalised by its largest value among the candidates. */
+  loadWeights: LoadWeights;
+  /** The store drops candidates carrying this many open requests, atomically with the pick; 0 = none. */
+  maxRequests: number;
+}
+
+/** Why a filter left nothing to pick from. */
+export interface Refusal {
+  kind: "outside_subset";
+}
+
+export interface Filter {
+  /** Narrows the plan's candidates, or refuses the request; a filter on live load sets the plan's bound instead. */
+  apply(plan: PickPlan, request: SchedulingRequest): Refusal | undefined;
+}
+
+export interface Scorer {
+  /** Adds its share times `weight`: a cost in [0, 1] per candidate to the bias, or weights on the live load the store reads. */
+  apply(plan: PickPlan, request: SchedulingRequest, weight: number): void;
+}
+
+/** Which engines may be picked now, and how far each is from warm (see pools/health.ts). */
+export interface EngineAvailability {
+  eligible(engine: string): boolean;
+  /** 0 = warm, 1 = just back or new. */
+  coldness(engine: string): number;
+}

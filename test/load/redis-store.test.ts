@@ -1,0 +1,128 @@
+import { randomUUID } from "node:crypto";
+import fc from "fast-check";
+import { type Cluster, Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MemoryLoadStore } from "../../src/load/memory-store.js";
+import { connectRedis } from "../../src/load/redis/connect.js";
+import { RedisLoadStore } from "../../src/load/redis/redis-store.js";
+import { createLogger } from "../../src/log.js";
+import type { PickRequest } from "../../src/load/store.js";
+import { redisMissing, startRedis, startRedisCluster, type RedisServer } from "../support/redis.js";
+import { ENGINES, checkLedger } from "./ledger-property.js";
+
+if (redisMissing !== undefined) it.skip(`Redis store tests: ${redisMissing}`, () => undefined);
+
+describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-server", () => {
+  let server: RedisServer;
+  let redis: Redis;
+  beforeAll(async () => {
+    server = await startRedis();
+    redis = new Redis(server.port, "127.0.0.1");
+  });
+  afterAll(async () => {
+    redis.disconnect();
+    await server.stop();
+  });
+
+  /** A store on keys of its own, so each run starts empty. */
+  const storeOn = (clock: () => number = Date.now, lease = randomUUID()) =>
+    new RedisLoadStore(redis, { keyPrefix: `t-${randomUUID()}:`, lease, sweepEveryMs: 0, now: clock });
+
+  it("keeps every counter equal to the sum of open reservations through any interleaving, and ends at zero (the ledger property)", async () => {
+    await checkLedger(async (clock) => ({ store: storeOn(clock), close: async () => undefined }), 25, 150);
+  }, 120_000);
+
+  it("chooses exactly as the memory store does: same loads, biases and tie-break, same engine and fallbacks", async () => {
+    const held = fc.array(fc.record({ engine: fc.nat(ENGINES.length - 1), prompt: fc.nat(4000), prefill: fc.boolean() }), { maxLength: 12 });
+    await fc.assert(
+      fc.asyncProperty(held, fc.array(fc.double({ min: 0, max: 2, noNaN: true }), { minLength: 3, maxLength: 3 }), fc.double({ min: 0, max: 0.999, noNaN: true }), fc.nat(2), async (reservations, bias, tieBreak, fallbacks) => {
+        const memory = new MemoryLoadStore();
+        const shared = storeOn();
+        for (const [index, { engine, prompt, prefill }] of reservations.entries()) {
+          for (const store of [memory, shared]) {
+            await store.reserve({ id: `h${index}`, pool: "p", engine: ENGINES[engine]!, promptTokens: prompt });
+            if (!prefill) await store.firstToken(`h${index}`);
+          }
+        }
+        const pick: PickRequest = {
+          id: "x",
+          pool: "p",
+          candidates: ENGINES,
+          bias,
+          loadWeights: { requests: 0.4, prefillRequests: 0.2, prefillTokens: 0.3, tokensHeld: 0.1 },
+          promptTokens: 10,
+          maxRequests: 0,
+          fallbacks,
+          tieBreak,
+        };
+        expect(await shared.pickAndReserve(pick)).toEqual(memory.pickAndReserve(pick));
+      }),
+      { numRuns: 100 },
+    );
+  }, 60_000);
+
+  it("sheds at maxRequests in the same atomic step, and refuses an id already open", async () => {
+    const store = storeOn();
+    const pick = (id: string): PickRequest => ({
+      id,
+      pool: "p",
+      candidates: ENGINES.slice(0, 2),
+      bias: [0, 0],
+      loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
+      promptTokens: 1,
+      maxRequests: 2,
+      fallbacks: 0,
+      tieBreak: 0,
+    });
+    const outcomes = await Promise.all(Array.from({ length: 6 }, (_, i) => store.pickAndReserve(pick(`r${i}`))));
+    expect(outcomes.map((outcome) => outcome.kind).sort()).toEqual(["reserved", "reserved", "reserved", "reserved", "saturated", "saturated"]);
+    expect((await store.pickAndReserve(pick("r0"))).kind).toBe("none");
+    expect([...(await store.poolLoads("p")).values()].map((load) => load.requests)).toEqual([2, 2]);
+  });
+
+  it("releases an id reserved through another replica's store, once, and lets the other replicas see it", async () => {
+    const prefix = `t-${randomUUID()}:`;
+    const [a, b] = [randomUUID(), randomUUID()].map((lease) => new RedisLoadStore(redis, { keyPrefix: prefix, lease, sweepEveryMs: 0 }));
+    expect(await a!.reserve({ id: "api-1", pool: "p", engine: ENGINES[0]!, promptTokens: 100 })).toBe(true);
+    expect(await b!.reserve({ id: "api-1", pool: "p", engine: ENGINES[0]!, promptTokens: 100 })).toBe(false);
+    expect((await b!.poolLoads("p")).get(ENGINES[0]!)).toMatchObject({ requests: 1, prefillTokens: 100 });
+    expect(await b!.release("api-1", "ok")).toBe(true);
+    expect(await a!.release("api-1", "ok")).toBe(false);
+    expect((await a!.poolLoads("p")).get(ENGINES[0]!)).toMatchObject({ requests: 0, prefillTokens: 0, tokensHeld: 0 });
+  });
+
+  it("closes every reservation of dead leases in a sweep, and only theirs", async () => {
+    const prefix = `t-${randomUUID()}:`;
+    const dead = new RedisLoadStore(redis, { keyPrefix: prefix, lease: "dead", sweepEveryMs: 0 });
+    const alive = new RedisLoadStore(redis, { keyPrefix: prefix, lease: "alive", sweepEveryMs: 0 });
+    for (let i = 0; i < 30; i++) await dead.reserve({ id: `d${i}`, pool: i % 2 === 0 ? "p" : "q", engine: ENGINES[i % 3]!, promptTokens: 10 });
+    await alive.reserve({ id: "a0", pool: "p", engine: ENGINES[0]!, promptTokens: 10 });
+    expect(await alive.sweep(-1, ["dead"])).toEqual({ expired: [], reaped: 30 });
+    expect(await alive.size()).toBe(1);
+    expect(await alive.has("a0")).toBe(true);
+    expect((await alive.loads(ENGINES)).get(ENGINES[0]!)?.requests).toBe(1);
+  });
+});
+
+describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a 3-node Redis Cluster", () => {
+  let cluster: Awaited<ReturnType<typeof startRedisCluster>>;
+  let client: ReturnType<typeof connectRedis>;
+  beforeAll(async () => {
+    cluster = await startRedisCluster(3);
+    client = connectRedis({ url: cluster.urls, timeoutMs: 1000 }, createLogger("silent"));
+    // The client queues nothing while it connects (the sidecar fails open instead): wait for it.
+    if (client.status !== "ready") await new Promise((resolve) => client.once("ready", resolve));
+  }, 30_000);
+  afterAll(async () => {
+    client.disconnect();
+    await cluster.stop();
+  });
+
+  it("keeps each pool's keys in one slot, pools on different nodes, and the ledger property holds", async () => {
+    const prefix = `t-${randomUUID()}:`;
+    const slots = await Promise.all(["p", "q"].map((pool) => Promise.all(["load", "res", "open"].map((key) => (client as Cluster).cluster("KEYSLOT", `${prefix}{${pool}}:${key}`)))));
+    for (const perPool of slots) expect(new Set(perPool).size).toBe(1);
+    expect(slots[0]![0]).not.toBe(slots[1]![0]);
+    await checkLedger(async (clock) => ({ store: new RedisLoadStore(client, { keyPrefix: `t-${randomUUID()}:`, lease: randomUUID(), sweepEveryMs: 0, now: clock }), close: async () => undefined }), 10, 100);
+  }, 120_000);
+});
