@@ -6,6 +6,7 @@ import { bodyModes } from "../extproc/messages.js";
 import { ROUTING_HEADERS } from "../extproc/routing.js";
 
 const port = z.number().int().min(0).max(65535);
+const redisUrl = z.string().refine((url) => /^rediss?:\/\/[^/?#]+/.test(url), { message: "is not a redis:// or rediss:// URL" });
 const positive = z.number().positive();
 
 /** `ip:port` with a literal IP: Envoy's ORIGINAL_DST cluster routes to nothing else. */
@@ -174,6 +175,22 @@ export const configSchema = z
         sweepSeconds: positive.default(60),
         /** Largest plain JSON response kept to read its `usage`. */
         maxJsonResponseBytes: z.number().int().min(0).default(1 << 20),
+        /** memory: this process only (one replica); redis: one atomic view shared by every replica. */
+        store: z.enum(["memory", "redis"]).default("memory"),
+        redis: z
+          .strictObject({
+            /** redis:// or rediss:// (TLS), password in the URL or below; a list is a Redis Cluster's seed nodes. */
+            url: z.union([redisUrl, z.array(redisUrl).min(1)]).default("redis://127.0.0.1:6379"),
+            /** A file holding the password (a mounted Secret); METADATA_CENTER_REDIS_PASSWORD is the other way. */
+            passwordFile: existingFile("password file").optional(),
+            /** A sidecar's reservations are released by the others this long after it stopped renewing. */
+            leaseSeconds: positive.default(10),
+            /** Longest a request waits on Redis; slower, the sidecar picks from its own view. */
+            timeoutMs: z.number().int().positive().default(50),
+            /** Prefix of every key, so that several deployments can share one Redis. */
+            keyPrefix: z.string().default("metadata-center:"),
+          })
+          .prefault({}),
       })
       .prefault({}),
     tokenizer: z
