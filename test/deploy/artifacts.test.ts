@@ -73,8 +73,8 @@ describe("deploy/k8s", () => {
     }
   });
 
-  it("carries deploy/envoy's mTLS bootstrap and its SDS file unchanged", () => {
-    for (const file of ["envoy-tls.yaml", "envoy-tls-sds.yaml"]) expect(read(`${dir}/${file}`), file).toBe(read(`deploy/envoy/${file}`));
+  it.each([dir, `${dir}/replicas`])("%s: carries deploy/envoy's mTLS bootstrap and its SDS file unchanged", (folder) => {
+    for (const file of ["envoy-tls.yaml", "envoy-tls-sds.yaml"]) expect(read(`${folder}/${file}`), file).toBe(read(`deploy/envoy/${file}`));
   });
 
   it("mounts a valid sidecar config where the container reads it, on the ports the config says", () => {
@@ -123,7 +123,7 @@ describe("deploy/k8s: the TLS Secret", () => {
     expect(keys.sort()).toEqual(["ca.crt", "envoy.crt", "envoy.key", "server.crt", "server.key"]);
   });
 
-  it.each(["deploy/k8s", "deploy/k8s/inference-pool"])("%s: the sidecar finds its certificate, key and client CA where its config names them", (dir) => {
+  it.each(["deploy/k8s", "deploy/k8s/inference-pool", "deploy/k8s/replicas"])("%s: the sidecar finds its certificate, key and client CA where its config names them", (dir) => {
     const pod = podOf(`${dir}/deployment.yaml`);
     const tls = tlsOf(`${dir}/metadata-center.yaml`);
     const served = (field: string) => secretKeyAt(pod, "metadata-center", tls[field] ?? "");
@@ -140,19 +140,19 @@ describe("deploy/k8s: the TLS Secret", () => {
     expect(holders("envoy.key")).toEqual(pod.containers.some((container) => container.name === "envoy") ? ["envoy"] : []);
   });
 
-  it("deploy/k8s: Envoy reads its bootstrap and SDS file from its ConfigMap, and its certificate, key and the CA from the Secret", () => {
-    const pod = podOf("deploy/k8s/deployment.yaml");
-    const kustomization = parse(read("deploy/k8s/kustomization.yaml")) as { configMapGenerator: Array<{ name: string; files: string[] }> };
+  it.each(["deploy/k8s", "deploy/k8s/replicas"])("%s: Envoy reads its bootstrap and SDS file from its ConfigMap, and its certificate, key and the CA from the Secret", (dir) => {
+    const pod = podOf(`${dir}/deployment.yaml`);
+    const kustomization = parse(read(`${dir}/kustomization.yaml`)) as { configMapGenerator: Array<{ name: string; files: string[] }> };
     const args = pod.containers.find((container) => container.name === "envoy")?.args ?? [];
     const bootstrapPath = args[args.indexOf("-c") + 1] ?? "";
-    const bootstrap = read(`deploy/k8s/${bootstrapPath.split("/").at(-1)}`);
+    const bootstrap = read(`${dir}/${bootstrapPath.split("/").at(-1)}`);
     const sdsPaths = [...new Set([...bootstrap.matchAll(/path_config_source: \{ path: (\S+) \}/g)].map(([, path]) => path ?? ""))];
     expect(sdsPaths).toEqual(["/etc/envoy/envoy-tls-sds.yaml"]);
     for (const path of [bootstrapPath, ...sdsPaths]) {
       const configMap = configMapAt(pod, "envoy", path);
       expect(kustomization.configMapGenerator.find((generator) => generator.name === configMap)?.files, path).toContain(path.split("/").at(-1));
     }
-    const sds = parse(read("deploy/k8s/envoy-tls-sds.yaml")) as {
+    const sds = parse(read(`${dir}/envoy-tls-sds.yaml`)) as {
       resources: Array<{
         tls_certificate?: { certificate_chain: { filename: string }; private_key: { filename: string }; watched_directory: { path: string } };
         validation_context?: { trusted_ca: { filename: string }; watched_directory: { path: string } };
