@@ -1,7 +1,8 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { z } from "zod";
 import { isLoopbackHost } from "../../src/config/schema.js";
 import { configMapAt, read, readmeSecretKeys, root, secretKeyAt, sidecarConfig, TLS_SECRET, type PodSpec } from "./manifests.js";
 
@@ -170,13 +171,71 @@ describe("deploy/k8s: the TLS Secret", () => {
   });
 });
 
-describe("deploy/compose.yaml", () => {
-  it("builds from the Dockerfile and mounts the Envoy bootstrap that exists", () => {
-    const compose = parse(read("deploy/compose.yaml")) as {
-      services: Record<string, { build?: { context: string; dockerfile: string }; volumes?: string[] }>;
-    };
-    const build = compose.services["metadata-center"]?.build;
-    expect(existsSync(join(root, "deploy", build?.context ?? "", build?.dockerfile ?? ""))).toBe(true);
-    for (const volume of compose.services["envoy"]?.volumes ?? []) expect(existsSync(join(root, "deploy", volume.split(":")[0] ?? ""))).toBe(true);
+// The Compose Specification's own JSON schema (compose-spec/compose-spec, schema/compose-spec.json
+// at a08f8d51631b7127ddac3d2c65537db429d0f1d0, Apache-2.0), read through zod's JSON Schema reader:
+// unknown keys fail (but x- extensions, as Compose), and so do wrong types and enum values.
+const composeSpec = ((): z.ZodType => {
+  const schema = JSON.parse(readFileSync(join(root, "test/deploy/compose-spec.json"), "utf8")) as Record<string, unknown>;
+  // Draft 7 ("definitions"): zod reads the version from defaultTarget, not from this URL's spelling.
+  delete schema["$schema"];
+  return z.fromJSONSchema(schema as never, { defaultTarget: "draft-7" });
+})();
+const composeFiles = ["deploy/compose.yaml", "deploy/compose.replicas.yaml"];
+
+interface ComposeService {
+  build?: { context: string; dockerfile: string };
+  image?: string;
+  command?: string[];
+  environment?: Record<string, string>;
+  volumes?: string[];
+  ports?: string[];
+  network_mode?: string;
+  depends_on?: string[];
+}
+const composeOf = (path: string): { services: Record<string, ComposeService> } => parse(read(path)) as { services: Record<string, ComposeService> };
+const composeIssues = (compose: unknown): string[] => {
+  const result = composeSpec.safeParse(compose);
+  return result.success ? [] : result.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`);
+};
+
+describe.each(composeFiles)("%s", (path) => {
+  it("is valid against the Compose Specification's schema", () => {
+    expect(composeIssues(composeOf(path))).toEqual([]);
+  });
+
+  it("builds from the Dockerfile and mounts files that exist", () => {
+    const services = Object.values(composeOf(path).services);
+    const builds = services.flatMap((service) => (service.build === undefined ? [] : [service.build]));
+    expect(builds.length).toBeGreaterThan(0);
+    for (const build of builds) expect(existsSync(join(root, "deploy", build.context, build.dockerfile))).toBe(true);
+    const mounts = services.flatMap((service) => service.volumes ?? []);
+    expect(mounts.length).toBeGreaterThan(0);
+    for (const volume of mounts) expect(existsSync(join(root, "deploy", volume.split(":")[0] ?? "")), volume).toBe(true);
+  });
+
+  it("puts each Envoy in a sidecar's network namespace, one Envoy per sidecar, each pair on host ports of its own", () => {
+    const { services } = composeOf(path);
+    const envoys = Object.entries(services).filter(([, service]) => service.image?.startsWith("envoyproxy/envoy:"));
+    const sidecars = Object.entries(services).filter(([, service]) => service.build !== undefined);
+    expect(envoys.length).toBeGreaterThan(0);
+    const namespaces = envoys.map(([, envoy]) => /^service:(.+)$/.exec(envoy.network_mode ?? "")?.[1]);
+    expect(namespaces.sort()).toEqual(sidecars.map(([name]) => name).sort());
+    for (const [, envoy] of envoys) expect(envoy.depends_on).toEqual([envoy.network_mode?.slice("service:".length)]);
+    const hostPorts = sidecars.flatMap(([, sidecar]) => (sidecar.ports ?? []).map((port) => port.split(":")[0]));
+    expect(new Set(hostPorts).size).toBe(hostPorts.length);
+  });
+
+  it("refuses a misspelt key, a value of the wrong type and an unknown top-level key", () => {
+    const misspelt = composeOf(path);
+    const envoy = Object.values(misspelt.services).find((service) => service.network_mode !== undefined) as Record<string, unknown>;
+    envoy["netwrok_mode"] = envoy["network_mode"];
+    delete envoy["network_mode"];
+    expect(composeIssues(misspelt).join("\n")).toMatch(/Unrecognized key: "netwrok_mode"/);
+    const wrongType = composeOf(path);
+    (Object.values(wrongType.services)[0] as Record<string, unknown>)["network_mode"] = 8080;
+    expect(composeIssues(wrongType).join("\n")).toMatch(/network_mode: Invalid input: expected string, received number/);
+    const topLevel = composeOf(path) as Record<string, unknown>;
+    topLevel["service"] = topLevel["services"];
+    expect(composeIssues(topLevel).join("\n")).toMatch(/Unrecognized key: "service"/);
   });
 });

@@ -7,10 +7,11 @@ import { parse, parseAllDocuments } from "yaml";
 import type { Config } from "../../src/config/schema.js";
 import { containerOf, parseSidecarConfig, read, sidecarConfig, volumeAt, type Container, type PodSpec } from "./manifests.js";
 
-// The replicas variant: N Envoy + metadata-center pairs sharing one Redis (load.store: redis), in
-// Kubernetes (deploy/k8s/replicas, and its overlay valkey/ with a Redis of its own).
-// k8s-schema.test.ts validates its objects against the Kubernetes schemas, artifacts.test.ts the
-// TLS wiring; here, how the sidecars find Redis, with their configs parsed by the real parser.
+// The replicas variants: N Envoy + metadata-center pairs sharing one Redis (load.store: redis),
+// in Kubernetes (deploy/k8s/replicas, and its overlay valkey/ with a Redis of its own) and in
+// Compose (deploy/compose.replicas.yaml). k8s-schema.test.ts validates their objects against the
+// Kubernetes schemas, artifacts.test.ts the TLS wiring and the compose files; here, how the
+// sidecars find Redis, with their configs parsed by the real parser.
 
 const dir = "deploy/k8s/replicas";
 
@@ -227,5 +228,39 @@ describe("deploy/k8s/replicas/valkey", () => {
     // The gateway's Service and budget select by the base's labels: the Valkey pod must not carry them.
     const labels = statefulSet.spec.template.metadata?.labels ?? {};
     expect(Object.entries(gateway).some(([key, value]) => labels[key] === value)).toBe(false);
+  });
+});
+
+describe("deploy/compose.replicas.yaml", () => {
+  const compose = parse(read("deploy/compose.replicas.yaml")) as {
+    services: Record<string, { build?: unknown; image?: string; command?: string[]; environment?: Record<string, string>; volumes?: string[]; network_mode?: string }>;
+  };
+  const sidecars = Object.entries(compose.services).filter(([, service]) => service.build !== undefined);
+
+  it("runs three Envoy + sidecar pairs and one Redis (Valkey)", () => {
+    expect(sidecars.map(([name]) => name)).toEqual(["metadata-center-1", "metadata-center-2", "metadata-center-3"]);
+    const redis = Object.entries(compose.services).filter(([, service]) => service.image?.startsWith("valkey/valkey:"));
+    expect(redis.map(([name]) => name)).toEqual(["redis"]);
+    const command = compose.services["redis"]?.command ?? [];
+    expect(command[command.indexOf("--save") + 1]).toBe("");
+    expect(command[command.indexOf("--appendonly") + 1]).toBe("no");
+  });
+
+  it("gives every sidecar the same config, mounted where --config reads it: Redis at the redis service, parsed by the real parser", () => {
+    for (const [name, service] of sidecars) {
+      const args = service.command ?? [];
+      const path = args[args.indexOf("--config") + 1];
+      const mount = (service.volumes ?? []).map((volume) => volume.split(":")).find(([, target]) => target === path);
+      expect(mount?.[0], name).toBe("./metadata-center.replicas.yaml");
+      expect(Object.keys(service.environment ?? {}).sort(), name).toEqual(["METADATA_CENTER_HTTP_TOKEN", "METADATA_CENTER_REDIS_PASSWORD"]);
+    }
+    const config = parseSidecarConfig(read("deploy/metadata-center.replicas.yaml"), "metadata-center.replicas.yaml", { tls: false });
+    expect(config.load.store).toBe("redis");
+    const url = new URL(config.load.redis.url as string);
+    expect(Object.keys(compose.services)).toContain(url.hostname);
+    expect(url.port).toBe("6379");
+    // Envoy's bootstrap (deploy/envoy/envoy.yaml) reaches ext_proc on 127.0.0.1:9002 in the shared namespace.
+    expect(config.extproc.port).toBe(9002);
+    expect(read("deploy/envoy/envoy.yaml")).toMatch(/socket_address: \{ address: 127\.0\.0\.1, port_value: 9002 \}/);
   });
 });
