@@ -1,7 +1,8 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { z } from "zod";
 import { isLoopbackHost } from "../../src/config/schema.js";
 import { configMapAt, read, readmeSecretKeys, root, secretKeyAt, sidecarConfig, TLS_SECRET, type PodSpec } from "./manifests.js";
 
@@ -73,8 +74,8 @@ describe("deploy/k8s", () => {
     }
   });
 
-  it("carries deploy/envoy's mTLS bootstrap and its SDS file unchanged", () => {
-    for (const file of ["envoy-tls.yaml", "envoy-tls-sds.yaml"]) expect(read(`${dir}/${file}`), file).toBe(read(`deploy/envoy/${file}`));
+  it.each([dir, `${dir}/replicas`])("%s: carries deploy/envoy's mTLS bootstrap and its SDS file unchanged", (folder) => {
+    for (const file of ["envoy-tls.yaml", "envoy-tls-sds.yaml"]) expect(read(`${folder}/${file}`), file).toBe(read(`deploy/envoy/${file}`));
   });
 
   it("mounts a valid sidecar config where the container reads it, on the ports the config says", () => {
@@ -123,7 +124,7 @@ describe("deploy/k8s: the TLS Secret", () => {
     expect(keys.sort()).toEqual(["ca.crt", "envoy.crt", "envoy.key", "server.crt", "server.key"]);
   });
 
-  it.each(["deploy/k8s", "deploy/k8s/inference-pool"])("%s: the sidecar finds its certificate, key and client CA where its config names them", (dir) => {
+  it.each(["deploy/k8s", "deploy/k8s/inference-pool", "deploy/k8s/replicas"])("%s: the sidecar finds its certificate, key and client CA where its config names them", (dir) => {
     const pod = podOf(`${dir}/deployment.yaml`);
     const tls = tlsOf(`${dir}/metadata-center.yaml`);
     const served = (field: string) => secretKeyAt(pod, "metadata-center", tls[field] ?? "");
@@ -140,19 +141,19 @@ describe("deploy/k8s: the TLS Secret", () => {
     expect(holders("envoy.key")).toEqual(pod.containers.some((container) => container.name === "envoy") ? ["envoy"] : []);
   });
 
-  it("deploy/k8s: Envoy reads its bootstrap and SDS file from its ConfigMap, and its certificate, key and the CA from the Secret", () => {
-    const pod = podOf("deploy/k8s/deployment.yaml");
-    const kustomization = parse(read("deploy/k8s/kustomization.yaml")) as { configMapGenerator: Array<{ name: string; files: string[] }> };
+  it.each(["deploy/k8s", "deploy/k8s/replicas"])("%s: Envoy reads its bootstrap and SDS file from its ConfigMap, and its certificate, key and the CA from the Secret", (dir) => {
+    const pod = podOf(`${dir}/deployment.yaml`);
+    const kustomization = parse(read(`${dir}/kustomization.yaml`)) as { configMapGenerator: Array<{ name: string; files: string[] }> };
     const args = pod.containers.find((container) => container.name === "envoy")?.args ?? [];
     const bootstrapPath = args[args.indexOf("-c") + 1] ?? "";
-    const bootstrap = read(`deploy/k8s/${bootstrapPath.split("/").at(-1)}`);
+    const bootstrap = read(`${dir}/${bootstrapPath.split("/").at(-1)}`);
     const sdsPaths = [...new Set([...bootstrap.matchAll(/path_config_source: \{ path: (\S+) \}/g)].map(([, path]) => path ?? ""))];
     expect(sdsPaths).toEqual(["/etc/envoy/envoy-tls-sds.yaml"]);
     for (const path of [bootstrapPath, ...sdsPaths]) {
       const configMap = configMapAt(pod, "envoy", path);
       expect(kustomization.configMapGenerator.find((generator) => generator.name === configMap)?.files, path).toContain(path.split("/").at(-1));
     }
-    const sds = parse(read("deploy/k8s/envoy-tls-sds.yaml")) as {
+    const sds = parse(read(`${dir}/envoy-tls-sds.yaml`)) as {
       resources: Array<{
         tls_certificate?: { certificate_chain: { filename: string }; private_key: { filename: string }; watched_directory: { path: string } };
         validation_context?: { trusted_ca: { filename: string }; watched_directory: { path: string } };
@@ -170,13 +171,71 @@ describe("deploy/k8s: the TLS Secret", () => {
   });
 });
 
-describe("deploy/compose.yaml", () => {
-  it("builds from the Dockerfile and mounts the Envoy bootstrap that exists", () => {
-    const compose = parse(read("deploy/compose.yaml")) as {
-      services: Record<string, { build?: { context: string; dockerfile: string }; volumes?: string[] }>;
-    };
-    const build = compose.services["metadata-center"]?.build;
-    expect(existsSync(join(root, "deploy", build?.context ?? "", build?.dockerfile ?? ""))).toBe(true);
-    for (const volume of compose.services["envoy"]?.volumes ?? []) expect(existsSync(join(root, "deploy", volume.split(":")[0] ?? ""))).toBe(true);
+// The Compose Specification's own JSON schema (compose-spec/compose-spec, schema/compose-spec.json
+// at a08f8d51631b7127ddac3d2c65537db429d0f1d0, Apache-2.0), read through zod's JSON Schema reader:
+// unknown keys fail (but x- extensions, as Compose), and so do wrong types and enum values.
+const composeSpec = ((): z.ZodType => {
+  const schema = JSON.parse(readFileSync(join(root, "test/deploy/compose-spec.json"), "utf8")) as Record<string, unknown>;
+  // Draft 7 ("definitions"): zod reads the version from defaultTarget, not from this URL's spelling.
+  delete schema["$schema"];
+  return z.fromJSONSchema(schema as never, { defaultTarget: "draft-7" });
+})();
+const composeFiles = ["deploy/compose.yaml", "deploy/compose.replicas.yaml"];
+
+interface ComposeService {
+  build?: { context: string; dockerfile: string };
+  image?: string;
+  command?: string[];
+  environment?: Record<string, string>;
+  volumes?: string[];
+  ports?: string[];
+  network_mode?: string;
+  depends_on?: string[];
+}
+const composeOf = (path: string): { services: Record<string, ComposeService> } => parse(read(path)) as { services: Record<string, ComposeService> };
+const composeIssues = (compose: unknown): string[] => {
+  const result = composeSpec.safeParse(compose);
+  return result.success ? [] : result.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`);
+};
+
+describe.each(composeFiles)("%s", (path) => {
+  it("is valid against the Compose Specification's schema", () => {
+    expect(composeIssues(composeOf(path))).toEqual([]);
+  });
+
+  it("builds from the Dockerfile and mounts files that exist", () => {
+    const services = Object.values(composeOf(path).services);
+    const builds = services.flatMap((service) => (service.build === undefined ? [] : [service.build]));
+    expect(builds.length).toBeGreaterThan(0);
+    for (const build of builds) expect(existsSync(join(root, "deploy", build.context, build.dockerfile))).toBe(true);
+    const mounts = services.flatMap((service) => service.volumes ?? []);
+    expect(mounts.length).toBeGreaterThan(0);
+    for (const volume of mounts) expect(existsSync(join(root, "deploy", volume.split(":")[0] ?? "")), volume).toBe(true);
+  });
+
+  it("puts each Envoy in a sidecar's network namespace, one Envoy per sidecar, each pair on host ports of its own", () => {
+    const { services } = composeOf(path);
+    const envoys = Object.entries(services).filter(([, service]) => service.image?.startsWith("envoyproxy/envoy:"));
+    const sidecars = Object.entries(services).filter(([, service]) => service.build !== undefined);
+    expect(envoys.length).toBeGreaterThan(0);
+    const namespaces = envoys.map(([, envoy]) => /^service:(.+)$/.exec(envoy.network_mode ?? "")?.[1]);
+    expect(namespaces.sort()).toEqual(sidecars.map(([name]) => name).sort());
+    for (const [, envoy] of envoys) expect(envoy.depends_on).toEqual([envoy.network_mode?.slice("service:".length)]);
+    const hostPorts = sidecars.flatMap(([, sidecar]) => (sidecar.ports ?? []).map((port) => port.split(":")[0]));
+    expect(new Set(hostPorts).size).toBe(hostPorts.length);
+  });
+
+  it("refuses a misspelt key, a value of the wrong type and an unknown top-level key", () => {
+    const misspelt = composeOf(path);
+    const envoy = Object.values(misspelt.services).find((service) => service.network_mode !== undefined) as Record<string, unknown>;
+    envoy["netwrok_mode"] = envoy["network_mode"];
+    delete envoy["network_mode"];
+    expect(composeIssues(misspelt).join("\n")).toMatch(/Unrecognized key: "netwrok_mode"/);
+    const wrongType = composeOf(path);
+    (Object.values(wrongType.services)[0] as Record<string, unknown>)["network_mode"] = 8080;
+    expect(composeIssues(wrongType).join("\n")).toMatch(/network_mode: Invalid input: expected string, received number/);
+    const topLevel = composeOf(path) as Record<string, unknown>;
+    topLevel["service"] = topLevel["services"];
+    expect(composeIssues(topLevel).join("\n")).toMatch(/Unrecognized key: "service"/);
   });
 });

@@ -3,6 +3,8 @@ import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
+import { StatefulSet } from "kubernetes-models/apps/v1/StatefulSet";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { ConfigMap } from "kubernetes-models/v1/ConfigMap";
 import { Secret } from "kubernetes-models/v1/Secret";
@@ -26,6 +28,8 @@ interface Validatable {
 /** The built-in kinds the manifests use, by apiVersion/kind. */
 const builtIn: Record<string, (data: Manifest) => Validatable> = {
   "apps/v1/Deployment": (data) => new Deployment(data as never),
+  "apps/v1/StatefulSet": (data) => new StatefulSet(data as never),
+  "networking.k8s.io/v1/NetworkPolicy": (data) => new NetworkPolicy(data as never),
   "v1/Service": (data) => new Service(data as never),
   "v1/ConfigMap": (data) => new ConfigMap(data as never),
   "v1/Secret": (data) => new Secret(data as never),
@@ -91,8 +95,11 @@ function yamlFiles(dir: string): string[] {
 interface Kustomization {
   apiVersion: string;
   kind: string;
+  labels?: Array<{ pairs: Record<string, string>; includeSelectors?: boolean }>;
+  /** Object files beside it, or folders of other kustomizations (an overlay's base, e.g. ".."). */
   resources: string[];
   configMapGenerator?: Array<{ name: string; files: string[] }>;
+  secretGenerator?: Array<{ name: string; literals: string[] }>;
 }
 
 const kustomizations = yamlFiles(k8s).filter((file) => file.endsWith("/kustomization.yaml"));
@@ -102,6 +109,21 @@ const generatorFiles = new Set(
   kustomizations.flatMap((file) => (kustomizationOf(file).configMapGenerator ?? []).flatMap((generator) => generator.files.map((name) => join(file, "..", name)))),
 );
 const manifestFiles = yamlFiles(k8s).filter((file) => !file.endsWith("/kustomization.yaml") && !generatorFiles.has(file));
+/** A resource naming a folder: another kustomization, whose objects it takes in. */
+const isBase = (file: string, resource: string): boolean => existsSync(join(file, "..", resource, "kustomization.yaml"));
+/** The objects a kustomization's resources hold, its bases' too (before kustomize's transformers). */
+function objectsOf(file: string): Manifest[] {
+  return kustomizationOf(file).resources.flatMap((resource) =>
+    isBase(file, resource) ? objectsOf(join(file, "..", resource, "kustomization.yaml")) : documents(join(file, "..", resource)),
+  );
+}
+/** The Secret a secretGenerator makes from its literals (key=value). */
+const generatedSecret = (generator: { name: string; literals: string[] }): Manifest => ({
+  apiVersion: "v1",
+  kind: "Secret",
+  metadata: { name: generator.name },
+  stringData: Object.fromEntries(generator.literals.map((literal) => [literal.slice(0, literal.indexOf("=")), literal.slice(literal.indexOf("=") + 1)])),
+});
 
 function documents(file: string): Manifest[] {
   return parseAllDocuments(readFileSync(file, "utf8")).map((document) => {
@@ -111,9 +133,14 @@ function documents(file: string): Manifest[] {
 }
 
 describe("deploy/k8s manifests against the Kubernetes schemas", () => {
-  it("finds both kustomizations and their objects", () => {
-    expect(kustomizations.map((file) => relative(k8s, file)).sort()).toEqual(["inference-pool/kustomization.yaml", "kustomization.yaml"]);
-    expect(manifestFiles.length).toBeGreaterThanOrEqual(6);
+  it("finds every kustomization and their objects", () => {
+    expect(kustomizations.map((file) => relative(k8s, file)).sort()).toEqual([
+      "inference-pool/kustomization.yaml",
+      "kustomization.yaml",
+      "replicas/kustomization.yaml",
+      "replicas/valkey/kustomization.yaml",
+    ]);
+    expect(manifestFiles.length).toBeGreaterThanOrEqual(10);
   });
 
   it.each(manifestFiles.map((file) => [relative(root, file), file]))("%s: every document valid for its apiVersion/kind", (_name, file) => {
@@ -131,7 +158,14 @@ describe("deploy/k8s manifests against the Kubernetes schemas", () => {
       expect(existsSync(join(dir, name)), name).toBe(true);
     }
     const beside = manifestFiles.filter((manifest) => join(manifest, "..") === dir).map((manifest) => relative(dir, manifest));
-    expect([...kustomization.resources].sort()).toEqual(beside.sort());
+    expect(kustomization.resources.filter((name) => !isBase(file, name)).sort()).toEqual(beside.sort());
+  });
+
+  it.each(kustomizations.map((file) => [relative(root, file), file]))("%s: every Secret its secretGenerator makes valid", (_name, file) => {
+    for (const generator of kustomizationOf(file).secretGenerator ?? []) {
+      for (const literal of generator.literals) expect(literal, generator.name).toMatch(/^[-._a-zA-Z0-9]+=./);
+      expect(() => validateManifest(generatedSecret(generator))).not.toThrow();
+    }
   });
 });
 
@@ -161,6 +195,26 @@ describe("the schema check fails bad manifests", () => {
     expect(() => validateManifest(other)).toThrow(/port must be integer/);
   });
 
+  it("a StatefulSet without its selector, and a NetworkPolicy with an unknown policy type or protocol", () => {
+    const valkey = (): Manifest[] => documents(join(k8s, "replicas/valkey/valkey.yaml"));
+    const byKind = (docs: Manifest[], kind: string): Manifest => docs.find((doc) => doc.kind === kind) as Manifest;
+    const statefulSet = byKind(valkey(), "StatefulSet");
+    delete (statefulSet["spec"] as Record<string, unknown>)["selector"];
+    expect(() => validateManifest(statefulSet)).toThrow(/required property selector/);
+    const policy = byKind(valkey(), "NetworkPolicy");
+    (policy["spec"] as Record<string, unknown>)["policyTypes"] = ["Ingres"];
+    expect(() => validateManifest(policy)).toThrow(/policyTypes\/0 must be equal to one of the allowed values/);
+    const protocol = byKind(valkey(), "NetworkPolicy");
+    ((protocol["spec"] as { ingress: Array<{ ports: Array<Record<string, unknown>> }> }).ingress[0]?.ports[0] as Record<string, unknown>)["protocol"] = "TPC";
+    expect(() => validateManifest(protocol)).toThrow(/protocol must be equal to one of the allowed values/);
+  });
+
+  it("a generated Secret whose data is not text", () => {
+    const secret = generatedSecret({ name: "metadata-center-redis", literals: ["url=redis://x:6379"] });
+    (secret["stringData"] as Record<string, unknown>)["url"] = 6379;
+    expect(() => validateManifest(secret)).toThrow(/must be string/);
+  });
+
   it("a kind with no schema", () => {
     expect(() => validateManifest({ apiVersion: "apps/v1", kind: "Deploymnet", metadata: { name: "x" } })).toThrow(/no schema for apps\/v1\/Deploymnet/);
   });
@@ -180,31 +234,53 @@ describe("the schema check fails bad manifests", () => {
   });
 });
 
-describe("deploy/k8s/deployment.yaml", () => {
-  const doc = documents(join(k8s, "deployment.yaml"))[0] as {
-    spec: { template: { spec: { securityContext: { runAsNonRoot: boolean }; containers: Array<Record<string, any>> } } };
-  };
+describe("deploy/k8s workloads", () => {
+  type Workload = Manifest & { spec: { replicas?: number; template: { spec: { securityContext: { runAsNonRoot: boolean }; initContainers?: Array<Record<string, any>>; containers: Array<Record<string, any>> } } } };
+  const workloads = manifestFiles.flatMap((file) =>
+    documents(file)
+      .filter((doc) => doc.kind === "Deployment" || doc.kind === "StatefulSet")
+      .map((doc) => [`${relative(k8s, file)} (${String(doc.kind)})`, doc as Workload] as const),
+  );
 
-  it("runs every container non-root on a read-only root filesystem, with resource requests", () => {
-    expect(doc.spec.template.spec.securityContext.runAsNonRoot).toBe(true);
-    for (const container of doc.spec.template.spec.containers) {
+  it("are the gateway's, the picker's, the replicas' and their Valkey", () => {
+    expect(workloads.map(([name]) => name).sort()).toEqual([
+      "deployment.yaml (Deployment)",
+      "inference-pool/deployment.yaml (Deployment)",
+      "replicas/deployment.yaml (Deployment)",
+      "replicas/valkey/valkey.yaml (StatefulSet)",
+    ]);
+  });
+
+  it.each(workloads)("%s: runs every container non-root on a read-only root filesystem, with resource requests", (_name, doc) => {
+    const pod = doc.spec.template.spec;
+    expect(pod.securityContext.runAsNonRoot).toBe(true);
+    for (const container of [...(pod.initContainers ?? []), ...pod.containers]) {
       expect(container["securityContext"]?.readOnlyRootFilesystem, container["name"]).toBe(true);
       expect(container["securityContext"]?.allowPrivilegeEscalation, container["name"]).toBe(false);
+      expect(container["securityContext"]?.capabilities, container["name"]).toEqual({ drop: ["ALL"] });
       expect(container["resources"]?.requests?.cpu, container["name"]).toBeDefined();
       expect(container["resources"]?.requests?.memory, container["name"]).toBeDefined();
+      expect(container["resources"]?.limits?.memory, container["name"]).toBeDefined();
     }
+    for (const container of pod.containers) expect(container["readinessProbe"], container["name"]).toBeDefined();
   });
 
-  it("probes metadata-center by gRPC health and by HTTP /healthz", () => {
-    const sidecar = doc.spec.template.spec.containers.find((container) => container["name"] === "metadata-center");
-    expect(sidecar?.["livenessProbe"]).toEqual({ grpc: { port: 9003, service: "liveness" } });
-    expect(sidecar?.["readinessProbe"]).toEqual({ grpc: { port: 9003, service: "readiness" } });
-    expect(sidecar?.["startupProbe"]?.httpGet).toEqual({ path: "/healthz", port: 9090 });
-  });
+  it.each(workloads.filter(([, doc]) => doc.spec.template.spec.containers.some((container) => container["name"] === "metadata-center")))(
+    "%s: probes metadata-center by gRPC health and by HTTP /healthz",
+    (_name, doc) => {
+      const sidecar = doc.spec.template.spec.containers.find((container) => container["name"] === "metadata-center");
+      expect(sidecar?.["livenessProbe"]).toEqual({ grpc: { port: 9003, service: "liveness" } });
+      expect(sidecar?.["readinessProbe"]).toEqual({ grpc: { port: 9003, service: "readiness" } });
+      expect(sidecar?.["startupProbe"]?.httpGet).toEqual({ path: "/healthz", port: 9090 });
+    },
+  );
 
-  it("has a PodDisruptionBudget in its kustomization", () => {
-    const kinds = kustomizationOf(join(k8s, "kustomization.yaml")).resources.flatMap((name) => documents(join(k8s, name)).map((manifest) => manifest.kind));
-    expect(kinds).toContain("PodDisruptionBudget");
+  it.each(["kustomization.yaml", "replicas/kustomization.yaml"])("%s: a PodDisruptionBudget that keeps a pod serving and lets a drain go on", (name) => {
+    const objects = objectsOf(join(k8s, name));
+    const budget = objects.find((object) => object.kind === "PodDisruptionBudget") as { spec: { minAvailable: number } } | undefined;
+    const deployment = objects.find((object) => object.kind === "Deployment") as Workload | undefined;
+    expect(budget?.spec.minAvailable).toBeGreaterThanOrEqual(1);
+    expect(budget?.spec.minAvailable).toBeLessThan(deployment?.spec.replicas ?? 1);
   });
 });
 

@@ -25,31 +25,53 @@ export function readmeSecretKeys(): string[] {
  * for by a file that exists here (where they are mounted is checked with secretKeyAt).
  */
 export function sidecarConfig(path: string): Config {
-  const text = read(path);
+  return parseSidecarConfig(read(path), basename(path));
+}
+
+/** As sidecarConfig, for a config's text (one a pod writes, e.g.); `tls: false` for a config without extproc.tls. */
+export function parseSidecarConfig(text: string, file: string, { tls = true }: { tls?: boolean } = {}): Config {
   const here = fileURLToPath(import.meta.url);
   const overrides: Override[] = [
     { path: ["http", "token"], value: "a-token-from-the-secret-0123456789", source: "env METADATA_CENTER_HTTP_TOKEN", numeric: false },
-    ...(["certFile", "keyFile", "clientCaFile"] as const).map((field) => ({
+    ...(tls ? (["certFile", "keyFile", "clientCaFile"] as const) : []).map((field) => ({
       path: ["extproc", "tls", field],
       value: here,
       source: `the Secret ${TLS_SECRET}, mounted in the pod`,
       numeric: false,
     })),
   ];
-  return parseConfig(text, basename(path), overrides);
+  return parseConfig(text, file, overrides);
+}
+
+export interface Container {
+  name: string;
+  image?: string;
+  command?: string[];
+  args?: string[];
+  env?: Array<{ name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string; optional?: boolean } } }>;
+  ports?: Array<{ name?: string; containerPort: number }>;
+  volumeMounts?: Array<{ name: string; mountPath: string; readOnly?: boolean; subPath?: string }>;
 }
 
 export interface PodSpec {
-  containers: Array<{
-    name: string;
-    args?: string[];
-    volumeMounts?: Array<{ name: string; mountPath: string; readOnly?: boolean; subPath?: string }>;
-  }>;
+  initContainers?: Container[];
+  containers: Container[];
   volumes: Array<{
     name: string;
     configMap?: { name: string };
     secret?: { secretName: string; items?: Array<{ key: string; path: string }> };
+    emptyDir?: { medium?: string; sizeLimit?: string };
   }>;
+}
+
+/** A container of the pod, init containers included. */
+export const containerOf = (pod: PodSpec, name: string): Container | undefined =>
+  [...(pod.initContainers ?? []), ...pod.containers].find((candidate) => candidate.name === name);
+
+/** The pod's volume a container sees `path` in, through a mount of its folder. */
+export function volumeAt(pod: PodSpec, container: string, path: string): PodSpec["volumes"][number] | undefined {
+  const mount = containerOf(pod, container)?.volumeMounts?.find((candidate) => candidate.mountPath === dirname(path));
+  return pod.volumes.find((volume) => volume.name === mount?.name);
 }
 
 /**
@@ -58,7 +80,7 @@ export interface PodSpec {
  * when no mount provides it.
  */
 export function secretKeyAt(pod: PodSpec, container: string, path: string): { secret: string; key: string } | undefined {
-  const mounts = pod.containers.find((candidate) => candidate.name === container)?.volumeMounts ?? [];
+  const mounts = containerOf(pod, container)?.volumeMounts ?? [];
   const mount = mounts.find((candidate) => candidate.mountPath === dirname(path) && candidate.subPath === undefined);
   const secret = pod.volumes.find((volume) => volume.name === mount?.name)?.secret;
   const item = secret?.items?.find((candidate) => candidate.path === basename(path));
@@ -67,7 +89,5 @@ export function secretKeyAt(pod: PodSpec, container: string, path: string): { se
 
 /** The ConfigMap a container sees `path` in, through a mount of its folder. */
 export function configMapAt(pod: PodSpec, container: string, path: string): string | undefined {
-  const mounts = pod.containers.find((candidate) => candidate.name === container)?.volumeMounts ?? [];
-  const mount = mounts.find((candidate) => candidate.mountPath === dirname(path));
-  return pod.volumes.find((volume) => volume.name === mount?.name)?.configMap?.name;
+  return volumeAt(pod, container, path)?.configMap?.name;
 }
