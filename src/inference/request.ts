@@ -227,7 +227,8 @@ function bodyWithUsage(body: JsonObject, options: Json | undefined): Buffer | un
  */
 export function parseInferenceRequest(target: string, body: Buffer | undefined, includeUsage = false): ParseResult {
   const route = apiPath(target);
-  const readPrompt = promptReaders[route];
+  // Own keys only: a path such as "__proto__" must not find what objects inherit.
+  const readPrompt = Object.hasOwn(promptReaders, route) ? promptReaders[route] : undefined;
   const request = bodilessRequest();
   if (body === undefined || body.length === 0) {
     return readPrompt === undefined ? { ok: true, request } : { ok: false, message: `${route} needs a JSON body` };

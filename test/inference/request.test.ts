@@ -84,6 +84,12 @@ describe("parseInferenceRequest", () => {
     expect(parseInferenceRequest("/upload", Buffer.from("not json"))).toMatchObject({ ok: true, request: { model: undefined } });
   });
 
+  it("reads paths named like what every object inherits as any other path (found by the fuzzer)", () => {
+    for (const path of ["__proto__", "/__proto__", "constructor", "/toString", "/v1/__proto__"]) {
+      expect(parseInferenceRequest(path, body({ model: "m" }))).toMatchObject({ ok: true, request: { model: "m", texts: [] } });
+    }
+  });
+
   it("reads every chat role, content parts, tool definitions and assistant tool calls", () => {
     const tool = { type: "function", function: { name: "weather", parameters: { type: "object", properties: { city: { type: "string" } } } } };
     const result = parseInferenceRequest(
