@@ -1,8 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { STREAMS_PER_CONNECTION } from "../../src/extproc/connection-rotation.js";
-import { EnvoyExtProcClient, type Upstream } from "../envoy/ext-proc-client.js";
+import { EnvoyExtProcClient } from "../envoy/ext-proc-client.js";
 import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
 import { chat, chatRequest } from "./harness.js";
+import { sseEngine } from "../support/upstreams.js";
 
 /**
  * Envoy resets every ext_proc stream when done; Node's HTTP/2 server kills a connection after
@@ -18,15 +19,7 @@ beforeAll(async () => {
 afterEach(() => expect(capture.lines.filter((line) => line["level"] === 40).map((line) => line["msg"])).toEqual([]));
 afterAll(() => sidecar.stop(0));
 
-const quickEngine: Upstream = async () => ({
-  status: 200,
-  headers: { "content-type": "text/event-stream" },
-  body: (async function* () {
-    yield Buffer.from('data: {"choices":[{"delta":{"content":"hi"}}]}\n\n');
-    yield Buffer.from("data: [DONE]\n\n");
-  })(),
-  ending: "eos-on-last",
-});
+const quickEngine = sseEngine();
 
 describe("many exchanges on one connection", () => {
   it("2,500 back-to-back exchanges through one channel all succeed, and every counter ends at zero", async () => {

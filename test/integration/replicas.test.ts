@@ -3,11 +3,12 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { EnvoyExtProcClient, type ExchangeResult, type Upstream } from "../envoy/ext-proc-client.js";
+import { EnvoyExtProcClient, type ExchangeResult } from "../envoy/ext-proc-client.js";
 import { gate } from "../support/gate.js";
 import { serve, type Running } from "../support/process.js";
 import { redisMissing, startRedis, type RedisServer } from "../support/redis.js";
 import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
+import { sseEngine } from "../support/upstreams.js";
 import { chat, chatRequest } from "./harness.js";
 
 const ENGINES = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"];
@@ -17,20 +18,6 @@ const LEASE_SECONDS = 2;
 type Sidecar = Awaited<ReturnType<typeof startTestSidecar>>;
 
 if (redisMissing !== undefined) it.skip(`replicas on Redis: ${redisMissing}`, () => undefined);
-
-/** An engine that answers once `held` opens: its requests stay open until then. */
-const heldEngine = (held: Promise<void>): Upstream => async () => {
-  await held;
-  return {
-    status: 200,
-    headers: { "content-type": "text/event-stream" },
-    body: (async function* () {
-      yield 'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n';
-      yield "data: [DONE]\n\n";
-    })(),
-    ending: "eos-on-last",
-  };
-};
 
 /** The per-engine open requests one replica reports for the pool. */
 async function requestsSeen(sidecar: Sidecar): Promise<number[]> {
@@ -71,7 +58,7 @@ describe.skipIf(redisMissing !== undefined)("replicas sharing one Redis", () => 
     const replicas = await Promise.all([replica(), replica(), replica()]);
     const release = gate();
     const results = replicas.flatMap(({ client }) =>
-      Array.from({ length: 40 }, () => client.exchange({ request: chatRequest(chat("llama", "same prompt", { stream: true })), upstream: heldEngine(release.promise), timeoutMs: 30_000 })),
+      Array.from({ length: 40 }, () => client.exchange({ request: chatRequest(chat("llama", "same prompt", { stream: true })), upstream: sseEngine(release.promise), timeoutMs: 30_000 })),
     );
     await expect.poll(async () => (await requestsSeen(replicas[0]!.sidecar)).reduce((a, b) => a + b, 0), { timeout: 10_000 }).toBe(120);
     const views = await Promise.all(replicas.map(({ sidecar }) => requestsSeen(sidecar)));
@@ -94,7 +81,7 @@ describe.skipIf(redisMissing !== undefined)("replicas sharing one Redis", () => 
     const doomed = new EnvoyExtProcClient(`127.0.0.1:${child.ports.extproc}`);
     clients.push(doomed);
     const never = gate();
-    const held = Array.from({ length: 30 }, () => doomed.exchange({ request: chatRequest(chat("llama", "held", { stream: true })), upstream: heldEngine(never.promise), timeoutMs: 30_000 }));
+    const held = Array.from({ length: 30 }, () => doomed.exchange({ request: chatRequest(chat("llama", "held", { stream: true })), upstream: sseEngine(never.promise), timeoutMs: 30_000 }));
     await expect.poll(async () => (await requestsSeen(survivor.sidecar)).reduce((a, b) => a + b, 0), { timeout: 10_000 }).toBe(30);
     const killedAt = performance.now();
     child.child.kill("SIGKILL");
@@ -111,12 +98,12 @@ describe.skipIf(redisMissing !== undefined)("replicas sharing one Redis", () => 
     const [a, b] = await Promise.all([replica(capture), replica()]);
     const release = gate();
     const before = [a!, b!].flatMap(({ client }) =>
-      Array.from({ length: 10 }, () => client.exchange({ request: chatRequest(chat("llama", "before", { stream: true })), upstream: heldEngine(release.promise), timeoutMs: 30_000 })),
+      Array.from({ length: 10 }, () => client.exchange({ request: chatRequest(chat("llama", "before", { stream: true })), upstream: sseEngine(release.promise), timeoutMs: 30_000 })),
     );
     await expect.poll(async () => (await requestsSeen(a!.sidecar)).reduce((x, y) => x + y, 0), { timeout: 10_000 }).toBe(20);
     await redis.kill();
     const during = await Promise.all(
-      [a!, b!].flatMap(({ client }) => Array.from({ length: 10 }, () => client.exchange({ request: chatRequest(chat("llama", "during", { stream: true })), upstream: heldEngine(Promise.resolve()), timeoutMs: 30_000 }))),
+      [a!, b!].flatMap(({ client }) => Array.from({ length: 10 }, () => client.exchange({ request: chatRequest(chat("llama", "during", { stream: true })), upstream: sseEngine(Promise.resolve()), timeoutMs: 30_000 }))),
     );
     expect(during.filter((result) => result.routedTo === undefined || result.status !== 200).map((result) => result.failure)).toEqual([]);
     expect(capture.withMessage("redis load store out: picking from this sidecar's own view")).toHaveLength(1);
@@ -125,7 +112,7 @@ describe.skipIf(redisMissing !== undefined)("replicas sharing one Redis", () => 
     await Promise.all(before);
     await expect.poll(() => capture.withMessage("redis load store back: picks are shared again").length, { timeout: 10_000 }).toBe(1);
     const after = await Promise.all(
-      [a!, b!].map(({ client }) => client.exchange({ request: chatRequest(chat("llama", "after", { stream: true })), upstream: heldEngine(Promise.resolve()), timeoutMs: 30_000 })),
+      [a!, b!].map(({ client }) => client.exchange({ request: chatRequest(chat("llama", "after", { stream: true })), upstream: sseEngine(Promise.resolve()), timeoutMs: 30_000 })),
     );
     expect(after.map((result) => result.status)).toEqual([200, 200]);
     for (const { sidecar } of [a!, b!]) await expect.poll(() => totalLoad(sidecar), { timeout: 10_000 }).toEqual(idle);

@@ -4,25 +4,18 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { credentials, status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ChannelTls, EnvoyExtProcClient, type Upstream } from "../envoy/ext-proc-client.js";
+import { type ChannelTls, EnvoyExtProcClient } from "../envoy/ext-proc-client.js";
 import { TestCertificates, type Issued } from "../support/certificates.js";
 import { healthStatus } from "../support/health.js";
 import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
 import { chat, chatRequest } from "./harness.js";
+import { sseEngine } from "../support/upstreams.js";
 
 const pools = [{ name: "llama", models: ["llama"], endpoints: ["127.0.0.1:1"] }];
 /** The server name the deploy/ Envoy configs send and check (the test server certificates carry it). */
 const SNI = "metadata-center";
 
-const quick: Upstream = async () => ({
-  status: 200,
-  headers: { "content-type": "text/event-stream" },
-  body: (async function* () {
-    yield 'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n';
-    yield "data: [DONE]\n\n";
-  })(),
-  ending: "eos-on-last",
-});
+const quick = sseEngine();
 
 let certificates: TestCertificates;
 let ca: Issued;
