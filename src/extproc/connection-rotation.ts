@@ -2,6 +2,7 @@ import { constants, type ServerHttp2Session } from "node:http2";
 import { Socket } from "node:net";
 import { Duplex } from "node:stream";
 import { TLSSocket } from "node:tls";
+import { http2StreamOf } from "./call-stream.js";
 
 /**
  * Node's HTTP/2 server (nghttp2's rapid-reset defence) allows a burst of about 1,000 stream
@@ -15,17 +16,6 @@ import { TLSSocket } from "node:tls";
  * version.
  */
 export const STREAMS_PER_CONNECTION = 500;
-
-/** grpc-js does not expose a call's HTTP/2 session; it sits on the innermost intercepting call. */
-function sessionOf(call: object): ServerHttp2Session | undefined {
-  let inner: unknown = (call as { call?: unknown }).call;
-  for (let depth = 0; typeof inner === "object" && inner !== null && depth < 8; depth++) {
-    const session = (inner as { stream?: { session?: ServerHttp2Session } }).stream?.session;
-    if (session !== undefined) return session;
-    inner = (inner as { nextCall?: unknown }).nextCall;
-  }
-  return undefined;
-}
 
 /**
  * RFC 9113's shutdown notice: GOAWAY naming the largest stream id, NO_ERROR. It is written onto the
@@ -126,7 +116,7 @@ export class ConnectionRotation {
 
   /** A stream opened; call the function returned when it ends. */
   track(call: object): () => void {
-    const session = sessionOf(call);
+    const session = http2StreamOf(call)?.session as ServerHttp2Session | undefined;
     if (session === undefined) {
       this.report("session");
       return () => undefined;

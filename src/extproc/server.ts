@@ -7,6 +7,7 @@ import {
 } from "../gen/envoy/service/ext_proc/v3/external_processor.js";
 import type { Logger } from "../log.js";
 import { flowControlled } from "./backpressure.js";
+import { freeWhenDone, http2StreamOf } from "./call-stream.js";
 import { carry, ConnectionRotation, STREAMS_PER_CONNECTION } from "./connection-rotation.js";
 import { ExtProcExchange, type ExchangeSettings } from "./exchange.js";
 import { StreamLimit } from "./stream-limit.js";
@@ -134,6 +135,7 @@ export class ExtProcServer {
     const release = this.streamLimit.admit(call);
     if (release === undefined) return;
     const streamEnded = this.rotation.track(call);
+    const stream = http2StreamOf(call);
     const inference = this.options.newExchange();
     const exchange = new ExtProcExchange(
       {
@@ -150,6 +152,7 @@ export class ExtProcServer {
       release();
       streamEnded();
       exchange.onStreamEnd();
+      freeWhenDone(stream);
       const settled = inference.settled();
       this.settling.add(settled);
       void settled.then(() => this.settling.delete(settled));
