@@ -121,25 +121,34 @@ export class FailOpenStore implements LoadStore {
     }
   }
 
-  async pickAndReserve(request: PickRequest): Promise<PickOutcome> {
-    const tried = this.down === undefined;
-    const shared = await this.call(() => this.shared.pickAndReserve(request));
-    if (shared !== undefined) return shared;
-    // A pick that failed late may still land in the shared store: released there once it answers.
-    if (tried) this.pendingRelease(request.id, "internal_error");
-    const outcome = this.local.pickAndReserve(request);
-    if (outcome.kind === "reserved") this.localIds.add(request.id);
-    return outcome;
+  pickAndReserve(request: PickRequest): Promise<PickOutcome> {
+    return this.open(
+      request.id,
+      () => this.shared.pickAndReserve(request),
+      () => this.local.pickAndReserve(request),
+      (outcome) => outcome.kind === "reserved",
+    );
   }
 
-  async reserve(request: ReserveRequest): Promise<boolean> {
+  reserve(request: ReserveRequest): Promise<boolean> {
+    return this.open(
+      request.id,
+      () => this.shared.reserve(request),
+      () => this.local.reserve(request),
+      (opened) => opened,
+    );
+  }
+
+  /** Opens a reservation in the shared store, or, when that fails or is late, in the local one. */
+  private async open<T>(id: string, shared: () => Promise<T> | T, local: () => T, opened: (result: T) => boolean): Promise<T> {
     const tried = this.down === undefined;
-    const shared = await this.call(() => this.shared.reserve(request));
-    if (shared !== undefined) return shared;
-    if (tried) this.pendingRelease(request.id, "internal_error");
-    const opened = this.local.reserve(request);
-    if (opened) this.localIds.add(request.id);
-    return opened;
+    const answer = await this.call(shared);
+    if (answer !== undefined) return answer;
+    // A call that failed late may still land in the shared store: released there once it answers.
+    if (tried) this.pendingRelease(id, "internal_error");
+    const result = local();
+    if (opened(result)) this.localIds.add(id);
+    return result;
   }
 
   async has(id: string): Promise<boolean> {

@@ -14,12 +14,16 @@ function password(settings: RedisSettings): string | undefined {
   return process.env["METADATA_CENTER_REDIS_PASSWORD"] || undefined;
 }
 
-/** A URL's host, port, password and TLS as ioredis options. */
-function node(url: string): { host: string; port: number; password?: string; tls?: object } {
+/** A URL's node address. */
+function address(url: string): { host: string; port: number } {
+  const parsed = new URL(url);
+  return { host: parsed.hostname.replace(/^\[|\]$/g, ""), port: Number(parsed.port || 6379) };
+}
+
+/** A URL's password and TLS (rediss://) as ioredis options. */
+function access(url: string): { password?: string; tls?: object } {
   const parsed = new URL(url);
   return {
-    host: parsed.hostname.replace(/^\[|\]$/g, ""),
-    port: Number(parsed.port || 6379),
     ...(parsed.password === "" ? {} : { password: decodeURIComponent(parsed.password) }),
     ...(parsed.protocol === "rediss:" ? { tls: {} } : {}),
   };
@@ -40,19 +44,17 @@ export function connectRedis(settings: RedisSettings, log: Logger): Redis | Clus
     retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
     ...(fromFile === undefined ? {} : { password: fromFile }),
   };
-  const urls = typeof settings.url === "string" ? undefined : settings.url;
+  const { url } = settings;
+  // A Cluster's seeds share one password and TLS setting: the first URL's.
   const client =
-    urls === undefined
-      ? new Redis({ ...common, ...node(settings.url as string), enableAutoPipelining: true })
-      : new Cluster(
-          urls.map((url) => ({ host: node(url).host, port: node(url).port })),
-          {
-            redisOptions: { ...common, ...withoutAddress(node(urls[0] ?? "redis://127.0.0.1")) },
-            enableOfflineQueue: false,
-            enableAutoPipelining: true,
-            clusterRetryStrategy: (attempt) => Math.min(attempt * 100, 1000),
-          },
-        );
+    typeof url === "string"
+      ? new Redis({ ...common, ...address(url), ...access(url), enableAutoPipelining: true })
+      : new Cluster(url.map(address), {
+          redisOptions: { ...common, ...access(url[0] ?? "") },
+          enableOfflineQueue: false,
+          enableAutoPipelining: true,
+          clusterRetryStrategy: (attempt) => Math.min(attempt * 100, 1000),
+        });
   let lastError = "";
   client.on("error", (error: Error) => {
     // One line per distinct error: a Redis that is down repeats the same one on every retry.
@@ -64,9 +66,4 @@ export function connectRedis(settings: RedisSettings, log: Logger): Redis | Clus
     lastError = "";
   });
   return client;
-}
-
-function withoutAddress(options: { host: string; port: number; password?: string; tls?: object }): { password?: string; tls?: object } {
-  const { host: _host, port: _port, ...rest } = options;
-  return rest;
 }
