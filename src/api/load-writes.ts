@@ -89,7 +89,7 @@ export class LoadWrites {
     const { cluster, request_id, prompt_length, ip } = parsed.value;
     const id = ledgerId(request_id);
     const engine = engineKey(this.options.directory(), cluster, ip);
-    const opened = await this.store.reserve({ id, pool: cluster, engine, promptTokens: prompt_length });
+    const opened = (await this.store.reserve({ id, pool: cluster, engine, promptTokens: prompt_length })) === "reserved";
     const waiting = opened ? this.early.pending(id) : undefined;
     if (waiting !== undefined) {
       // Settled only once applied: if applying fails, the retry still comes.

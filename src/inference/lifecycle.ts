@@ -195,6 +195,9 @@ export class InferenceExchange {
           },
           result.pool,
         );
+      case "duplicate":
+        // Ids are this sidecar's instance and a sequence number: never open twice unless something is broken.
+        throw new Error(`ledger id ${this.id} is already open`);
       case "picked": {
         this.reservedOn(result.reservation.pool, result.reservation.engine);
         const body = this.context.forceIncludeUsage ? parsed.request.withUsageBody : undefined;
@@ -215,7 +218,7 @@ export class InferenceExchange {
       return { kind: "observe" };
     }
     const pool = poolFor(engine, this.model);
-    if (await this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens })) this.reservedOn(pool, engine);
+    if ((await this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens })) === "reserved") this.reservedOn(pool, engine);
     else this.routed();
     return { kind: "observe" };
   }

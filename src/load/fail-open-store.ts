@@ -8,6 +8,7 @@ import {
   type PickRequest,
   type ReportedUsage,
   type Reservation,
+  type ReserveOutcome,
   type ReserveRequest,
 } from "./store.js";
 
@@ -130,12 +131,13 @@ export class FailOpenStore implements LoadStore {
     );
   }
 
-  reserve(request: ReserveRequest): Promise<boolean> {
+  /** While the shared store is out, a bound holds against this sidecar's own reservations only. */
+  reserve(request: ReserveRequest): Promise<ReserveOutcome> {
     return this.open(
       request.id,
       () => this.shared.reserve(request),
       () => this.local.reserve(request),
-      (opened) => opened,
+      (outcome) => outcome === "reserved",
     );
   }
 

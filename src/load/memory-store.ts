@@ -6,6 +6,7 @@ import {
   type PickRequest,
   type ReportedUsage,
   type Reservation,
+  type ReserveOutcome,
   type ReserveRequest,
   zeroLoad,
 } from "./store.js";
@@ -38,7 +39,8 @@ export class MemoryLoadStore implements LoadStore {
   constructor(private readonly now: () => number = Date.now) {}
 
   pickAndReserve(request: PickRequest): PickOutcome {
-    if (request.candidates.length === 0 || this.ledger.has(request.id)) return { kind: "none" };
+    if (this.ledger.has(request.id)) return { kind: "duplicate" };
+    if (request.candidates.length === 0) return { kind: "none" };
     const limit = request.maxRequests;
     const eligible = request.candidates.flatMap((engine, index) =>
       limit > 0 && (this.engines.get(engine)?.requests ?? 0) >= limit ? [] : [{ engine, bias: request.bias[index] ?? 0 }],
@@ -58,10 +60,16 @@ export class MemoryLoadStore implements LoadStore {
     return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: entry.promptTokens }, fallbacks };
   }
 
-  reserve(request: ReserveRequest): boolean {
-    if (this.ledger.has(request.id)) return false;
+  reserve(request: ReserveRequest): ReserveOutcome {
+    if (this.ledger.has(request.id)) return "duplicate";
+    const { bound } = request;
+    if (bound !== undefined) {
+      const load = this.byPool.get(request.pool)?.get(request.engine) ?? zeroLoad();
+      if (bound.maxRequests !== undefined && load.requests + 1 > bound.maxRequests) return "over_bound";
+      if (bound.maxPrefillTokens !== undefined && load.prefillTokens + countOf(request.promptTokens) > bound.maxPrefillTokens) return "over_bound";
+    }
     this.open(request.id, request.pool, request.engine, request.promptTokens);
-    return true;
+    return "reserved";
   }
 
   has(id: string): boolean {

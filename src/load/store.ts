@@ -57,13 +57,20 @@ export interface PickRequest {
   fallbacks: number;
   /** In [0, 1): which of equally scored candidates wins, drawn by the caller so that every store breaks ties alike. */
   tieBreak: number;
+  /**
+   * The id is a caller's (the HTTP API's request_id), not one the sidecar made unique: it must
+   * not be open in any pool, and any replica sharing the store may be asked to release it.
+   */
+  externalId?: boolean | undefined;
 }
 
 export type PickOutcome =
   | { kind: "reserved"; reservation: Reservation; fallbacks: string[] }
   /** Every candidate is at `maxRequests`: the request must be shed. Nothing reserved. */
   | { kind: "saturated" }
-  /** No candidate, or the id is already open. Nothing reserved. */
+  /** The id is already open. Nothing reserved. */
+  | { kind: "duplicate" }
+  /** No candidate. Nothing reserved. */
   | { kind: "none" };
 
 export interface Reservation {
@@ -73,8 +80,25 @@ export interface Reservation {
   promptTokens: number;
 }
 
-/** A reservation for an engine chosen elsewhere (observer role). */
-export type ReserveRequest = Reservation;
+/**
+ * Limits the engine must stay within once the reservation is counted, on the numbers its pool
+ * puts on it (those `GET /v1/load/stats` shows): a conditional add.
+ */
+export interface LoadBound {
+  /** Open requests, this one included. */
+  maxRequests?: number | undefined;
+  /** Prompt tokens in prefill, this one's included. */
+  maxPrefillTokens?: number | undefined;
+}
+
+/** A reservation for an engine chosen elsewhere (observer role, the HTTP API's adds). */
+export interface ReserveRequest extends Reservation {
+  /** Reserve only within these limits, checked and counted in one atomic step. */
+  bound?: LoadBound | undefined;
+}
+
+/** `reserved`; `duplicate`: the id was already open; `over_bound`: the engine is at the bound. Nothing counted unless reserved. */
+export type ReserveOutcome = "reserved" | "duplicate" | "over_bound";
 
 /** Token counts the engine itself reported (OpenAI `usage`). */
 export interface ReportedUsage {
@@ -92,8 +116,8 @@ export interface ReportedUsage {
 export interface LoadStore {
   /** Choose among the candidates by the weights and record the reservation, in one atomic step. */
   pickAndReserve(request: PickRequest): Awaitable<PickOutcome>;
-  /** Record a reservation on an engine chosen elsewhere. False when the id is already open. */
-  reserve(request: ReserveRequest): Awaitable<boolean>;
+  /** Record a reservation on an engine chosen elsewhere, within its bound if it has one. */
+  reserve(request: ReserveRequest): Awaitable<ReserveOutcome>;
   /** True while the reservation is open. */
   has(id: string): Awaitable<boolean>;
   /** The first token was seen: the request leaves prefill. Idempotent. */

@@ -11,7 +11,9 @@ export type PickResult =
   | { kind: "no_engine"; pool: string }
   /** The subset hint left no engine of the pool to pick from. */
   | { kind: "outside_subset"; pool: string }
-  | { kind: "saturated"; pool: string; limit: number };
+  | { kind: "saturated"; pool: string; limit: number }
+  /** The request's id is already open. */
+  | { kind: "duplicate"; pool: string };
 
 export interface PickerSettings extends ChainSettings {
   /** Next-best engines named after the chosen one. */
@@ -34,25 +36,31 @@ export class Picker {
     this.chain = buildChain(settings, availability);
   }
 
-  async pick(request: SchedulingRequest): Promise<PickResult> {
+  /** Among the engines of the model's pool. */
+  pick(request: SchedulingRequest): Promise<PickResult> {
     const pool = this.directory().forModel(request.model);
-    if (pool === undefined) return { kind: "no_pool", model: request.model };
+    if (pool === undefined) return Promise.resolve({ kind: "no_pool", model: request.model });
+    return this.pickAmong(pool.name, pool.endpoints, request);
+  }
+
+  /** Among the given engines, counted under `pool` (a scheduler that names its candidates: the HTTP API's picks). */
+  async pickAmong(pool: string, engines: readonly string[], request: SchedulingRequest): Promise<PickResult> {
     const plan: PickPlan = {
-      pool: pool.name,
-      candidates: pool.endpoints,
+      pool,
+      candidates: engines,
       bias: [],
       loadWeights: { requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
       maxRequests: 0,
     };
     for (const filter of this.chain.filters) {
       const refusal = filter.apply(plan, request);
-      if (refusal !== undefined) return { kind: refusal.kind, pool: pool.name };
+      if (refusal !== undefined) return { kind: refusal.kind, pool };
     }
     plan.bias = plan.candidates.map(() => 0);
     for (const { scorer, weight } of this.chain.scorers) scorer.apply(plan, request, weight);
     const outcome = await this.store.pickAndReserve({
       id: request.id,
-      pool: pool.name,
+      pool,
       candidates: plan.candidates,
       bias: plan.bias,
       loadWeights: plan.loadWeights,
@@ -65,9 +73,11 @@ export class Picker {
       case "reserved":
         return { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks };
       case "saturated":
-        return { kind: "saturated", pool: pool.name, limit: plan.maxRequests };
+        return { kind: "saturated", pool, limit: plan.maxRequests };
+      case "duplicate":
+        return { kind: "duplicate", pool };
       case "none":
-        return { kind: "no_engine", pool: pool.name };
+        return { kind: "no_engine", pool };
     }
   }
 }

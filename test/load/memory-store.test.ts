@@ -109,8 +109,23 @@ describe("MemoryLoadStore ledger", () => {
     const store = new MemoryLoadStore();
     const request = pickOf("x", 10);
     expect(store.pickAndReserve(request).kind).toBe("reserved");
-    expect(store.pickAndReserve(request)).toEqual({ kind: "none" });
+    expect(store.pickAndReserve(request)).toEqual({ kind: "duplicate" });
     expect(store.loads([ENGINES[0]!]).get(ENGINES[0]!)?.requests).toBe(1);
+  });
+
+  it("reserves within a bound only, on the pool's own numbers, and says why not", () => {
+    const store = new MemoryLoadStore();
+    const engine = ENGINES[0]!;
+    const bound = { maxRequests: 2, maxPrefillTokens: 150 };
+    store.reserve({ id: "other-pool", pool: "q", engine, promptTokens: 1000 });
+    expect(store.reserve({ id: "a", pool: "p", engine, promptTokens: 100, bound })).toBe("reserved");
+    expect(store.reserve({ id: "b", pool: "p", engine, promptTokens: 100, bound })).toBe("over_bound");
+    expect(store.reserve({ id: "a", pool: "p", engine, promptTokens: 10, bound })).toBe("duplicate");
+    expect(store.reserve({ id: "c", pool: "p", engine, promptTokens: 50, bound })).toBe("reserved");
+    expect(store.reserve({ id: "d", pool: "p", engine, promptTokens: 0, bound })).toBe("over_bound");
+    store.firstToken("a");
+    expect(store.reserve({ id: "d", pool: "p", engine, promptTokens: 0, bound: { maxPrefillTokens: 150 } })).toBe("reserved");
+    expect(store.poolLoads("p").get(engine)).toMatchObject({ requests: 3, prefillTokens: 50 });
   });
 
   it("drops idle engines not updated within the TTL", () => {

@@ -76,19 +76,82 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
     });
     const outcomes = await Promise.all(Array.from({ length: 6 }, (_, i) => store.pickAndReserve(pick(`r${i}`))));
     expect(outcomes.map((outcome) => outcome.kind).sort()).toEqual(["reserved", "reserved", "reserved", "reserved", "saturated", "saturated"]);
-    expect((await store.pickAndReserve(pick("r0"))).kind).toBe("none");
+    expect((await store.pickAndReserve(pick("r0"))).kind).toBe("duplicate");
     expect([...(await store.poolLoads("p")).values()].map((load) => load.requests)).toEqual([2, 2]);
   });
 
   it("releases an id reserved through another replica's store, once, and lets the other replicas see it", async () => {
     const prefix = `t-${randomUUID()}:`;
     const [a, b] = [randomUUID(), randomUUID()].map((lease) => new RedisLoadStore(redis, { keyPrefix: prefix, lease, sweepEveryMs: 0 }));
-    expect(await a!.reserve({ id: "api-1", pool: "p", engine: ENGINES[0]!, promptTokens: 100 })).toBe(true);
-    expect(await b!.reserve({ id: "api-1", pool: "p", engine: ENGINES[0]!, promptTokens: 100 })).toBe(false);
+    expect(await a!.reserve({ id: "api-1", pool: "p", engine: ENGINES[0]!, promptTokens: 100 })).toBe("reserved");
+    expect(await b!.reserve({ id: "api-1", pool: "p", engine: ENGINES[0]!, promptTokens: 100 })).toBe("duplicate");
     expect((await b!.poolLoads("p")).get(ENGINES[0]!)).toMatchObject({ requests: 1, prefillTokens: 100 });
     expect(await b!.release("api-1", "ok")).toBe(true);
     expect(await a!.release("api-1", "ok")).toBe(false);
     expect((await a!.poolLoads("p")).get(ENGINES[0]!)).toMatchObject({ requests: 0, prefillTokens: 0, tokensHeld: 0 });
+  });
+
+  it("answers a bounded reserve exactly as the memory store does: reserved, duplicate or over_bound on the pool's own numbers", async () => {
+    const step = fc.record({
+      id: fc.nat(8),
+      pool: fc.constantFrom("p", "q"),
+      engine: fc.nat(ENGINES.length - 1),
+      prompt: fc.nat(300),
+      maxRequests: fc.option(fc.nat(4), { nil: undefined }),
+      maxPrefillTokens: fc.option(fc.nat(800), { nil: undefined }),
+      then: fc.constantFrom("keep", "first_token", "release"),
+    });
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { maxLength: 25 }), async (steps) => {
+        const clock = () => 1_000_000;
+        const memory = new MemoryLoadStore(clock);
+        const shared = storeOn(clock);
+        for (const { id, pool, engine, prompt, maxRequests, maxPrefillTokens, then } of steps) {
+          const request = { id: `b${id}`, pool, engine: ENGINES[engine]!, promptTokens: prompt, bound: { maxRequests, maxPrefillTokens } };
+          const outcome = memory.reserve(request);
+          expect(await shared.reserve(request)).toBe(outcome);
+          if (then === "first_token") for (const store of [memory, shared]) await store.firstToken(request.id);
+          if (then === "release") for (const store of [memory, shared]) await store.release(request.id, "ok");
+        }
+        for (const pool of ["p", "q"]) expect(await shared.poolLoads(pool)).toEqual(memory.poolLoads(pool));
+      }),
+      { numRuns: 60 },
+    );
+  }, 60_000);
+
+  it("never lets concurrent bounded reserves from several replicas carry an engine past the bound", async () => {
+    const prefix = `t-${randomUUID()}:`;
+    const replicas = [0, 1, 2].map(() => new Redis(server.port, "127.0.0.1"));
+    const stores = replicas.map((client) => new RedisLoadStore(client, { keyPrefix: prefix, lease: randomUUID(), sweepEveryMs: 0 }));
+    const outcomes = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        stores[i % 3]!.reserve({ id: `c${i}`, pool: "p", engine: ENGINES[i % 2]!, promptTokens: 100, bound: { maxRequests: 7, maxPrefillTokens: 600 } }),
+      ),
+    );
+    for (const client of replicas) client.disconnect();
+    expect(outcomes.filter((outcome) => outcome === "reserved")).toHaveLength(12);
+    const loads = await new RedisLoadStore(redis, { keyPrefix: prefix, lease: "reader", sweepEveryMs: 0 }).poolLoads("p");
+    expect([...loads.values()].map(({ requests, prefillTokens }) => ({ requests, prefillTokens }))).toEqual([
+      { requests: 6, prefillTokens: 600 },
+      { requests: 6, prefillTokens: 600 },
+    ]);
+  });
+
+  it("opens a caller's id once even when replicas add it to different pools at the same time, and releases it to zero", async () => {
+    const prefix = `t-${randomUUID()}:`;
+    const replicas = [0, 1, 2].map(() => new Redis(server.port, "127.0.0.1"));
+    const stores = replicas.map((client) => new RedisLoadStore(client, { keyPrefix: prefix, lease: randomUUID(), sweepEveryMs: 0 }));
+    const pools = ["p", "q", "r"];
+    const outcomes = await Promise.all(
+      Array.from({ length: 50 }, (_, id) => Promise.all(stores.map((store, i) => store.reserve({ id: `x${id}`, pool: pools[i]!, engine: ENGINES[0]!, promptTokens: 5 })))),
+    );
+    for (const perId of outcomes) expect(perId.filter((outcome) => outcome === "reserved")).toHaveLength(1);
+    expect(await stores[0]!.size()).toBe(50);
+    for (let id = 0; id < 50; id++) expect(await stores[id % 3]!.release(`x${id}`, "ok")).toBe(true);
+    for (const client of replicas) client.disconnect();
+    const reader = new RedisLoadStore(redis, { keyPrefix: prefix, lease: "reader", sweepEveryMs: 0 });
+    expect(await reader.size()).toBe(0);
+    for (const pool of pools) for (const load of (await reader.poolLoads(pool)).values()) expect(load).toMatchObject({ requests: 0, prefillTokens: 0, tokensHeld: 0 });
   });
 
   it("closes every reservation of dead leases in a sweep, and only theirs", async () => {

@@ -8,6 +8,7 @@ import {
   type PickRequest,
   type ReportedUsage,
   type Reservation,
+  type ReserveOutcome,
   type ReserveRequest,
   zeroLoad,
 } from "../store.js";
@@ -119,7 +120,8 @@ export class RedisLoadStore implements LoadStore {
   }
 
   async pickAndReserve(request: PickRequest): Promise<PickOutcome> {
-    if (request.candidates.length === 0 || this.poolOf.has(request.id)) return { kind: "none" };
+    if (this.poolOf.has(request.id) || (request.externalId === true && (await this.openElsewhere(request.id, request.pool)))) return { kind: "duplicate" };
+    if (request.candidates.length === 0) return { kind: "none" };
     await this.register(request.pool);
     const { loadWeights: w } = request;
     const candidates = request.candidates.flatMap((engine, index) => [engine, request.bias[index] ?? 0]);
@@ -140,18 +142,50 @@ export class RedisLoadStore implements LoadStore {
       ...candidates,
     )) as string[];
     const [kind, engine, ...fallbacks] = reply;
-    if (kind === "saturated") return { kind: "saturated" };
+    if (kind === "saturated" || kind === "duplicate") return { kind };
     if (kind !== "reserved" || engine === undefined) return { kind: "none" };
-    this.poolOf.set(request.id, { pool: request.pool, indexed: false });
+    const indexed = request.externalId === true;
+    if (indexed && !(await this.index(request.id, request.pool))) return { kind: "duplicate" };
+    this.poolOf.set(request.id, { pool: request.pool, indexed });
     return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: prompt }, fallbacks };
   }
 
-  async reserve(request: ReserveRequest): Promise<boolean> {
+  async reserve(request: ReserveRequest): Promise<ReserveOutcome> {
+    if (await this.openElsewhere(request.id, request.pool)) return "duplicate";
     await this.register(request.pool);
-    const opened = await this.scripts.mcReserve(...this.keys(request.pool), request.id, this.now(), countOf(request.promptTokens), request.engine, this.lease);
-    if (opened !== 1) return false;
-    this.poolOf.set(request.id, { pool: request.pool, indexed: true });
-    await this.redis.hset(this.idIndex, request.id, request.pool);
+    const { maxRequests = -1, maxPrefillTokens = -1 } = request.bound ?? {};
+    const { id, pool, engine } = request;
+    const opened = await this.scripts.mcReserve(...this.keys(pool), id, this.now(), countOf(request.promptTokens), engine, this.lease, maxRequests, maxPrefillTokens);
+    if (opened === -1) return "over_bound";
+    if (opened !== 1 || !(await this.index(id, pool))) return "duplicate";
+    this.poolOf.set(id, { pool, indexed: true });
+    return "reserved";
+  }
+
+  /**
+   * True when a caller's id is open in a pool other than `pool`. A pool's script sees only that
+   * pool's ids, and a caller may reuse its request_id across clusters: that is a duplicate too.
+   */
+  private async openElsewhere(id: string, pool: string): Promise<boolean> {
+    const other = await this.redis.hget(this.idIndex, id);
+    return other !== null && other !== pool && (await this.redis.hexists(this.keys(other)[1], id)) === 1;
+  }
+
+  /**
+   * Enters a reservation just opened in `pool` in the id index, so any replica can find it. When
+   * another replica opened the same id in another pool meanwhile, the one opened here is closed
+   * again and false returned. An entry whose reservation is no longer open (its owner failed
+   * between the steps) is taken over.
+   */
+  private async index(id: string, pool: string): Promise<boolean> {
+    if ((await this.redis.hsetnx(this.idIndex, id, pool)) === 1) return true;
+    const other = await this.redis.hget(this.idIndex, id);
+    if (other === pool) return true;
+    if (other !== null && (await this.redis.hexists(this.keys(other)[1], id)) === 1) {
+      await this.scripts.mcRelease(...this.keys(pool), id, this.now());
+      return false;
+    }
+    await this.redis.hset(this.idIndex, id, pool);
     return true;
   }
 

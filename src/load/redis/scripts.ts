@@ -44,11 +44,11 @@ end
  * ARGV: id, now, prompt tokens, max requests, fallbacks, tie-break, the four load weights, lease,
  * then engine and bias for each candidate. Mirrors rankByLoad (ranking.ts) step for step, in the
  * same floating-point order, so both stores choose alike. Returns {'reserved', engine, fallbacks…},
- * {'saturated'} or {'none'}.
+ * {'saturated'} or {'duplicate'}.
  */
 export const PICK = `${PRELUDE}
 local id = ARGV[1]
-if redis.call('HEXISTS', KEYS[2], id) == 1 then return { 'none' } end
+if redis.call('HEXISTS', KEYS[2], id) == 1 then return { 'duplicate' } end
 local now, prompt, limit, fallbacks, tie = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local w = { tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]) }
 local lease = ARGV[11]
@@ -95,10 +95,21 @@ for _, engine in ipairs(ranked) do reply[#reply + 1] = engine end
 return reply
 `;
 
-/** ARGV: id, now, prompt tokens, engine, lease. 1 if opened, 0 if the id was open. */
+/**
+ * ARGV: id, now, prompt tokens, engine, lease, then the bound: most open requests and most prompt
+ * tokens in prefill once counted (-1: no bound), on the pool's own counters. 1 if opened, 0 if the
+ * id was open, -1 if the engine is at the bound.
+ */
 export const RESERVE = `${PRELUDE}
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-open(ARGV[1], ARGV[4], tonumber(ARGV[3]), tonumber(ARGV[2]), ARGV[5])
+local engine, prompt = ARGV[4], tonumber(ARGV[3])
+local maxRequests, maxPrefill = tonumber(ARGV[6]), tonumber(ARGV[7])
+if maxRequests >= 0 or maxPrefill >= 0 then
+  local v = redis.call('HMGET', KEYS[1], 'r:' .. engine, 'pt:' .. engine)
+  if maxRequests >= 0 and (tonumber(v[1]) or 0) + 1 > maxRequests then return -1 end
+  if maxPrefill >= 0 and (tonumber(v[2]) or 0) + prompt > maxPrefill then return -1 end
+end
+open(ARGV[1], engine, prompt, tonumber(ARGV[2]), ARGV[5])
 return 1
 `;
 
