@@ -141,7 +141,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
       ),
     log,
   });
-  const http = new HttpApi({ host: config.http.host, port: config.http.port, token: config.http.token, store, metrics, directory: () => directory, ready: () => ready, log });
+  const http = new HttpApi({ host: config.http.host, port: config.http.port, token: config.http.token, store, metrics, directory: () => directory, picker: () => picker, ready: () => ready, log });
 
   await watchDns(config.pools);
   await extproc.start();

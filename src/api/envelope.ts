@@ -1,12 +1,18 @@
 import { randomUUID } from "node:crypto";
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 
-/** metadata-center error codes (the Go service's). */
+/** metadata-center error codes: the Go service's, and ours for what it has no answer for (in its pattern: HTTP status, then 01, then a detail). */
 export const ErrorCode = {
   duplicate: 40001000,
   invalidInput: 40001400,
   unauthenticated: 40101001,
+  /** A conditional add whose engine is at the bound. */
+  overBound: 40901000,
+  /** Every candidate of a pick is at its limit. */
+  saturated: 42901000,
   internal: 50001000,
+  /** A pick found no engine to place the request on. */
+  noEngine: 50301000,
 } as const;
 
 export interface ApiError {

@@ -2,12 +2,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Duplex } from "node:stream";
 import type { LoadStore } from "../load/store.js";
 import type { Logger } from "../log.js";
-import { splitAddress, type PoolDirectory } from "../pools/pools.js";
+import type { PoolDirectory } from "../pools/pools.js";
+import type { Picker } from "../scheduling/picker.js";
 import { WriteAccess } from "./access.js";
 import { BodyError, readJson, type JsonBody } from "./body.js";
 import { poolsView } from "./debug-view.js";
 import { describeError, ErrorCode, internalError, rawEnvelope, sendEnvelope } from "./envelope.js";
-import { poolEngines } from "./load-snapshot.js";
+import { engineStats, poolEngines } from "./load-snapshot.js";
 import { LoadWrites, type WriteResult } from "./load-writes.js";
 import { setLogLevel } from "./log-level.js";
 import type { Metrics } from "./metrics.js";
@@ -15,7 +16,7 @@ import { parseTarget, type RequestTarget } from "./target.js";
 import { invalidInput } from "./validation.js";
 
 /** Route labels for the HTTP metrics; any other path is "other", so scanners cannot explode the label set. */
-const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/log/level", "/debug/pools"]);
+const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/v1/load/pick", "/log/level", "/debug/pools"]);
 
 /** The write API's payloads are a few hundred bytes; anything near this is not a real caller. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -27,22 +28,11 @@ export interface HttpApiOptions {
   token: string | undefined;
   store: LoadStore;
   directory: () => PoolDirectory;
+  picker: () => Picker;
   metrics: Metrics;
   /** True once config is loaded and every listener is up. */
   ready: () => boolean;
   log: Logger;
-}
-
-/** One engine in the metadata-center `GET /v1/load/stats` shape, plus our own numbers. */
-interface EngineStats {
-  ip: string;
-  port: number;
-  endpoint: string;
-  queued_req_num: number;
-  prompt_length: number;
-  prefill_req_num: number;
-  tokens_held: number;
-  updated_time: number;
 }
 
 /** The HTTP side: the metadata-center v1 load API and health endpoints. */
@@ -56,6 +46,7 @@ export class HttpApi {
     this.writes = new LoadWrites({
       store: options.store,
       directory: options.directory,
+      picker: options.picker,
       log: options.log,
       observeLatency: (milliseconds) => options.metrics.observeReplicationLatency(milliseconds),
     });
@@ -169,6 +160,8 @@ export class HttpApi {
         return this.loadStats(request, response, target.query().get("cluster"));
       case "POST /v1/load/stats":
         return this.write(request, response, (body) => this.writes.add(body));
+      case "POST /v1/load/pick":
+        return this.write(request, response, (body) => this.writes.pick(body));
       case "DELETE /v1/load/prompt":
         return this.write(request, response, (body) => this.writes.deletePrompt(body));
       case "DELETE /v1/load/stats":
@@ -191,16 +184,7 @@ export class HttpApi {
     const directory = this.options.directory();
     const engines = await poolEngines(this.options.store, directory, cluster);
     if (directory.named(cluster) === undefined && engines.size === 0) return sendEnvelope(request, response, 200, null);
-    const data: EngineStats[] = [...engines].map(([endpoint, load]) => ({
-      ...splitAddress(endpoint),
-      endpoint,
-      queued_req_num: load.requests,
-      prompt_length: load.prefillTokens,
-      prefill_req_num: load.prefillRequests,
-      tokens_held: load.tokensHeld,
-      updated_time: load.updatedAt * 1_000_000,
-    }));
-    sendEnvelope(request, response, 200, data);
+    sendEnvelope(request, response, 200, [...engines].map(([endpoint, load]) => engineStats(endpoint, load)));
   }
 
   /** Read the JSON body, apply the change, answer in the envelope. */
@@ -220,7 +204,7 @@ export class HttpApi {
     }
     const result = await apply(body);
     if (result.ok) sendEnvelope(request, response, 200, result.data ?? null);
-    else sendEnvelope(request, response, result.status, null, result.error);
+    else sendEnvelope(request, response, result.status, result.data ?? null, result.error);
   }
 
   private plain(response: ServerResponse, status: number, text: string): void {

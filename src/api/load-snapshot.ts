@@ -1,5 +1,29 @@
 import { zeroLoad, type EngineSnapshot, type LoadStore } from "../load/store.js";
-import type { PoolDirectory } from "../pools/pools.js";
+import { splitAddress, type PoolDirectory } from "../pools/pools.js";
+
+/** One engine in the metadata-center `GET /v1/load/stats` shape, plus our own numbers. */
+export interface EngineStats {
+  ip: string;
+  port: number;
+  endpoint: string;
+  queued_req_num: number;
+  prompt_length: number;
+  prefill_req_num: number;
+  tokens_held: number;
+  updated_time: number;
+}
+
+export function engineStats(endpoint: string, load: EngineSnapshot): EngineStats {
+  return {
+    ...splitAddress(endpoint),
+    endpoint,
+    queued_req_num: load.requests,
+    prompt_length: load.prefillTokens,
+    prefill_req_num: load.prefillRequests,
+    tokens_held: load.tokensHeld,
+    updated_time: load.updatedAt * 1_000_000,
+  };
+}
 
 /** The load as of one moment: each pool's engines with that pool's load on them. */
 export interface LoadSnapshot {

@@ -218,7 +218,7 @@ export class InferenceExchange {
       return { kind: "observe" };
     }
     const pool = poolFor(engine, this.model);
-    if ((await this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens })) === "reserved") this.reservedOn(pool, engine);
+    if ((await this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens })).kind === "reserved") this.reservedOn(pool, engine);
     else this.routed();
     return { kind: "observe" };
   }

@@ -137,7 +137,7 @@ export class FailOpenStore implements LoadStore {
       request.id,
       () => this.shared.reserve(request),
       () => this.local.reserve(request),
-      (outcome) => outcome === "reserved",
+      (outcome) => outcome.kind === "reserved",
     );
   }
 

@@ -61,15 +61,17 @@ export class MemoryLoadStore implements LoadStore {
   }
 
   reserve(request: ReserveRequest): ReserveOutcome {
-    if (this.ledger.has(request.id)) return "duplicate";
+    if (this.ledger.has(request.id)) return { kind: "duplicate" };
     const { bound } = request;
     if (bound !== undefined) {
-      const load = this.byPool.get(request.pool)?.get(request.engine) ?? zeroLoad();
-      if (bound.maxRequests !== undefined && load.requests + 1 > bound.maxRequests) return "over_bound";
-      if (bound.maxPrefillTokens !== undefined && load.prefillTokens + countOf(request.promptTokens) > bound.maxPrefillTokens) return "over_bound";
+      const load = this.byPool.get(request.pool)?.get(request.engine) ?? { ...zeroLoad(), updatedAt: 0 };
+      const over =
+        (bound.maxRequests !== undefined && load.requests + 1 > bound.maxRequests) ||
+        (bound.maxPrefillTokens !== undefined && load.prefillTokens + countOf(request.promptTokens) > bound.maxPrefillTokens);
+      if (over) return { kind: "over_bound", load: { ...load } };
     }
     this.open(request.id, request.pool, request.engine, request.promptTokens);
-    return "reserved";
+    return { kind: "reserved" };
   }
 
   has(id: string): boolean {

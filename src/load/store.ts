@@ -97,8 +97,13 @@ export interface ReserveRequest extends Reservation {
   bound?: LoadBound | undefined;
 }
 
-/** `reserved`; `duplicate`: the id was already open; `over_bound`: the engine is at the bound. Nothing counted unless reserved. */
-export type ReserveOutcome = "reserved" | "duplicate" | "over_bound";
+/** Nothing is counted unless reserved. */
+export type ReserveOutcome =
+  | { kind: "reserved" }
+  /** The id was already open. */
+  | { kind: "duplicate" }
+  /** The engine is at the bound: its pool's numbers as they were when the bound was checked. */
+  | { kind: "over_bound"; load: EngineSnapshot };
 
 /** Token counts the engine itself reported (OpenAI `usage`). */
 export interface ReportedUsage {

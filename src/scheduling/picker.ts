@@ -44,7 +44,7 @@ export class Picker {
   }
 
   /** Among the given engines, counted under `pool` (a scheduler that names its candidates: the HTTP API's picks). */
-  async pickAmong(pool: string, engines: readonly string[], request: SchedulingRequest): Promise<PickResult> {
+  async pickAmong(pool: string, engines: readonly string[], request: SchedulingRequest): Promise<Exclude<PickResult, { kind: "no_pool" }>> {
     const plan: PickPlan = {
       pool,
       candidates: engines,
@@ -68,6 +68,7 @@ export class Picker {
       maxRequests: plan.maxRequests,
       fallbacks: this.settings.fallbacks,
       tieBreak: this.random(),
+      externalId: request.externalId,
     });
     switch (outcome.kind) {
       case "reserved":

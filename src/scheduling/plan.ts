@@ -8,6 +8,8 @@ export interface SchedulingRequest {
   promptTokens: number;
   /** The gateway's subset hint: only these `ip:port` may be picked. Undefined = no hint. */
   subset?: readonly string[] | undefined;
+  /** The id is a caller's, not made unique by the sidecar (see `PickRequest.externalId`). */
+  externalId?: boolean | undefined;
 }
 
 /**

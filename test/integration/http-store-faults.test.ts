@@ -7,6 +7,8 @@ import type { LoadStore } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { FaultyStore, faultsAt, noFaults, type Fault, type StoreCall } from "../support/faulty-store.js";
 import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
+import { Picker } from "../../src/scheduling/picker.js";
+import { schedulingDefaults } from "../support/scheduling.js";
 
 const capture = new LogCapture();
 const faulty = new FaultyStore(noFaults);
@@ -113,7 +115,8 @@ describe("every HTTP route when a store call it makes fails", () => {
 async function apiOver(store: LoadStore, lines: LogCapture): Promise<string> {
   const directory = new PoolDirectory([]);
   const metrics = new Metrics({ store, directory: () => directory }, 100);
-  const api = new HttpApi({ host: "127.0.0.1", port: 0, token: undefined, store, directory: () => directory, metrics, ready: () => true, log: pino({ level: "info" }, lines) });
+  const picker = new Picker(store, () => directory, schedulingDefaults);
+  const api = new HttpApi({ host: "127.0.0.1", port: 0, token: undefined, store, directory: () => directory, picker: () => picker, metrics, ready: () => true, log: pino({ level: "info" }, lines) });
   await api.start();
   onTestFinished(() => api.close());
   return `http://127.0.0.1:${api.port}`;

@@ -7,6 +7,8 @@ import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { rawExchange, rawRequest, type RawAnswer } from "../support/raw-http.js";
 import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
+import { Picker } from "../../src/scheduling/picker.js";
+import { schedulingDefaults } from "../support/scheduling.js";
 
 const capture = new LogCapture();
 let sidecar: Awaited<ReturnType<typeof startTestSidecar>>;
@@ -106,6 +108,7 @@ describe("a failure after the answer was sent", () => {
       token: undefined,
       store,
       directory: () => directory,
+      picker: () => new Picker(store, () => directory, schedulingDefaults),
       metrics: new ThrowingMetrics({ store, directory: () => directory }),
       ready: () => true,
       log: pino({ level: "info" }, lines),

@@ -118,8 +118,8 @@ export async function checkLedger(open: (clock: () => number) => Promise<{ store
             case "reserve": {
               const id = `r${next++}`;
               const [pool, engine] = [POOLS[s.pool]!, ENGINES[s.engine]!];
-              expect(await store.reserve({ id, pool, engine, promptTokens: s.prompt })).toBe("reserved");
-              expect(await store.reserve({ id, pool, engine, promptTokens: s.prompt })).toBe("duplicate");
+              expect((await store.reserve({ id, pool, engine, promptTokens: s.prompt })).kind).toBe("reserved");
+              expect((await store.reserve({ id, pool, engine, promptTokens: s.prompt })).kind).toBe("duplicate");
               open.set(id, { pool, engine, prompt: s.prompt, generated: 0, inPrefill: true, openedAt: now });
               break;
             }

@@ -118,13 +118,13 @@ describe("MemoryLoadStore ledger", () => {
     const engine = ENGINES[0]!;
     const bound = { maxRequests: 2, maxPrefillTokens: 150 };
     store.reserve({ id: "other-pool", pool: "q", engine, promptTokens: 1000 });
-    expect(store.reserve({ id: "a", pool: "p", engine, promptTokens: 100, bound })).toBe("reserved");
-    expect(store.reserve({ id: "b", pool: "p", engine, promptTokens: 100, bound })).toBe("over_bound");
-    expect(store.reserve({ id: "a", pool: "p", engine, promptTokens: 10, bound })).toBe("duplicate");
-    expect(store.reserve({ id: "c", pool: "p", engine, promptTokens: 50, bound })).toBe("reserved");
-    expect(store.reserve({ id: "d", pool: "p", engine, promptTokens: 0, bound })).toBe("over_bound");
+    expect(store.reserve({ id: "a", pool: "p", engine, promptTokens: 100, bound }).kind).toBe("reserved");
+    expect(store.reserve({ id: "b", pool: "p", engine, promptTokens: 100, bound })).toMatchObject({ kind: "over_bound", load: { requests: 1, prefillTokens: 100 } });
+    expect(store.reserve({ id: "a", pool: "p", engine, promptTokens: 10, bound }).kind).toBe("duplicate");
+    expect(store.reserve({ id: "c", pool: "p", engine, promptTokens: 50, bound }).kind).toBe("reserved");
+    expect(store.reserve({ id: "d", pool: "p", engine, promptTokens: 0, bound }).kind).toBe("over_bound");
     store.firstToken("a");
-    expect(store.reserve({ id: "d", pool: "p", engine, promptTokens: 0, bound: { maxPrefillTokens: 150 } })).toBe("reserved");
+    expect(store.reserve({ id: "d", pool: "p", engine, promptTokens: 0, bound: { maxPrefillTokens: 150 } }).kind).toBe("reserved");
     expect(store.poolLoads("p").get(engine)).toMatchObject({ requests: 3, prefillTokens: 50 });
   });
 

@@ -83,8 +83,8 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
   it("releases an id reserved through another replica's store, once, and lets the other replicas see it", async () => {
     const prefix = `t-${randomUUID()}:`;
     const [a, b] = [randomUUID(), randomUUID()].map((lease) => new RedisLoadStore(redis, { keyPrefix: prefix, lease, sweepEveryMs: 0 }));
-    expect(await a!.reserve({ id: "api-1", pool: "p", engine: ENGINES[0]!, promptTokens: 100 })).toBe("reserved");
-    expect(await b!.reserve({ id: "api-1", pool: "p", engine: ENGINES[0]!, promptTokens: 100 })).toBe("duplicate");
+    expect((await a!.reserve({ id: "api-1", pool: "p", engine: ENGINES[0]!, promptTokens: 100 })).kind).toBe("reserved");
+    expect((await b!.reserve({ id: "api-1", pool: "p", engine: ENGINES[0]!, promptTokens: 100 })).kind).toBe("duplicate");
     expect((await b!.poolLoads("p")).get(ENGINES[0]!)).toMatchObject({ requests: 1, prefillTokens: 100 });
     expect(await b!.release("api-1", "ok")).toBe(true);
     expect(await a!.release("api-1", "ok")).toBe(false);
@@ -109,7 +109,7 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
         for (const { id, pool, engine, prompt, maxRequests, maxPrefillTokens, then } of steps) {
           const request = { id: `b${id}`, pool, engine: ENGINES[engine]!, promptTokens: prompt, bound: { maxRequests, maxPrefillTokens } };
           const outcome = memory.reserve(request);
-          expect(await shared.reserve(request)).toBe(outcome);
+          expect(await shared.reserve(request)).toEqual(outcome);
           if (then === "first_token") for (const store of [memory, shared]) await store.firstToken(request.id);
           if (then === "release") for (const store of [memory, shared]) await store.release(request.id, "ok");
         }
@@ -129,7 +129,7 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
       ),
     );
     for (const client of replicas) client.disconnect();
-    expect(outcomes.filter((outcome) => outcome === "reserved")).toHaveLength(12);
+    expect(outcomes.filter((outcome) => outcome.kind === "reserved")).toHaveLength(12);
     const loads = await new RedisLoadStore(redis, { keyPrefix: prefix, lease: "reader", sweepEveryMs: 0 }).poolLoads("p");
     expect([...loads.values()].map(({ requests, prefillTokens }) => ({ requests, prefillTokens }))).toEqual([
       { requests: 6, prefillTokens: 600 },
@@ -145,7 +145,7 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
     const outcomes = await Promise.all(
       Array.from({ length: 50 }, (_, id) => Promise.all(stores.map((store, i) => store.reserve({ id: `x${id}`, pool: pools[i]!, engine: ENGINES[0]!, promptTokens: 5 })))),
     );
-    for (const perId of outcomes) expect(perId.filter((outcome) => outcome === "reserved")).toHaveLength(1);
+    for (const perId of outcomes) expect(perId.filter((outcome) => outcome.kind === "reserved")).toHaveLength(1);
     expect(await stores[0]!.size()).toBe(50);
     for (let id = 0; id < 50; id++) expect(await stores[id % 3]!.release(`x${id}`, "ok")).toBe(true);
     for (const client of replicas) client.disconnect();

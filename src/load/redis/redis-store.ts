@@ -151,15 +151,16 @@ export class RedisLoadStore implements LoadStore {
   }
 
   async reserve(request: ReserveRequest): Promise<ReserveOutcome> {
-    if (await this.openElsewhere(request.id, request.pool)) return "duplicate";
+    if (await this.openElsewhere(request.id, request.pool)) return { kind: "duplicate" };
     await this.register(request.pool);
     const { maxRequests = -1, maxPrefillTokens = -1 } = request.bound ?? {};
     const { id, pool, engine } = request;
-    const opened = await this.scripts.mcReserve(...this.keys(pool), id, this.now(), countOf(request.promptTokens), engine, this.lease, maxRequests, maxPrefillTokens);
-    if (opened === -1) return "over_bound";
-    if (opened !== 1 || !(await this.index(id, pool))) return "duplicate";
+    const reply = (await this.scripts.mcReserve(...this.keys(pool), id, this.now(), countOf(request.promptTokens), engine, this.lease, maxRequests, maxPrefillTokens)) as number[];
+    const [opened, requests = 0, prefillRequests = 0, prefillTokens = 0, tokensHeld = 0, updatedAt = 0] = reply;
+    if (opened === -1) return { kind: "over_bound", load: { requests, prefillRequests, prefillTokens, tokensHeld, updatedAt } };
+    if (opened !== 1 || !(await this.index(id, pool))) return { kind: "duplicate" };
     this.poolOf.set(id, { pool, indexed: true });
-    return "reserved";
+    return { kind: "reserved" };
   }
 
   /**

@@ -97,20 +97,23 @@ return reply
 
 /**
  * ARGV: id, now, prompt tokens, engine, lease, then the bound: most open requests and most prompt
- * tokens in prefill once counted (-1: no bound), on the pool's own counters. 1 if opened, 0 if the
- * id was open, -1 if the engine is at the bound.
+ * tokens in prefill once counted (-1: no bound), on the pool's own counters. {1} if opened, {0} if
+ * the id was open, {-1, requests, prefill requests, prefill tokens, tokens held, updated at} if the
+ * engine is at the bound.
  */
 export const RESERVE = `${PRELUDE}
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return { 0 } end
 local engine, prompt = ARGV[4], tonumber(ARGV[3])
 local maxRequests, maxPrefill = tonumber(ARGV[6]), tonumber(ARGV[7])
 if maxRequests >= 0 or maxPrefill >= 0 then
-  local v = redis.call('HMGET', KEYS[1], 'r:' .. engine, 'pt:' .. engine)
-  if maxRequests >= 0 and (tonumber(v[1]) or 0) + 1 > maxRequests then return -1 end
-  if maxPrefill >= 0 and (tonumber(v[2]) or 0) + prompt > maxPrefill then return -1 end
+  local v = redis.call('HMGET', KEYS[1], 'r:' .. engine, 'pr:' .. engine, 'pt:' .. engine, 'th:' .. engine, 'u:' .. engine)
+  for i = 1, 5 do v[i] = tonumber(v[i]) or 0 end
+  if (maxRequests >= 0 and v[1] + 1 > maxRequests) or (maxPrefill >= 0 and v[3] + prompt > maxPrefill) then
+    return { -1, v[1], v[2], v[3], v[4], v[5] }
+  end
 end
 open(ARGV[1], engine, prompt, tonumber(ARGV[2]), ARGV[5])
-return 1
+return { 1 }
 `;
 
 /** ARGV: id, now. */
