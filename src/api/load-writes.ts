@@ -164,7 +164,7 @@ export class LoadWrites {
         return refused(429, ErrorCode.saturated, "every engine is at its limit", `every candidate of cluster '${cluster}' carries ${result.limit} requests; retry later`);
       case "no_engine":
       case "outside_subset":
-        return refused(503, ErrorCode.noEngine, "no engine available", `cluster '${cluster}' has no engine to pick (none configured, or all ejected)`);
+        return refused(503, ErrorCode.noEngine, "no engine available", `cluster '${cluster}' has no engine to pick (none configured or resolved yet)`);
     }
   }
 
