@@ -12,6 +12,9 @@ export interface RedisSettings {
   timeoutMs: number;
 }
 
+/** Distinct connection errors logged between two moments the client is ready. */
+const MAX_REASONS_LOGGED = 20;
+
 /** A file of `load.redis` (passwordFile, caFile) that cannot be used; the message names the field and the file. */
 export class RedisFileError extends Error {
   override readonly name = "RedisFileError";
@@ -48,6 +51,17 @@ function trusted(file: string): string {
   return pem;
 }
 
+/**
+ * What a connection error says about why Redis cannot be reached, or undefined when it says
+ * nothing: ioredis also reports a command refused for want of a connection (no offline queue),
+ * which follows the cause. A Cluster's own error ("Failed to refresh slots cache.") carries the
+ * last node's, which names it.
+ */
+export function connectionCause(error: Error & { lastNodeError?: Error }): string | undefined {
+  if (/enableOfflineQueue/.test(error.message)) return undefined;
+  return (error.lastNodeError ?? error).message;
+}
+
 /** A URL's user, password, database and TLS as ioredis options. */
 function access(url: RedisUrl, ca: string | undefined): RedisOptions {
   return {
@@ -61,8 +75,9 @@ function access(url: RedisUrl, ca: string | undefined): RedisOptions {
 /**
  * A client that never makes a request wait: no queue while disconnected (a command then fails at
  * once and the sidecar picks from its own view), each command bounded by `timeoutMs`, and
- * commands of one tick sent together. It reconnects in the background. Throws RedisFileError for
- * a passwordFile or caFile it cannot use.
+ * commands of one tick sent together. It reconnects in the background. Each distinct reason it
+ * cannot connect (refused, NOAUTH, WRONGPASS, a certificate not trusted) is logged once until it
+ * is ready again. Throws RedisFileError for a passwordFile or caFile it cannot use.
  */
 export function connectRedis(settings: RedisSettings, log: Logger): Redis | Cluster {
   const fromFile = password(settings);
@@ -90,15 +105,17 @@ export function connectRedis(settings: RedisSettings, log: Logger): Redis | Clus
             clusterRetryStrategy: (attempt) => Math.min(attempt * 100, 1000),
           },
         );
-  let lastError = "";
-  client.on("error", (error: Error) => {
-    // One line per distinct error: a Redis that is down repeats the same one on every retry.
-    if (error.message === lastError) return;
-    lastError = error.message;
-    log.debug({ reason: error.message }, "redis connection error");
-  });
-  client.on("ready", () => {
-    lastError = "";
-  });
+  /** Reasons logged since the client was last ready: a Redis that is out repeats them on every retry, often alternating. */
+  const logged = new Set<string>();
+  const failed = (error: Error, node?: string): void => {
+    const reason = connectionCause(error);
+    if (reason === undefined || logged.has(reason) || logged.size >= MAX_REASONS_LOGGED) return;
+    logged.add(reason);
+    log.warn({ reason, ...(node === undefined ? {} : { node }) }, "redis connection error");
+  };
+  client.on("error", (error: Error) => failed(error));
+  // A Cluster reports each node's errors apart; its own "error" says only that it could not refresh its slots.
+  client.on("node error", (error: Error, node: string) => failed(error, node));
+  client.on("ready", () => logged.clear());
   return client;
 }
