@@ -198,6 +198,13 @@ describe.skipIf(redisMissing !== undefined)("Redis with a password (requirepass,
     await expectShared(await inProcess({ url: redis.url, keyPrefix, passwordFile: file }), admin(), keyPrefix);
   });
 
+  it("takes the URL's password over passwordFile's", async () => {
+    const file = join(dir, "stale-password");
+    writeFileSync(file, "stale\n");
+    const keyPrefix = `mc-${randomUUID()}:`;
+    await expectShared(await inProcess({ url: withAuth(`:${encodeURIComponent(PASSWORD)}`), keyPrefix, passwordFile: file }), admin(), keyPrefix);
+  });
+
   it("takes it from METADATA_CENTER_REDIS_PASSWORD, also for a user named in the URL", async () => {
     const keyPrefix = `mc-${randomUUID()}:`;
     const [asDefault, asAlice] = await Promise.all([
