@@ -5,6 +5,7 @@ import { durationSeconds } from "./config/duration.js";
 import { ConfigError, loadConfig, type Override } from "./config/load.js";
 import { watchConfig } from "./config/watch.js";
 import { TlsFileError } from "./extproc/tls.js";
+import { RedisFileError } from "./load/redis/connect.js";
 import { createLogger } from "./log.js";
 import { startSidecar } from "./sidecar.js";
 
@@ -72,8 +73,8 @@ async function serve(args: string[]): Promise<void> {
   const log = createLogger(config.log.level);
   log.info({ config: file }, "config loaded");
   const sidecar = await startSidecar(config, log).catch((error: unknown) => {
-    // A TLS file that exists but cannot be used is a config error like any other.
-    throw error instanceof TlsFileError ? new ConfigError(`config ${file} is invalid:\n  - ${error.message}`) : error;
+    // A TLS or Redis file that exists but cannot be used is a config error like any other.
+    throw error instanceof TlsFileError || error instanceof RedisFileError ? new ConfigError(`config ${file} is invalid:\n  - ${error.message}`) : error;
   });
   const watcher = watchConfig(
     file,

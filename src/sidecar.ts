@@ -49,8 +49,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
   let config = initial;
   // First: TLS files that cannot be used stop the start before anything else runs.
   const transport = await extProcTransport(config.extproc.tls, log);
-  // The fallback callback runs only after a failure of the shared store, once `metrics` exists.
-  const shared = given === undefined ? await openLoadStore(config, log, (local) => metrics.setStoreFallback(local)) : undefined;
+  const shared = given === undefined ? await openLoadStore(config, log) : undefined;
   const store: LoadStore = given ?? shared?.store ?? new MemoryLoadStore();
   // Survives reloads: an engine's record does not depend on which config listed it.
   const health = new EngineHealth(
@@ -97,7 +96,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
     includeUsage: config.inference.forceIncludeUsage,
     lost: (error) => log.warn({ reason: error.message }, "request parsing thread lost; the bodies it held are parsed inline, the next large one starts a new thread"),
   });
-  const metrics = new Metrics({ store, directory: () => directory });
+  const metrics = new Metrics({ store, directory: () => directory, storeFallback: () => shared?.fallback === true });
   // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
   const instance = randomBytes(8).toString("hex");
   let sequence = 0;

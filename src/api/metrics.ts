@@ -10,6 +10,8 @@ import { SnapshotGauge, type Series } from "./snapshot-gauge.js";
 export interface LoadSource {
   store: LoadStore;
   directory: () => PoolDirectory;
+  /** True while the shared store (Redis) is out and picks come from this sidecar's own view; absent: never. */
+  storeFallback?: () => boolean;
 }
 
 const tokenBuckets = [16, 64, 256, 1024, 4096, 16_384, 65_536, 262_144];
@@ -94,12 +96,6 @@ export class Metrics implements ExchangeEvents {
     registers: [this.registry],
   });
 
-  private readonly storeFallback = new Gauge({
-    name: "metadata_center_store_fallback",
-    help: "1 while the shared load store (Redis) is out and picks come from this sidecar's own view",
-    registers: [this.registry],
-  });
-
   private readonly httpSeries = new Map<string, { status: { inc(): void }; duration: { observe(value: number): void } }>();
 
   /**
@@ -146,6 +142,13 @@ export class Metrics implements ExchangeEvents {
     // The Go service's: its version, and 1 while it serves.
     new Gauge({ name: "app_version_info", help: "Version of this metadata-center (metadata-center name)", labelNames: ["version"], registers }).set({ version }, 1);
     new Gauge({ name: "metacenter_node_alive", help: "1 while this metadata-center serves (metadata-center name)", registers }).set(1);
+    // Per process by nature: whether this sidecar reaches the shared store.
+    const storeFallback: Gauge = new Gauge({
+      name: "metadata_center_store_fallback",
+      help: "1 while the shared load store (Redis) is out and picks come from this sidecar's own view",
+      registers,
+      collect: () => storeFallback.set(source.storeFallback?.() === true ? 1 : 0),
+    });
     const ledger: Gauge = new Gauge({
       name: "metadata_center_ledger_size",
       help: "Open reservations in the ledger",
@@ -174,11 +177,6 @@ export class Metrics implements ExchangeEvents {
 
   finished(seconds: number, outcome: Outcome): void {
     this.duration.observe({ outcome }, seconds);
-  }
-
-  /** The shared store went out (true) or came back (false). */
-  setStoreFallback(local: boolean): void {
-    this.storeFallback.set(local ? 1 : 0);
   }
 
   observeExpired(count: number): void {

@@ -5,9 +5,23 @@ import { logLevels } from "../log.js";
 import { bodyModes } from "../extproc/messages.js";
 import { ROUTING_HEADERS } from "../extproc/routing.js";
 import { SCHEDULING_FILTERS } from "../scheduling/chain.js";
+import { parseRedisUrl, RedisUrlError } from "../load/redis/url.js";
 
 const port = z.number().int().min(0).max(65535);
-const redisUrl = z.string().refine((url) => /^rediss?:\/\/[^/?#]+/.test(url), { message: "is not a redis:// or rediss:// URL" });
+/** The reason a Redis URL cannot be read, never the URL itself (it may hold a password). */
+function redisUrlProblem(url: string): string | undefined {
+  try {
+    parseRedisUrl(url);
+    return undefined;
+  } catch (error) {
+    if (error instanceof RedisUrlError) return error.message;
+    throw error;
+  }
+}
+const redisUrl = z.string().superRefine((url, context) => {
+  const problem = redisUrlProblem(url);
+  if (problem !== undefined) context.addIssue({ code: "custom", message: problem });
+});
 const positive = z.number().positive();
 
 /** `ip:port` with a literal IP: Envoy's ORIGINAL_DST cluster routes to nothing else. */
@@ -194,14 +208,40 @@ export const configSchema = z
           .strictObject({
             /** redis:// or rediss:// (TLS), password in the URL or below; a list is a Redis Cluster's seed nodes. */
             url: z.union([redisUrl, z.array(redisUrl).min(1)]).default("redis://127.0.0.1:6379"),
-            /** A file holding the password (a mounted Secret); METADATA_CENTER_REDIS_PASSWORD is the other way. */
+            /**
+             * A file holding the password (a mounted Secret; surrounding whitespace dropped), used when
+             * the URL holds none; METADATA_CENTER_REDIS_PASSWORD is the other way. Read at start.
+             */
             passwordFile: existingFile("password file").optional(),
+            /**
+             * rediss:// only: PEM CA certificates the server's certificate must chain to, in place of
+             * Node's default roots (a private CA). Without it the default roots are trusted, plus
+             * NODE_EXTRA_CA_CERTS. Read at start; a file that holds no certificate stops the start.
+             */
+            caFile: existingFile("CA file").optional(),
             /** A sidecar's reservations are released by the others this long after it stopped renewing. */
             leaseSeconds: positive.default(10),
             /** Longest a request waits on Redis; slower, the sidecar picks from its own view. */
             timeoutMs: z.number().int().positive().default(50),
             /** Prefix of every key, so that several deployments can share one Redis. */
             keyPrefix: z.string().default("metadata-center:"),
+          })
+          .superRefine((redis, context) => {
+            const urls = typeof redis.url === "string" ? [redis.url] : redis.url;
+            // A URL that cannot be read has its own issue already.
+            if (urls.some((url) => redisUrlProblem(url) !== undefined)) return;
+            const read = urls.map(parseRedisUrl);
+            if (redis.caFile !== undefined && !read.some((url) => url.tls)) {
+              context.addIssue({ code: "custom", path: ["caFile"], message: "is only read for a rediss:// (TLS) url" });
+            }
+            if (typeof redis.url === "string") return;
+            const [first] = read;
+            read.forEach((url, i) => {
+              if (url.db !== 0) context.addIssue({ code: "custom", path: ["url", i], message: "names a database: a Redis Cluster has only database 0" });
+              else if (first !== undefined && (url.tls !== first.tls || url.username !== first.username || url.password !== first.password)) {
+                context.addIssue({ code: "custom", path: ["url", i], message: "differs from the first seed in scheme, user or password: every node of a Cluster gets the first one's" });
+              }
+            });
           })
           .prefault({}),
       })

@@ -2,7 +2,7 @@ import type { Config } from "../config/schema.js";
 import type { Logger } from "../log.js";
 import { FailOpenStore } from "./fail-open-store.js";
 import { randomUUID } from "node:crypto";
-import { connectRedis } from "./redis/connect.js";
+import { connectionCause, connectRedis } from "./redis/connect.js";
 import { SidecarLease } from "./redis/lease.js";
 import { RedisLoadStore } from "./redis/redis-store.js";
 import type { LoadStore } from "./store.js";
@@ -14,6 +14,8 @@ const RETRY_MS = 1000;
 
 export interface SharedLoadStore {
   store: LoadStore;
+  /** True while Redis is out and picks come from this sidecar's own view (metadata_center_store_fallback). */
+  readonly fallback: boolean;
   /** Gives the lease up and closes the connection; the shutdown has released what it held. */
   close(): Promise<void>;
 }
@@ -21,11 +23,24 @@ export interface SharedLoadStore {
 /** How long a start waits for Redis before serving from its own view (fail open, as later). */
 const CONNECT_WAIT_MS = 2000;
 
-/** `load.store: redis`: the shared store behind its fail-open wrapper, with this sidecar's lease; undefined for `memory`. */
-export async function openLoadStore(config: Config, log: Logger, onFallback: (local: boolean) => void): Promise<SharedLoadStore | undefined> {
+/**
+ * `load.store: redis`: the shared store behind its fail-open wrapper, with this sidecar's lease;
+ * undefined for `memory`. A Redis not ready within CONNECT_WAIT_MS (down, a wrong password, a
+ * certificate not trusted) does not stop the start: the sidecar serves from its own view, with
+ * one line naming why, until Redis answers. Throws RedisFileError for a file it cannot use.
+ */
+export async function openLoadStore(config: Config, log: Logger): Promise<SharedLoadStore | undefined> {
   if (config.load.store !== "redis") return undefined;
   const settings = config.load.redis;
   const redis = connectRedis(settings, log);
+  /** Why the connection last failed, since it was last ready: the cause behind a command's "Stream isn't writeable". */
+  let connection: string | undefined;
+  const failed = (error: Error): void => {
+    connection = connectionCause(error) ?? connection;
+  };
+  redis.on("error", failed);
+  redis.on("node error", failed);
+  redis.on("ready", () => (connection = undefined));
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, CONNECT_WAIT_MS);
     redis.once("ready", () => {
@@ -35,20 +50,27 @@ export async function openLoadStore(config: Config, log: Logger, onFallback: (lo
   });
   const shared = new RedisLoadStore(redis, { keyPrefix: settings.keyPrefix, lease: randomUUID(), sweepEveryMs: config.load.sweepSeconds * 1000 });
   const lease = new SidecarLease(redis, shared, settings.keyPrefix, settings.leaseSeconds, log);
+  let fallback = false;
   const store = new FailOpenStore(shared, {
     timeoutMs: settings.timeoutMs,
     coalesceMs: COALESCE_MS,
     retryMs: RETRY_MS,
     onFallback(local, reason) {
-      onFallback(local);
-      if (local) log.warn({ reason, timeoutMs: settings.timeoutMs }, "redis load store out: picking from this sidecar's own view");
+      fallback = local;
+      if (local) log.warn({ reason, connection, timeoutMs: settings.timeoutMs }, "redis load store out: picking from this sidecar's own view");
       else log.info("redis load store back: picks are shared again");
     },
   });
   lease.start();
   log.info({ url: redacted(settings.url), lease: lease.id }, "load store: redis");
+  // Not ready yet: one call now puts the store in fallback (the gauge, the line naming why) before
+  // the first request, rather than at it.
+  if (redis.status !== "ready") await store.size();
   return {
     store,
+    get fallback() {
+      return fallback;
+    },
     async close() {
       store.close();
       await lease.stop();
@@ -59,6 +81,7 @@ export async function openLoadStore(config: Config, log: Logger, onFallback: (lo
 
 /** URLs without their passwords, for the log. */
 function redacted(url: string | readonly string[]): string | string[] {
-  const one = (u: string): string => u.replace(/\/\/([^@/]*)@/, "//***@");
+  // Up to the last @ before the path: a password may hold an @ the URL parser accepts unencoded.
+  const one = (u: string): string => u.replace(/\/\/[^/]*@/, "//***@");
   return typeof url === "string" ? one(url) : url.map(one);
 }
