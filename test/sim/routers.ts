@@ -1,0 +1,67 @@
+import { MemoryLoadStore } from "../../src/load/memory-store.js";
+import { PoolDirectory } from "../../src/pools/pools.js";
+import { Picker, type PickerSettings } from "../../src/scheduling/picker.js";
+import type { EngineRequest } from "../engine-sim/scheduler.js";
+
+/** One request of a workload: what the engine needs, and when it arrives (virtual ms). */
+export interface SimRequest extends EngineRequest {
+  readonly arrivalMs: number;
+}
+
+/** A routing policy driven by the cluster simulator: it places each request and hears how it goes. */
+export interface Router {
+  readonly name: string;
+  /** Where the policy's description comes from, printed beside its results. */
+  readonly source: string;
+  /** The engine (index) for this request. */
+  route(request: SimRequest, now: number): number | Promise<number>;
+  firstToken(id: string, now: number): void;
+  tokens(id: string, count: number): void;
+  finished(id: string, now: number): void;
+}
+
+/** The engine address a simulated engine index stands for. */
+export const engineAddress = (index: number): string => `10.0.${index >> 8}.${index & 255}:8000`;
+
+/**
+ * The sidecar's own picking: the real scheduling chain over the embedded store, fed what the
+ * sidecar sees on the wire (the pick, the first token, each token, the end) and nothing polled.
+ */
+export class SidecarRouter implements Router {
+  readonly name: string;
+  readonly source = "metadata-center (this repository's scheduling chain and memory store)";
+  private readonly store = new MemoryLoadStore();
+  private readonly picker: Picker;
+  private readonly engineIndex = new Map<string, number>();
+
+  constructor(engines: number, settings: PickerSettings, random: () => number, name = "metadata-center") {
+    this.name = name;
+    const endpoints = Array.from({ length: engines }, (_, i) => engineAddress(i));
+    endpoints.forEach((endpoint, i) => this.engineIndex.set(endpoint, i));
+    const directory = new PoolDirectory([{ name: "pool", models: ["*"], endpoints }]);
+    this.picker = new Picker(this.store, () => directory, settings, undefined, random);
+  }
+
+  async route(request: SimRequest): Promise<number> {
+    const result = await this.picker.pick({ id: request.id, model: undefined, promptTokens: request.promptTokens });
+    if (result.kind !== "picked") throw new Error(`the sidecar's picker refused ${request.id}: ${result.kind}`);
+    return this.engineIndex.get(result.reservation.engine)!;
+  }
+
+  firstToken(id: string): void {
+    this.store.firstToken(id);
+  }
+
+  tokens(id: string, count: number): void {
+    this.store.addGenerated(id, count);
+  }
+
+  finished(id: string): void {
+    this.store.release(id, "ok");
+  }
+
+  /** Open reservations: zero once every request has ended. */
+  get open(): number {
+    return this.store.size();
+  }
+}
