@@ -1,6 +1,7 @@
 import type { EngineModel } from "../engine-sim/scheduler.js";
 import { VirtualCluster } from "./cluster.js";
 import { EventQueue } from "./events.js";
+import { isPolling } from "./peers.js";
 import type { Router, SimRequest } from "./routers.js";
 
 /** How one request went (virtual ms). */
@@ -42,6 +43,14 @@ export async function runWorkload(models: readonly EngineModel[], router: Router
       open.set(request.id, { id: request.id, engine, arrivalMs: events.now, firstTokenMs: NaN, finishedMs: NaN, promptTokens: request.promptTokens, cachedTokens: 0 });
       cluster.submit(engine, request);
     });
+  }
+  if (isPolling(router)) {
+    // The gauges as of each poll, until the last request has ended.
+    const poll = (): void => {
+      router.observe(cluster.engines.map((_, engine) => cluster.metrics(engine)));
+      if (done.length < requests.length) events.at(events.now + router.pollMs, poll);
+    };
+    events.at(0, poll);
   }
   await events.drain();
   if (open.size > 0) throw new Error(`${open.size} requests never finished`);
