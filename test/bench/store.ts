@@ -1,11 +1,14 @@
 // `npm run bench:store` (issue #10): the load store under the sidecar's exchanges, memory against
 // Redis on loopback (composed as production composes it), for pools of 8, 100 and 1,000 engines
-// with 500 exchanges open. A benchmark, not a test: it prints its figures and met/MISSED.
-// BENCH_SECONDS (default 8) is each phase's measured time; BENCH_SECONDS=1 is a smoke run.
+// with 500 exchanges open; then the Redis pick under contention from 3 replica processes, the
+// Lua PICK against a guarded reserve. A benchmark, not a test: it prints its figures and
+// met/MISSED. BENCH_SECONDS (default 8) is each phase's measured time; BENCH_SECONDS=1 is a smoke run.
 import { redisMissing, startRedis } from "../support/redis.js";
+import { runContention, type ContentionFigures, type ContentionSettings } from "./store/contention.js";
 import { driftTotal, runExchangePhase, type Drift, type Phase, type PhaseFigures, type PhaseSettings, type StoreKind } from "./store/exchanges.js";
 import { calibration, count, machine, ms, quantile, verdict } from "./store/figures.js";
 import { countCommandsSent, RedisProbe, totalOf } from "./store/redis-probe.js";
+import type { PickMethod } from "./store/replica.js";
 
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 8);
 const POOL_SIZES = [8, 100, 1000] as const;
@@ -22,6 +25,12 @@ const PHASES: readonly Phase[] = [
   { name: "saturated", durationMs: [5, 40], timeoutMs: 30_000 },
 ];
 const phaseSettings: PhaseSettings = { open: 500, warmUpMs: Math.min(2, SECONDS / 4) * 1000, measureMs: SECONDS * 1000 };
+
+const contentionSettings: ContentionSettings = { replicas: 3, roundPicks: 200, seconds: SECONDS / 4 };
+/** Picks under way per replica: 1, a sidecar's usual (a pick lasts well under a ms at 1,000/s); 8, a burst. */
+const IN_FLIGHT = [1, 8] as const;
+const METHODS: readonly PickMethod[] = ["lua", "guarded", "unguarded"];
+const METHOD_NAMES: Record<PickMethod, string> = { lua: "Lua PICK", guarded: "guarded reserve", unguarded: "unguarded (control)" };
 
 /** Commands sent per exchange, by what they do (the store's scripts by name). */
 function commandMix(sent: ReadonlyMap<string, number>): string {
@@ -106,6 +115,59 @@ function exchangeTargets(results: readonly PhaseFigures[]): boolean[] {
   return checks;
 }
 
+function contentionLine(figures: ContentionFigures): string {
+  return (
+    `  ${METHOD_NAMES[figures.method].padEnd(19)} ${String(figures.engines).padStart(4)} engines, ${figures.inFlight} in flight` +
+    `  pick p50 ${ms(quantile(figures.latencies, 0.5))} p99 ${ms(quantile(figures.latencies, 0.99))}` +
+    `  ${figures.commandsPerPick.toFixed(2)} round trips/pick  retries ${(figures.retriesPerPick * 100).toFixed(1)} %  Redis CPU ${figures.redisCpuUsPerPick.toFixed(0)} µs/pick` +
+    `  spread ≤ 1 in ${figures.rounds - figures.roundsOverOne}/${figures.rounds} rounds (worst ${figures.worstSpread})  exhausted ${figures.exhausted}  failed ${figures.failed}  drift ${figures.drift}`
+  );
+}
+
+async function contentionSection(probe: RedisProbe): Promise<ContentionFigures[]> {
+  const { replicas, roundPicks } = contentionSettings;
+  console.log(
+    `\n2. Redis pick under contention: ${replicas} replica processes picking on one pool; rounds of ${roundPicks} identical picks per replica,` +
+      ` the spread (max − min open requests per engine) counted, then all released; at least ${contentionSettings.seconds} s per line`,
+  );
+  const results: ContentionFigures[] = [];
+  for (const engines of POOL_SIZES) {
+    for (const inFlight of IN_FLIGHT) {
+      for (const method of METHODS) {
+        const figures = await runContention(method, engines, inFlight, probe, contentionSettings);
+        console.log(contentionLine(figures));
+        results.push(figures);
+      }
+    }
+  }
+  return results;
+}
+
+/** Atomic (even spread, never gave up) and by p99, at the sizes and loads the latency target names. */
+function contentionVerdict(results: readonly ContentionFigures[]): string {
+  const of = (method: PickMethod, engines: number, inFlight: number): ContentionFigures | undefined =>
+    results.find((r) => r.method === method && r.engines === engines && r.inFlight === inFlight);
+  const p99 = (figures: ContentionFigures | undefined): number => quantile(figures?.latencies ?? [], 0.99);
+  const sound = (figures: ContentionFigures | undefined): boolean => figures !== undefined && figures.roundsOverOne === 0 && figures.exhausted === 0;
+  const pairs = POOL_SIZES.flatMap((engines) => IN_FLIGHT.map((inFlight) => ({ engines, inFlight, lua: of("lua", engines, inFlight), guarded: of("guarded", engines, inFlight) })));
+  const wins = (a: ContentionFigures | undefined, b: ContentionFigures | undefined): boolean => sound(a) && (!sound(b) || p99(a) <= p99(b));
+  const judged = pairs.filter(({ engines }) => LATENCY_TARGET_SIZES.includes(engines));
+  const keep = judged.every(({ lua, guarded }) => wins(lua, guarded))
+    ? "keep the Lua PICK"
+    : judged.every(({ lua, guarded }) => wins(guarded, lua))
+      ? "the guarded reserve is better"
+      : "neither wins everywhere";
+  const compared = pairs.map(
+    ({ engines, inFlight, lua, guarded }) =>
+      `${engines} engines ×${inFlight}: p99 ${ms(p99(lua))} vs ${ms(p99(guarded))}, round trips ${lua?.commandsPerPick.toFixed(2)} vs ${guarded?.commandsPerPick.toFixed(2)},` +
+      ` Redis CPU ${lua?.redisCpuUsPerPick.toFixed(0)} vs ${guarded?.redisCpuUsPerPick.toFixed(0)} µs/pick, guarded retries ${((guarded?.retriesPerPick ?? 0) * 100).toFixed(0)} %` +
+      `${guarded !== undefined && guarded.exhausted > 0 ? ` (gave up on ${guarded.exhausted} picks)` : ""}`,
+  );
+  const control = Math.max(...results.filter((r) => r.method === "unguarded").map((r) => r.worstSpread));
+  const teeth = control > 1 ? `without the guard the spread reaches ${control}: the check catches a race` : "without the guard no spread > 1 was seen: too little contention to tell";
+  return `verdict (Lua PICK vs guarded reserve, judged at ${LATENCY_TARGET_SIZES.join(" and ")} engines): ${keep}\n  ${compared.join("\n  ")}\n  ${teeth}`;
+}
+
 async function main(): Promise<void> {
   if (redisMissing !== undefined) throw new Error(redisMissing);
   const started = performance.now();
@@ -119,6 +181,8 @@ async function main(): Promise<void> {
     console.log(`calibration: ${calibration()}; a PING round trip to Redis: p50 ${ms(quantile(pings, 0.5))} p99 ${ms(quantile(pings, 0.99))}`);
     const exchanges = await exchangeSection(probe);
     const checks = exchangeTargets(exchanges);
+    const contention = await contentionSection(probe);
+    console.log(contentionVerdict(contention));
     const missed = checks.filter((met) => !met).length;
     console.log(`\n${missed === 0 ? "all targets met" : `${missed} target(s) missed`}; ${((performance.now() - started) / 1000).toFixed(0)} s`);
   } finally {
