@@ -81,13 +81,20 @@ async function exchangeSection(probe: RedisProbe): Promise<PhaseFigures[]> {
   return results;
 }
 
-/** The sidecar CPU the Redis store costs beyond the memory store's, exchange for exchange (the loop and the chain are in both). */
+/**
+ * The sidecar CPU the Redis store costs beyond the memory store's, exchange for exchange (the loop
+ * and the chain are in both); not its cost where the fail-open store picked locally much of the time.
+ */
 function storeCpu(results: readonly PhaseFigures[]): string {
-  const cpu = (kind: StoreKind, engines: number, phase: Phase): number =>
-    results.find((r) => r.kind === kind && r.engines === engines && r.phase === phase)?.cpuUsPerExchange ?? 0;
-  const sizes = POOL_SIZES.map(
-    (engines) => `${engines} engines ${PHASES.map((phase) => `${phase.name} ${(cpu("redis", engines, phase) - cpu("memory", engines, phase)).toFixed(0)}`).join(", ")}`,
-  );
+  const of = (kind: StoreKind, engines: number, phase: Phase): PhaseFigures | undefined =>
+    results.find((r) => r.kind === kind && r.engines === engines && r.phase === phase);
+  const added = (engines: number, phase: Phase): string => {
+    const redis = of("redis", engines, phase);
+    const cpu = (redis?.cpuUsPerExchange ?? 0) - (of("memory", engines, phase)?.cpuUsPerExchange ?? 0);
+    const local = redis !== undefined && redis.localShare > 0.05 ? ` (local ${(redis.localShare * 100).toFixed(0)} % of the time)` : "";
+    return `${phase.name} ${cpu.toFixed(0)}${local}`;
+  };
+  const sizes = POOL_SIZES.map((engines) => `${engines} engines ${PHASES.map((phase) => added(engines, phase)).join(", ")}`);
   return `  sidecar CPU the Redis store adds per exchange (redis − memory), µs: ${sizes.join("; ")}`;
 }
 
