@@ -11,8 +11,11 @@ import { Picker } from "../../../src/scheduling/picker.js";
 import { GuardedReserve } from "./guarded-reserve.js";
 import { benchConfig, KEY_PREFIX, poolName } from "./pool.js";
 import { commandsSent, countCommandsSent, countsSince, totalOf } from "./redis-probe.js";
+import { WHOLE_HASH_PICK } from "./whole-hash-pick.js";
 
-export type PickMethod = "lua" | "guarded" | "unguarded";
+const PICK_METHODS = ["lua", "wholeHash", "guarded", "unguarded"] as const;
+export type PickMethod = (typeof PICK_METHODS)[number];
+const isPickMethod = (name: string | undefined): name is PickMethod => PICK_METHODS.some((method) => method === name);
 
 export type ToReplica = { kind: "pick"; count: number; inFlight: number } | { kind: "release" };
 
@@ -51,7 +54,9 @@ async function plannedRequest(engines: number, url: string): Promise<PickRequest
 
 function methodOf(name: PickMethod, redis: ReturnType<typeof connectRedis>, pool: string): Method {
   const lease = randomUUID();
-  if (name === "lua") {
+  if (name === "lua" || name === "wholeHash") {
+    // Defined first, the variant takes the store's own command name: the store defines a script only where the client has none by that name.
+    if (name === "wholeHash") redis.defineCommand("mcPick", { numberOfKeys: 3, lua: WHOLE_HASH_PICK });
     const store = new RedisLoadStore(redis, { keyPrefix: KEY_PREFIX, lease, sweepEveryMs: 0 });
     return {
       async pick(request) {
@@ -103,7 +108,7 @@ async function pickRound(method: Method, planned: PickRequest, held: string[], c
 
 async function main(): Promise<void> {
   const [name, url, engineCount] = process.argv.slice(2);
-  if (name !== "lua" && name !== "guarded" && name !== "unguarded") throw new Error(`unknown pick method ${String(name)}`);
+  if (!isPickMethod(name)) throw new Error(`unknown pick method ${String(name)}`);
   if (url === undefined) throw new Error("no Redis URL");
   const engines = Number(engineCount);
   countCommandsSent();
