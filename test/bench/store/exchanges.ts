@@ -183,7 +183,7 @@ export interface PhaseFigures {
   engines: number;
   phase: Phase;
   exchangesPerSecond: number;
-  pick: { p50: number; p99: number; max: number; count: number };
+  pick: { p50: number; p99: number; max: number };
   cpuUsPerExchange: number;
   refused: number;
   /** Redis store only: commands sent per exchange by what they do, and what Redis did for them. */
@@ -243,7 +243,7 @@ function windowFigures(
   const per = (value: number): number => value / Math.max(1, window.completed);
   return {
     exchangesPerSecond: window.completed / window.seconds,
-    pick: { p50: quantile(window.picks, 0.5), p99: quantile(window.picks, 0.99), max: quantile(window.picks, 1), count: window.picks.length },
+    pick: { p50: quantile(window.picks, 0.5), p99: quantile(window.picks, 0.99), max: quantile(window.picks, 1) },
     cpuUsPerExchange: per(window.cpuUs),
     refused: window.refused,
     ...(server === undefined
