@@ -137,30 +137,45 @@ async function driftOf(store: LoadStore, engines: readonly string[]): Promise<Dr
   return drift;
 }
 
+/** How often the fail-open store's state is looked at: a fallback lasts at least its retry interval (1 s). */
+const WATCH_EVERY_MS = 20;
+
 /** When the fail-open store picked from its own view instead of Redis. */
 class FallbackWatch {
   transitions = 0;
   private downSince: number | undefined;
   private localMs = 0;
+  private readonly timer: NodeJS.Timeout;
 
-  readonly onFallback = (local: boolean): void => {
+  constructor(private readonly shared: { readonly fallback: boolean } | undefined) {
+    this.timer = setInterval(() => this.look(), WATCH_EVERY_MS);
+  }
+
+  private look(): void {
+    const local = this.shared?.fallback ?? false;
     const now = performance.now();
-    if (local) {
+    if (local && this.downSince === undefined) {
       this.transitions += 1;
       this.downSince = now;
-    } else if (this.downSince !== undefined) {
+    } else if (!local && this.downSince !== undefined) {
       this.localMs += now - this.downSince;
       this.downSince = undefined;
     }
-  };
+  }
 
   get down(): boolean {
+    this.look();
     return this.downSince !== undefined;
   }
 
   /** Time spent local so far, a fallback still going on counted up to now. */
   localMsSoFar(): number {
+    this.look();
     return this.localMs + (this.downSince === undefined ? 0 : performance.now() - this.downSince);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
   }
 }
 
@@ -208,10 +223,10 @@ export interface PhaseSettings {
  */
 export async function runExchangePhase(kind: StoreKind, engines: number, phase: Phase, probe: RedisProbe, settings: PhaseSettings): Promise<PhaseFigures> {
   const config = benchConfig(kind, engines, probe.url, phase.timeoutMs);
-  const watch = new FallbackWatch();
   // Warnings only (a fallback's reason), on stderr beside the figures.
   const log = pino({ level: "warn", base: null }, pino.destination(2));
-  const shared = await openLoadStore(config, log, watch.onFallback);
+  const shared = await openLoadStore(config, log);
+  const watch = new FallbackWatch(shared);
   const store = shared?.store ?? new MemoryLoadStore();
   const directory = new PoolDirectory(config.pools);
   const picker = new Picker(store, () => directory, config.scheduling, new EngineHealth(config.scheduling));
@@ -230,6 +245,7 @@ export async function runExchangePhase(kind: StoreKind, engines: number, phase: 
     const settled = await settledDrift(store, engineAddresses(engines), watch);
     return { kind, engines, phase, ...windowFigures(window, sent, server), ...fallbacks, ...settled };
   } finally {
+    watch.stop();
     await shared?.close();
     await probe.empty();
   }

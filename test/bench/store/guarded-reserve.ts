@@ -7,16 +7,22 @@ import { poolKeys } from "./pool.js";
 // Bench apparatus, not production: the alternative to the Lua PICK that issue #10 asks to measure.
 
 /** Where RESERVE's own steps begin, after the helpers every script shares. */
-const RESERVE_STEPS = "\nif redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end";
+const RESERVE_STEPS = "\nif redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then";
 
-/** ARGV 6..9: the chosen engine's four counters as the pick read them; any change since is a lost race. */
+/** RESERVE's ARGV 6 and 7: no bound. */
+const NO_BOUND = [-1, -1] as const;
+
+/** The guard's answer when another replica changed the chosen engine: RESERVE's own answers are 1, 0 and -1 (over a bound). */
+const STALE = -2;
+
+/** ARGV 8..11: the chosen engine's four counters as the pick read them; any change since is a lost race. */
 const GUARD = `
-local v = redis.call('HMGET', KEYS[1], 'r:' .. ARGV[4], 'pr:' .. ARGV[4], 'pt:' .. ARGV[4], 'th:' .. ARGV[4])
+local read = redis.call('HMGET', KEYS[1], 'r:' .. ARGV[4], 'pr:' .. ARGV[4], 'pt:' .. ARGV[4], 'th:' .. ARGV[4])
 for d = 1, 4 do
-  if (tonumber(v[d]) or 0) ~= tonumber(ARGV[5 + d]) then return -1 end
+  if (tonumber(read[d]) or 0) ~= tonumber(ARGV[7 + d]) then return { ${STALE} } end
 end`;
 
-/** The production RESERVE behind the guard, so entries and counters are the Redis store's own: -1 stale, 0 id open, 1 reserved. */
+/** The production RESERVE behind the guard, so entries and counters are the Redis store's own: {1} reserved, {0} id open, {STALE} lost a race. */
 function guarded(reserve: string): string {
   const at = reserve.indexOf(RESERVE_STEPS);
   if (at < 0) throw new Error("RESERVE in scripts.ts changed: the guard no longer knows where its steps begin");
@@ -69,7 +75,7 @@ export class GuardedReserve {
       if (chosen === undefined) return { outcome: "saturated", attempts: attempt };
       const reply = await this.reserve(request, chosen.engine, chosen.load);
       if (reply === 1) return { outcome: "reserved", attempts: attempt };
-      if (reply === 0) return { outcome: "none", attempts: attempt };
+      if (reply !== STALE) return { outcome: "none", attempts: attempt };
     }
     return { outcome: "exhausted", attempts: this.options.maxAttempts };
   }
@@ -101,11 +107,14 @@ export class GuardedReserve {
     return best === undefined ? undefined : eligible[best];
   }
 
+  /** RESERVE's (or the guard's) answer: its first number. */
   private async reserve(request: PickRequest, engine: string, load: EngineLoad): Promise<number> {
     const prompt = Math.max(0, Math.floor(request.promptTokens));
-    const args = [...this.keys(request.pool), request.id, Date.now(), prompt, engine, this.options.lease];
-    if (!this.options.guard) return Number(await this.scripts.benchReserve(...args));
-    return Number(await this.scripts.benchGuardedReserve(...args, load.requests, load.prefillRequests, load.prefillTokens, load.tokensHeld));
+    const args = [...this.keys(request.pool), request.id, Date.now(), prompt, engine, this.options.lease, ...NO_BOUND];
+    const reply = this.options.guard
+      ? await this.scripts.benchGuardedReserve(...args, load.requests, load.prefillRequests, load.prefillTokens, load.tokensHeld)
+      : await this.scripts.benchReserve(...args);
+    return Number((reply as number[])[0]);
   }
 
   async release(pool: string, id: string): Promise<boolean> {
