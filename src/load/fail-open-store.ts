@@ -12,10 +12,14 @@ import {
   type ReserveRequest,
 } from "./store.js";
 
-/** The shared store as the fail-open wrapper needs it: a LoadStore that can be pinged. */
+/** The shared store as the fail-open wrapper needs it: a LoadStore that can be pinged and take many token updates at once. */
 export interface SharedStore extends LoadStore {
   ping(): Promise<unknown>;
+  addGeneratedMany(batch: ReadonlyArray<readonly [string, number]>): Promise<void>;
 }
+
+/** Open exchanges are spread over this many flush slots, one flushed per coalesceMs / SLOTS: the writes come evenly, not in one burst that picks queue behind. */
+const FLUSH_SLOTS = 10;
 
 export interface FailOpenSettings {
   /** Longest any call waits on the shared store. */
@@ -60,8 +64,11 @@ export class FailOpenStore implements LoadStore {
   private readonly localIds = new Set<string>();
   /** Shared ids whose release did not get through (or whose pick timed out and may have landed). */
   private readonly pendingReleases = new Map<string, Outcome>();
-  /** Generated tokens not yet sent, by id. */
-  private readonly pendingGenerated = new Map<string, number>();
+  /** Generated tokens not yet sent, by id, in the slot each id was first given. */
+  private readonly pendingGenerated = new Map<string, { slot: number; tokens: number }>();
+  private readonly slots: Array<Set<string>> = Array.from({ length: FLUSH_SLOTS }, () => new Set());
+  private nextSlot = 0;
+  private flushing = 0;
   private readonly flusher: NodeJS.Timeout;
 
   constructor(
@@ -70,7 +77,7 @@ export class FailOpenStore implements LoadStore {
     now: () => number = Date.now,
   ) {
     this.local = new MemoryLoadStore(now);
-    this.flusher = setInterval(() => this.flushGenerated(), settings.coalesceMs);
+    this.flusher = setInterval(() => this.flushGenerated(), settings.coalesceMs / FLUSH_SLOTS);
     this.flusher.unref();
   }
 
@@ -166,20 +173,41 @@ export class FailOpenStore implements LoadStore {
   async addGenerated(id: string, tokens: number): Promise<void> {
     if (this.localIds.has(id)) return this.local.addGenerated(id, tokens);
     if (!(tokens > 0)) return;
-    this.pendingGenerated.set(id, (this.pendingGenerated.get(id) ?? 0) + tokens);
+    const pending = this.pendingGenerated.get(id);
+    if (pending !== undefined) {
+      pending.tokens += tokens;
+      return;
+    }
+    const slot = (this.nextSlot = (this.nextSlot + 1) % FLUSH_SLOTS);
+    this.pendingGenerated.set(id, { slot, tokens });
+    this.slots[slot]!.add(id);
   }
 
+  /** One slot's exchanges: each sent at most once per coalesceMs, all of them in one call. */
   private flushGenerated(): void {
-    if (this.pendingGenerated.size === 0 || this.down !== undefined) return;
-    const batch = [...this.pendingGenerated];
-    this.pendingGenerated.clear();
-    for (const [id, tokens] of batch) void this.call(() => this.shared.addGenerated(id, tokens));
+    const slot = this.slots[(this.flushing = (this.flushing + 1) % FLUSH_SLOTS)]!;
+    if (slot.size === 0 || this.down !== undefined) return;
+    const batch: Array<[string, number]> = [];
+    for (const id of slot) {
+      batch.push([id, this.pendingGenerated.get(id)?.tokens ?? 0]);
+      this.pendingGenerated.delete(id);
+    }
+    slot.clear();
+    void this.call(() => this.shared.addGeneratedMany(batch));
+  }
+
+  /** Tokens of `id` not sent yet are dropped (a release or the engine's own numbers make them moot). */
+  private dropGenerated(id: string): void {
+    const pending = this.pendingGenerated.get(id);
+    if (pending === undefined) return;
+    this.pendingGenerated.delete(id);
+    this.slots[pending.slot]!.delete(id);
   }
 
   async reconcile(id: string, usage: ReportedUsage): Promise<void> {
     if (this.localIds.has(id)) return this.local.reconcile(id, usage);
     // The engine's own numbers replace whatever was still to be added.
-    this.pendingGenerated.delete(id);
+    this.dropGenerated(id);
     await this.call(() => this.shared.reconcile(id, usage));
   }
 
@@ -190,7 +218,7 @@ export class FailOpenStore implements LoadStore {
 
   async release(id: string, outcome: Outcome): Promise<boolean> {
     if (this.localIds.delete(id)) return this.local.release(id, outcome);
-    this.pendingGenerated.delete(id);
+    this.dropGenerated(id);
     this.pendingReleases.delete(id);
     return this.releaseShared(id, outcome);
   }

@@ -29,12 +29,11 @@ const phaseSettings: PhaseSettings = { open: 500, warmUpMs: Math.min(2, SECONDS 
 const contentionSettings: ContentionSettings = { replicas: 3, roundPicks: 200, seconds: SECONDS / 4 };
 /** Picks under way per replica: 1, a sidecar's usual (a pick lasts well under a ms at 1,000/s); 8, a burst. */
 const IN_FLIGHT = [1, 8] as const;
-const METHODS: readonly PickMethod[] = ["lua", "wholeHash", "guarded", "unguarded"];
+const METHODS: readonly PickMethod[] = ["lua", "guarded", "unguarded"];
 /** The control without the guard runs at the burst only, where a race shows most. */
 const CONTROL_IN_FLIGHT = 8;
 const METHOD_NAMES: Record<PickMethod, string> = {
   lua: "Lua PICK",
-  wholeHash: "Lua PICK, HGETALL",
   guarded: "guarded reserve",
   unguarded: "unguarded (control)",
 };
@@ -177,15 +176,10 @@ function contentionVerdict(results: readonly ContentionFigures[]): string {
       ` Redis CPU ${lua?.redisCpuUsPerPick.toFixed(0)} vs ${guarded?.redisCpuUsPerPick.toFixed(0)} µs/pick, guarded retries ${((guarded?.retriesPerPick ?? 0) * 100).toFixed(0)} %` +
       `${guarded !== undefined && guarded.exhausted > 0 ? ` (gave up on ${guarded.exhausted} picks)` : ""}`,
   );
-  const wholeHash = pairs.map(({ engines, inFlight, lua }) => {
-    const variant = of("wholeHash", engines, inFlight);
-    return `${engines} engines ×${inFlight}: Redis CPU ${lua?.redisCpuUsPerPick.toFixed(0)} → ${variant?.redisCpuUsPerPick.toFixed(0)} µs/pick, p99 ${ms(p99(lua))} → ${ms(p99(variant))}`;
-  });
   const control = Math.max(...results.filter((r) => r.method === "unguarded").map((r) => r.worstSpread));
   const teeth = control > 1 ? `without the guard the spread reaches ${control}: the check catches a race` : "without the guard no spread > 1 was seen: too little contention to tell";
   return (
-    `verdict (Lua PICK vs guarded reserve, judged at ${LATENCY_TARGET_SIZES.join(" and ")} engines): ${keep}\n  ${compared.join("\n  ")}\n  ${teeth}` +
-    `\nthe Lua PICK reading its pool's hash once (HGETALL) instead of one HMGET per candidate:\n  ${wholeHash.join("\n  ")}`
+    `verdict (Lua PICK vs guarded reserve, judged at ${LATENCY_TARGET_SIZES.join(" and ")} engines): ${keep}\n  ${compared.join("\n  ")}\n  ${teeth}`
   );
 }
 

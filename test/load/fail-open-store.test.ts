@@ -19,7 +19,13 @@ function sharedStore() {
       };
     },
   }) as LoadStore;
-  const shared = Object.assign(counting, { ping: () => (out ? new Promise<never>(() => undefined) : Promise.resolve("PONG")) });
+  const shared = Object.assign(counting, {
+    ping: () => (out ? new Promise<never>(() => undefined) : Promise.resolve("PONG")),
+    // Counted by the proxy, as every call.
+    async addGeneratedMany(batch: ReadonlyArray<readonly [string, number]>) {
+      for (const [id, tokens] of batch) await faulty.store.addGenerated(id, tokens);
+    },
+  });
   return {
     shared,
     inner: faulty.inner,
@@ -77,19 +83,30 @@ describe("FailOpenStore", () => {
     expect(remote.inner.has("next")).toBe(true);
   });
 
+  it("spreads the open exchanges' token updates over the interval, many per call, instead of one burst of a call each", async () => {
+    const remote = sharedStore();
+    const store = failOpen(remote.shared);
+    for (let i = 0; i < 100; i++) await store.pickAndReserve(pickOf(`e${i}`, 10));
+    for (let i = 0; i < 100; i++) await store.addGenerated(`e${i}`, 3);
+    const held = () => [...remote.inner.loads([]).values()].reduce((sum, load) => sum + load.tokensHeld, 0);
+    await expect.poll(held, { timeout: 2000 }).toBe(100 * (10 + 3));
+    // Ten slots of ten exchanges, each slot sent once.
+    expect(remote.calls.filter((call) => call === "addGeneratedMany")).toHaveLength(10);
+  });
+
   it("sends an exchange's generated tokens at most once per interval, and drops what a release makes moot", async () => {
     const remote = sharedStore();
     const store = failOpen(remote.shared);
     const picked = await store.pickAndReserve(pickOf("a", 10));
     const engine = picked.kind === "reserved" ? picked.reservation.engine : "";
     for (let i = 0; i < 50; i++) await store.addGenerated("a", 2);
-    expect(remote.calls.filter((call) => call === "addGenerated")).toHaveLength(0);
-    await expect.poll(() => remote.calls.filter((call) => call === "addGenerated").length, { timeout: 1000 }).toBe(1);
+    expect(remote.calls.filter((call) => call === "addGeneratedMany")).toHaveLength(0);
+    await expect.poll(() => remote.calls.filter((call) => call === "addGeneratedMany").length, { timeout: 1000 }).toBe(1);
     expect(remote.inner.loads([]).get(engine)?.tokensHeld).toBe(110);
     for (let i = 0; i < 5; i++) await store.addGenerated("a", 1);
     await store.release("a", "ok");
     await new Promise((resolve) => setTimeout(resolve, 150));
-    expect(remote.calls.filter((call) => call === "addGenerated")).toHaveLength(1);
+    expect(remote.calls.filter((call) => call === "addGeneratedMany")).toHaveLength(1);
     expect(remote.inner.size()).toBe(0);
   });
 });

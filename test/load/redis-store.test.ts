@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import fc from "fast-check";
 import { type Cluster, Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FailOpenStore } from "../../src/load/fail-open-store.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { connectRedis } from "../../src/load/redis/connect.js";
 import { RedisLoadStore } from "../../src/load/redis/redis-store.js";
@@ -16,7 +17,7 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
   let server: RedisServer;
   let redis: Redis;
   beforeAll(async () => {
-    server = await startRedis();
+    server = await startRedis(["--enable-debug-command", "yes"]);
     redis = new Redis(server.port, "127.0.0.1");
   });
   afterAll(async () => {
@@ -152,6 +153,41 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
     const reader = new RedisLoadStore(redis, { keyPrefix: prefix, lease: "reader", sweepEveryMs: 0 });
     expect(await reader.size()).toBe(0);
     for (const pool of pools) for (const load of (await reader.poolLoads(pool)).values()) expect(load).toMatchObject({ requests: 0, prefillTokens: 0, tokensHeld: 0 });
+  });
+
+  it("a pick Redis answers after the timeout is released once Redis is back: nothing stays counted there", async () => {
+    const client = connectRedis({ url: server.url, timeoutMs: 50 }, createLogger("silent"));
+    if (client.status !== "ready") await new Promise((resolve) => client.once("ready", resolve));
+    const shared = new RedisLoadStore(client, { keyPrefix: `t-${randomUUID()}:`, lease: randomUUID(), sweepEveryMs: 0 });
+    const store = new FailOpenStore(shared, { timeoutMs: 50, coalesceMs: 100, retryMs: 100, onFallback: () => undefined });
+    const pick = (id: string): PickRequest => ({
+      id,
+      pool: "p",
+      candidates: ENGINES,
+      bias: [0, 0, 0],
+      loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
+      promptTokens: 10,
+      maxRequests: 0,
+      fallbacks: 0,
+      tieBreak: 0,
+    });
+    // The pool known first, so that the late pick's script is the first thing sent.
+    expect((await store.pickAndReserve(pick("warm"))).kind).toBe("reserved");
+    await store.release("warm", "ok");
+    const sleeper = new Redis(server.port, "127.0.0.1");
+    const asleep = sleeper.call("DEBUG", "SLEEP", "0.3");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Late: picked from the local view; the script still runs in Redis once it wakes.
+    expect((await store.pickAndReserve(pick("late"))).kind).toBe("reserved");
+    expect(store.fallback).toBe(true);
+    await store.release("late", "ok");
+    await asleep;
+    await expect.poll(() => store.fallback, { timeout: 5000 }).toBe(false);
+    await expect.poll(() => shared.size(), { timeout: 5000 }).toBe(0);
+    for (const load of (await shared.poolLoads("p")).values()) expect(load).toMatchObject({ requests: 0, prefillTokens: 0, tokensHeld: 0 });
+    store.close();
+    sleeper.disconnect();
+    client.disconnect();
   });
 
   it("closes every reservation of dead leases in a sweep, and only theirs", async () => {

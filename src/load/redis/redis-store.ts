@@ -126,28 +126,28 @@ export class RedisLoadStore implements LoadStore {
     const { loadWeights: w } = request;
     const candidates = request.candidates.flatMap((engine, index) => [engine, request.bias[index] ?? 0]);
     const prompt = countOf(request.promptTokens);
-    const reply = (await this.scripts.mcPick(
-      ...this.keys(request.pool),
-      request.id,
-      this.now(),
-      prompt,
-      request.maxRequests,
-      request.fallbacks,
-      request.tieBreak,
-      w.requests,
-      w.prefillRequests,
-      w.prefillTokens,
-      w.tokensHeld,
-      this.lease,
-      ...candidates,
-    )) as string[];
-    const [kind, engine, ...fallbacks] = reply;
-    if (kind === "saturated" || kind === "duplicate") return { kind };
-    if (kind !== "reserved" || engine === undefined) return { kind: "none" };
     const indexed = request.externalId === true;
-    if (indexed && !(await this.index(request.id, request.pool))) return { kind: "duplicate" };
-    this.poolOf.set(request.id, { pool: request.pool, indexed });
-    return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: prompt }, fallbacks };
+    return this.opening(request.id, request.pool, indexed, async (): Promise<PickOutcome> => {
+      const [kind, engine, ...fallbacks] = (await this.scripts.mcPick(
+        ...this.keys(request.pool),
+        request.id,
+        this.now(),
+        prompt,
+        request.maxRequests,
+        request.fallbacks,
+        request.tieBreak,
+        w.requests,
+        w.prefillRequests,
+        w.prefillTokens,
+        w.tokensHeld,
+        this.lease,
+        ...candidates,
+      )) as string[];
+      if (kind === "saturated" || kind === "duplicate") return { kind };
+      if (kind !== "reserved" || engine === undefined) return { kind: "none" };
+      if (indexed && !(await this.index(request.id, request.pool))) return { kind: "duplicate" };
+      return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: prompt }, fallbacks };
+    });
   }
 
   async reserve(request: ReserveRequest): Promise<ReserveOutcome> {
@@ -155,12 +155,26 @@ export class RedisLoadStore implements LoadStore {
     await this.register(request.pool);
     const { maxRequests = -1, maxPrefillTokens = -1 } = request.bound ?? {};
     const { id, pool, engine } = request;
-    const reply = (await this.scripts.mcReserve(...this.keys(pool), id, this.now(), countOf(request.promptTokens), engine, this.lease, maxRequests, maxPrefillTokens)) as number[];
-    const [opened, requests = 0, prefillRequests = 0, prefillTokens = 0, tokensHeld = 0, updatedAt = 0] = reply;
-    if (opened === -1) return { kind: "over_bound", load: { requests, prefillRequests, prefillTokens, tokensHeld, updatedAt } };
-    if (opened !== 1 || !(await this.index(id, pool))) return { kind: "duplicate" };
-    this.poolOf.set(id, { pool, indexed: true });
-    return { kind: "reserved" };
+    return this.opening(id, pool, true, async (): Promise<ReserveOutcome> => {
+      const reply = (await this.scripts.mcReserve(...this.keys(pool), id, this.now(), countOf(request.promptTokens), engine, this.lease, maxRequests, maxPrefillTokens)) as number[];
+      const [opened, requests = 0, prefillRequests = 0, prefillTokens = 0, tokensHeld = 0, updatedAt = 0] = reply;
+      if (opened === -1) return { kind: "over_bound", load: { requests, prefillRequests, prefillTokens, tokensHeld, updatedAt } };
+      if (opened !== 1 || !(await this.index(id, pool))) return { kind: "duplicate" };
+      return { kind: "reserved" };
+    });
+  }
+
+  /**
+   * Opens `id` by `open` (a script), the id's pool recorded before the script goes: should its
+   * answer come after the caller gave up on it (a timeout), the reservation may have landed, and a
+   * release must still find it. The record is dropped once the answer says nothing was opened.
+   */
+  private async opening<T extends { kind: string }>(id: string, pool: string, indexed: boolean, open: () => Promise<T>): Promise<T> {
+    const mine = !this.poolOf.has(id);
+    if (mine) this.poolOf.set(id, { pool, indexed });
+    const outcome = await open();
+    if (mine && outcome.kind !== "reserved") this.poolOf.delete(id);
+    return outcome;
   }
 
   /**
@@ -214,9 +228,22 @@ export class RedisLoadStore implements LoadStore {
     await this.onOpen(id, "mcFirstToken");
   }
 
-  async addGenerated(id: string, tokens: number): Promise<void> {
-    const added = countOf(tokens);
-    if (added > 0) await this.onOpen(id, "mcAddGenerated", added);
+  addGenerated(id: string, tokens: number): Promise<void> {
+    return this.addGeneratedMany([[id, tokens]]);
+  }
+
+  /** Many reservations' generated tokens at once: one script per pool. */
+  async addGeneratedMany(batch: ReadonlyArray<readonly [string, number]>): Promise<void> {
+    const byPool = new Map<string, Array<string | number>>();
+    for (const [id, tokens] of batch) {
+      const added = countOf(tokens);
+      const found = added > 0 ? await this.find(id) : undefined;
+      if (found === undefined) continue;
+      let args = byPool.get(found.pool);
+      if (args === undefined) byPool.set(found.pool, (args = []));
+      args.push(id, added);
+    }
+    await Promise.all([...byPool].map(([pool, args]) => this.scripts.mcAddGenerated(...this.keys(pool), this.now(), ...args)));
   }
 
   async reconcile(id: string, usage: ReportedUsage): Promise<void> {

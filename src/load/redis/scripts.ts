@@ -52,10 +52,23 @@ if redis.call('HEXISTS', KEYS[2], id) == 1 then return { 'duplicate' } end
 local now, prompt, limit, fallbacks, tie = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local w = { tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]) }
 local lease = ARGV[11]
+-- Redis keeps a hash of up to 512 fields as a listpack, where every field lookup scans the whole
+-- hash: when the candidates are a good part of the pool, one read of the hash is far cheaper.
+local counters = nil
+if (#ARGV - 11) * 10 >= redis.call('HLEN', KEYS[1]) then
+  counters = {}
+  local all = redis.call('HGETALL', KEYS[1])
+  for k = 1, #all, 2 do counters[all[k]] = all[k + 1] end
+end
 local engines, bias, loads = {}, {}, {}
 for i = 12, #ARGV, 2 do
   local engine = ARGV[i]
-  local v = redis.call('HMGET', KEYS[1], 'r:' .. engine, 'pr:' .. engine, 'pt:' .. engine, 'th:' .. engine)
+  local v
+  if counters then
+    v = { counters['r:' .. engine], counters['pr:' .. engine], counters['pt:' .. engine], counters['th:' .. engine] }
+  else
+    v = redis.call('HMGET', KEYS[1], 'r:' .. engine, 'pr:' .. engine, 'pt:' .. engine, 'th:' .. engine)
+  end
   local load = { tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0 }
   if limit == 0 or load[1] < limit then
     engines[#engines + 1] = engine
@@ -128,16 +141,21 @@ save(ARGV[1], e)
 return 1
 `;
 
-/** ARGV: id, now, tokens. */
+/** ARGV: now, then id and tokens for each open reservation of the pool that generated some. Returns how many were open. */
 export const ADD_GENERATED = `${PRELUDE}
-local e = entry(ARGV[1])
-if not e then return 0 end
-local tokens = tonumber(ARGV[3])
-e.g = e.g + tokens
-redis.call('HINCRBY', KEYS[1], 'th:' .. e.e, tokens)
-redis.call('HSET', KEYS[1], 'u:' .. e.e, tonumber(ARGV[2]))
-save(ARGV[1], e)
-return 1
+local now, applied = tonumber(ARGV[1]), 0
+for i = 2, #ARGV, 2 do
+  local e = entry(ARGV[i])
+  if e then
+    local tokens = tonumber(ARGV[i + 1])
+    e.g = e.g + tokens
+    redis.call('HINCRBY', KEYS[1], 'th:' .. e.e, tokens)
+    redis.call('HSET', KEYS[1], 'u:' .. e.e, now)
+    save(ARGV[i], e)
+    applied = applied + 1
+  end
+end
+return applied
 `;
 
 /** ARGV: id, now, prompt tokens, completion tokens: the engine's own numbers replace the counted ones. */

@@ -11,9 +11,8 @@ import { Picker } from "../../../src/scheduling/picker.js";
 import { GuardedReserve } from "./guarded-reserve.js";
 import { benchConfig, KEY_PREFIX, poolName } from "./pool.js";
 import { commandsSent, countCommandsSent, countsSince, totalOf } from "./redis-probe.js";
-import { WHOLE_HASH_PICK } from "./whole-hash-pick.js";
 
-const PICK_METHODS = ["lua", "wholeHash", "guarded", "unguarded"] as const;
+const PICK_METHODS = ["lua", "guarded", "unguarded"] as const;
 export type PickMethod = (typeof PICK_METHODS)[number];
 const isPickMethod = (name: string | undefined): name is PickMethod => PICK_METHODS.some((method) => method === name);
 
@@ -54,9 +53,7 @@ async function plannedRequest(engines: number, url: string): Promise<PickRequest
 
 function methodOf(name: PickMethod, redis: ReturnType<typeof connectRedis>, pool: string): Method {
   const lease = randomUUID();
-  if (name === "lua" || name === "wholeHash") {
-    // Defined first, the variant takes the store's own command name: the store defines a script only where the client has none by that name.
-    if (name === "wholeHash") redis.defineCommand("mcPick", { numberOfKeys: 3, lua: WHOLE_HASH_PICK });
+  if (name === "lua") {
     const store = new RedisLoadStore(redis, { keyPrefix: KEY_PREFIX, lease, sweepEveryMs: 0 });
     return {
       async pick(request) {
