@@ -18,13 +18,22 @@ export interface SharedStore extends LoadStore {
   addGeneratedMany(batch: ReadonlyArray<readonly [string, number]>): Promise<void>;
 }
 
+/** What an exchange has to tell the shared store beyond its pick, first token and release. */
+interface PendingUpdate {
+  readonly slot: number;
+  /** Generated tokens counted since the last update sent (or since `usage`). */
+  tokens: number;
+  /** The engine's own latest numbers, if it reported any since. */
+  usage: ReportedUsage | undefined;
+}
+
 /** Open exchanges are spread over this many flush slots, one flushed per coalesceMs / SLOTS: the writes come evenly, not in one burst that picks queue behind. */
 const FLUSH_SLOTS = 10;
 
 export interface FailOpenSettings {
   /** Longest any call waits on the shared store. */
   timeoutMs: number;
-  /** Generated tokens of one exchange reach the shared store at most this often. */
+  /** Generated tokens and reported usage of one exchange reach the shared store at most this often. */
   coalesceMs: number;
   /** While the shared store is out, it is tried again this often. */
   retryMs: number;
@@ -53,8 +62,8 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T> {
  * Fail open, never block: every call to the shared store (Redis) is bounded by `timeoutMs`. When
  * it fails or is late, picks come at once from a local store holding only this sidecar's own
  * reservations, until a ping answers again; a reservation is released where it was made, so
- * nothing is counted twice. Generated tokens are coalesced per exchange (never a round trip per
- * SSE event). Never throws for the shared store's sake: an outage must not fail an exchange.
+ * nothing is counted twice. Generated tokens and reported usage are coalesced per exchange (never
+ * a round trip per SSE event). Never throws for the shared store's sake: an outage must not fail an exchange.
  */
 export class FailOpenStore implements LoadStore {
   private readonly local: MemoryLoadStore;
@@ -64,8 +73,8 @@ export class FailOpenStore implements LoadStore {
   private readonly localIds = new Set<string>();
   /** Shared ids whose release did not get through (or whose pick timed out and may have landed). */
   private readonly pendingReleases = new Map<string, Outcome>();
-  /** Generated tokens not yet sent, by id, in the slot each id was first given. */
-  private readonly pendingGenerated = new Map<string, { slot: number; tokens: number }>();
+  /** Updates not yet sent, by id, in the flush slot each id was first given. */
+  private readonly pending = new Map<string, PendingUpdate>();
   private readonly slots: Array<Set<string>> = Array.from({ length: FLUSH_SLOTS }, () => new Set());
   private nextSlot = 0;
   private flushing = 0;
@@ -77,7 +86,7 @@ export class FailOpenStore implements LoadStore {
     now: () => number = Date.now,
   ) {
     this.local = new MemoryLoadStore(now);
-    this.flusher = setInterval(() => this.flushGenerated(), settings.coalesceMs / FLUSH_SLOTS);
+    this.flusher = setInterval(() => this.flushPending(), settings.coalesceMs / FLUSH_SLOTS);
     this.flusher.unref();
   }
 
@@ -173,42 +182,58 @@ export class FailOpenStore implements LoadStore {
   async addGenerated(id: string, tokens: number): Promise<void> {
     if (this.localIds.has(id)) return this.local.addGenerated(id, tokens);
     if (!(tokens > 0)) return;
-    const pending = this.pendingGenerated.get(id);
-    if (pending !== undefined) {
-      pending.tokens += tokens;
-      return;
-    }
-    const slot = (this.nextSlot = (this.nextSlot + 1) % FLUSH_SLOTS);
-    this.pendingGenerated.set(id, { slot, tokens });
-    this.slots[slot]!.add(id);
+    this.pendingFor(id).tokens += tokens;
   }
 
-  /** One slot's exchanges: each sent at most once per coalesceMs, all of them in one call. */
-  private flushGenerated(): void {
-    const slot = this.slots[(this.flushing = (this.flushing + 1) % FLUSH_SLOTS)]!;
-    if (slot.size === 0 || this.down !== undefined) return;
-    const batch: Array<[string, number]> = [];
-    for (const id of slot) {
-      batch.push([id, this.pendingGenerated.get(id)?.tokens ?? 0]);
-      this.pendingGenerated.delete(id);
-    }
-    slot.clear();
-    void this.call(() => this.shared.addGeneratedMany(batch));
-  }
-
-  /** Tokens of `id` not sent yet are dropped (a release or the engine's own numbers make them moot). */
-  private dropGenerated(id: string): void {
-    const pending = this.pendingGenerated.get(id);
-    if (pending === undefined) return;
-    this.pendingGenerated.delete(id);
-    this.slots[pending.slot]!.delete(id);
-  }
-
+  /**
+   * Coalesced as generated tokens are: the engine's numbers replace the counted ones, so only the
+   * latest matters, and one that the release overtakes (usage comes last, just before the end;
+   * or in every chunk, with vLLM's continuous usage stats) is never sent at all.
+   */
   async reconcile(id: string, usage: ReportedUsage): Promise<void> {
     if (this.localIds.has(id)) return this.local.reconcile(id, usage);
-    // The engine's own numbers replace whatever was still to be added.
-    this.dropGenerated(id);
-    await this.call(() => this.shared.reconcile(id, usage));
+    const pending = this.pendingFor(id);
+    // Tokens counted before the engine's numbers are part of them.
+    pending.tokens = 0;
+    pending.usage = usage;
+  }
+
+  /** The id's updates not sent yet; a new id takes the next flush slot. */
+  private pendingFor(id: string): PendingUpdate {
+    let pending = this.pending.get(id);
+    if (pending === undefined) {
+      pending = { slot: (this.nextSlot = (this.nextSlot + 1) % FLUSH_SLOTS), tokens: 0, usage: undefined };
+      this.pending.set(id, pending);
+      this.slots[pending.slot]!.add(id);
+    }
+    return pending;
+  }
+
+  /** One slot's exchanges: each sent at most once per coalesceMs; the engine's numbers first, then the tokens counted since, many per call. */
+  private flushPending(): void {
+    const slot = this.slots[(this.flushing = (this.flushing + 1) % FLUSH_SLOTS)]!;
+    if (slot.size === 0 || this.down !== undefined) return;
+    const usages: Array<[string, ReportedUsage]> = [];
+    const generated: Array<[string, number]> = [];
+    for (const id of slot) {
+      const pending = this.pending.get(id);
+      this.pending.delete(id);
+      if (pending?.usage !== undefined) usages.push([id, pending.usage]);
+      if (pending !== undefined && pending.tokens > 0) generated.push([id, pending.tokens]);
+    }
+    slot.clear();
+    void this.call(async () => {
+      await Promise.all(usages.map(([id, usage]) => this.shared.reconcile(id, usage)));
+      if (generated.length > 0) await this.shared.addGeneratedMany(generated);
+    });
+  }
+
+  /** What `id` has not sent yet is dropped: a release makes it moot. */
+  private dropPending(id: string): void {
+    const pending = this.pending.get(id);
+    if (pending === undefined) return;
+    this.pending.delete(id);
+    this.slots[pending.slot]!.delete(id);
   }
 
   async move(id: string, engine: string): Promise<boolean> {
@@ -218,7 +243,7 @@ export class FailOpenStore implements LoadStore {
 
   async release(id: string, outcome: Outcome): Promise<boolean> {
     if (this.localIds.delete(id)) return this.local.release(id, outcome);
-    this.dropGenerated(id);
+    this.dropPending(id);
     this.pendingReleases.delete(id);
     return this.releaseShared(id, outcome);
   }

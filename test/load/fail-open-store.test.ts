@@ -83,6 +83,27 @@ describe("FailOpenStore", () => {
     expect(remote.inner.has("next")).toBe(true);
   });
 
+  it("sends the engine's latest usage at most once per interval, and none that the release overtakes", async () => {
+    const remote = sharedStore();
+    const store = failOpen(remote.shared);
+    const picked = await store.pickAndReserve(pickOf("a", 10));
+    const engine = picked.kind === "reserved" ? picked.reservation.engine : "";
+    // Usage in every chunk (vLLM's continuous usage stats), tokens between.
+    for (let i = 1; i <= 30; i++) {
+      await store.addGenerated("a", 1);
+      await store.reconcile("a", { promptTokens: 12, completionTokens: i });
+    }
+    await store.addGenerated("a", 2);
+    expect(remote.calls.filter((call) => call === "reconcile")).toHaveLength(0);
+    await expect.poll(() => remote.inner.loads([]).get(engine)?.tokensHeld, { timeout: 1000 }).toBe(12 + 30 + 2);
+    expect(remote.calls.filter((call) => call === "reconcile")).toHaveLength(1);
+    await store.reconcile("a", { promptTokens: 12, completionTokens: 40 });
+    await store.release("a", "ok");
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(remote.calls.filter((call) => call === "reconcile")).toHaveLength(1);
+    expect(remote.inner.size()).toBe(0);
+  });
+
   it("spreads the open exchanges' token updates over the interval, many per call, instead of one burst of a call each", async () => {
     const remote = sharedStore();
     const store = failOpen(remote.shared);
