@@ -6,10 +6,10 @@ import { LoadWrites, ledgerId } from "../../src/api/load-writes.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import type { LoadStore } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
-import { FaultyStore, faultsAt, noFaults } from "../support/faulty-store.js";
-import { LogCapture } from "../support/sidecar.js";
 import { Picker } from "../../src/scheduling/picker.js";
+import { FaultyStore, faultsAt, noFaults } from "../support/faulty-store.js";
 import { schedulingDefaults } from "../support/scheduling.js";
+import { LogCapture } from "../support/sidecar.js";
 
 const directory = new PoolDirectory([{ name: "alpha", models: ["a"], endpoints: ["10.0.0.1:8000"] }]);
 const writesOn = (store: LoadStore, lines = new LogCapture(), retryMs = 60_000) => {

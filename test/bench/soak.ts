@@ -10,7 +10,7 @@ import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { mulberry32 } from "../envoy/body-source.js";
+import { mulberry32 } from "../support/random.js";
 import { EnvoyExtProcClient, RESET_POINTS, type ExchangeSpec, type Upstream } from "../envoy/ext-proc-client.js";
 
 const root = new URL("../..", import.meta.url).pathname;

@@ -1,6 +1,7 @@
 // How a downstream request body reaches Envoy's filter chain: as data frames whose boundaries
 // mean nothing, ended in one of the two ways Envoy sees, or followed by trailers.
 import { HeaderMap } from "./header-map.js";
+import { mulberry32 } from "../support/random.js";
 
 /** Fixed sizes (repeated cyclically), or seeded random sizes in [1, maxChunk]. */
 export type Chunking = { sizes?: number[] } | { random: { seed: number; maxChunk?: number } };
@@ -10,17 +11,6 @@ export type Ending = "eos-on-last" | "empty-eos";
 
 export type Frame = { kind: "data"; data: Buffer; endStream: boolean } | { kind: "trailers"; trailers: HeaderMap };
 
-/** mulberry32: small, seedable, good enough to pick chunk sizes (and injected faults) reproducibly. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function splitBody(body: Buffer, chunking: Chunking | undefined): Buffer[] {
   if (body.length === 0) return [];

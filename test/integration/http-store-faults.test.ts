@@ -5,10 +5,10 @@ import { Metrics } from "../../src/api/metrics.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import type { LoadStore } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
-import { FaultyStore, faultsAt, noFaults, type Fault, type StoreCall } from "../support/faulty-store.js";
-import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
 import { Picker } from "../../src/scheduling/picker.js";
+import { FaultyStore, faultsAt, noFaults, type Fault, type StoreCall } from "../support/faulty-store.js";
 import { schedulingDefaults } from "../support/scheduling.js";
+import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
 
 const capture = new LogCapture();
 const faulty = new FaultyStore(noFaults);

@@ -5,10 +5,10 @@ import { HttpApi } from "../../src/api/http.js";
 import { Metrics } from "../../src/api/metrics.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
-import { rawExchange, rawRequest, type RawAnswer } from "../support/raw-http.js";
-import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
 import { Picker } from "../../src/scheduling/picker.js";
+import { rawExchange, rawRequest, type RawAnswer } from "../support/raw-http.js";
 import { schedulingDefaults } from "../support/scheduling.js";
+import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
 
 const capture = new LogCapture();
 let sidecar: Awaited<ReturnType<typeof startTestSidecar>>;

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { EngineStats } from "../../src/api/load-snapshot.js";
 import { EnvoyExtProcClient } from "../envoy/ext-proc-client.js";
 import { gate } from "../support/gate.js";
 import { serve, type Running } from "../support/process.js";
@@ -33,17 +34,6 @@ const LOAD_GAUGES = [
 ];
 
 if (redisMissing !== undefined) it.skip(`replicas' HTTP API on Redis: ${redisMissing}`, () => undefined);
-
-interface EngineStats {
-  ip: string;
-  port: number;
-  endpoint: string;
-  queued_req_num: number;
-  prompt_length: number;
-  prefill_req_num: number;
-  tokens_held: number;
-  updated_time: number;
-}
 
 async function call(replica: Running, method: string, path: string, body?: unknown): Promise<{ status: string; data: unknown }> {
   const response = await fetch(`http://127.0.0.1:${replica.ports.http}${path}`, {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { EngineModel } from "../engine-sim/scheduler.js";
 import { schedulingDefaults } from "../support/scheduling.js";
-import { seeded } from "./random.js";
+import { mulberry32 } from "../support/random.js";
 import { SidecarRouter, type Router, type SimRequest } from "./routers.js";
 import { runWorkload, summarize } from "./run.js";
 
@@ -19,7 +19,7 @@ const ENGINES = 4;
 
 /** Poisson arrivals of mixed prompts, from one seed. */
 function workload(seed: number, count: number, ratePerSecond: number): SimRequest[] {
-  const random = seeded(seed);
+  const random = mulberry32(seed);
   let at = 0;
   return Array.from({ length: count }, (_, i) => {
     at += (-Math.log(1 - random()) / ratePerSecond) * 1000;
@@ -44,14 +44,14 @@ describe("runWorkload (virtual time)", () => {
   it("runs one request list through a router to the end; the sidecar's chain beats random on TTFT and its ledger ends at zero", async () => {
     const requests = workload(7, 2000, 15);
     const models = Array.from({ length: ENGINES }, () => model);
-    const ours = new SidecarRouter(ENGINES, schedulingDefaults, seeded(1));
+    const ours = new SidecarRouter(ENGINES, schedulingDefaults, mulberry32(1));
     const mine = summarize(await runWorkload(models, ours, requests), ENGINES, 0);
-    const random = summarize(await runWorkload(models, new RandomRouter(seeded(2)), requests), ENGINES, 0);
+    const random = summarize(await runWorkload(models, new RandomRouter(mulberry32(2)), requests), ENGINES, 0);
     expect(mine.requests).toBe(2000);
     expect(ours.open).toBe(0);
     expect(mine.ttft.mean).toBeLessThan(random.ttft.mean);
     // Same seeds, same run.
-    const again = summarize(await runWorkload(models, new SidecarRouter(ENGINES, schedulingDefaults, seeded(1)), requests), ENGINES, 0);
+    const again = summarize(await runWorkload(models, new SidecarRouter(ENGINES, schedulingDefaults, mulberry32(1)), requests), ENGINES, 0);
     expect(again).toEqual(mine);
   });
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { EngineModel } from "../engine-sim/scheduler.js";
 import { schedulingDefaults } from "../support/scheduling.js";
 import { AigwRouter, GieDefaultRouter, PolledLeastRequestsRouter, RandomRouter, RoundRobinRouter, SglangCacheAwareRouter } from "./peers.js";
-import { seeded } from "./random.js";
+import { mulberry32 } from "../support/random.js";
 import { SidecarRouter, type Router } from "./routers.js";
 import { runWorkload, summarize } from "./run.js";
 import { blockHashes, chat, mixed, rag, sharedPrefix, WORKLOADS } from "./workloads.js";
@@ -52,13 +52,13 @@ describe("the peers' policies in virtual time", () => {
     const models = Array.from({ length: engines }, () => model);
     const requests = sharedPrefix.requests(600, { rate: 20 }, 5);
     const routers: Router[] = [
-      new SidecarRouter(engines, schedulingDefaults, seeded(1)),
-      new RandomRouter(engines, seeded(2)),
+      new SidecarRouter(engines, schedulingDefaults, mulberry32(1)),
+      new RandomRouter(engines, mulberry32(2)),
       new RoundRobinRouter(engines),
-      new PolledLeastRequestsRouter(engines, seeded(3)),
-      new GieDefaultRouter(engines, model.kvBlocks, seeded(4)),
-      new AigwRouter(engines, seeded(5)),
-      new SglangCacheAwareRouter(engines, seeded(6)),
+      new PolledLeastRequestsRouter(engines, mulberry32(3)),
+      new GieDefaultRouter(engines, model.kvBlocks, mulberry32(4)),
+      new AigwRouter(engines, mulberry32(5)),
+      new SglangCacheAwareRouter(engines, mulberry32(6)),
     ];
     const cachedShare = new Map<string, number>();
     for (const router of routers) {

@@ -1,4 +1,4 @@
-import { seeded } from "./random.js";
+import { mulberry32 } from "../support/random.js";
 import type { SimRequest } from "./routers.js";
 
 /** Tokens per KV block, as the engines and the block hashes count them. */
@@ -75,7 +75,7 @@ export const chat: Workload = {
   name: "chat",
   description: "ShareGPT-like lengths (prompt ≈ 220, output ≈ 200 tokens), no shared prefix",
   requests(count, arrivals, seed) {
-    const random = seeded(seed);
+    const random = mulberry32(seed);
     return arrivalTimes(count, arrivals, random).map((at, i) => {
       const prompt = lengthOf(random, 220, 0.9, 4, 1024);
       const output = Math.min(2048 - prompt, lengthOf(random, 200, 0.9, 4, 1024));
@@ -89,7 +89,7 @@ export const rag: Workload = {
   name: "rag",
   description: "retrieval-augmented prompts of 4k–32k tokens (log-uniform), answers ≈ 250 tokens",
   requests(count, arrivals, seed) {
-    const random = seeded(seed);
+    const random = mulberry32(seed);
     return arrivalTimes(count, arrivals, random).map((at, i) => {
       const prompt = Math.round(4096 * 8 ** random());
       return promptOf(`rag${i}`, at, [{ id: `d${i}`, tokens: prompt }], lengthOf(random, 250, 0.5, 16, 1024));
@@ -102,7 +102,7 @@ export const mixed: Workload = {
   name: "mixed",
   description: "80 % chat lengths, 20 % long prompts of 2k–8k tokens",
   requests(count, arrivals, seed) {
-    const random = seeded(seed);
+    const random = mulberry32(seed);
     return arrivalTimes(count, arrivals, random).map((at, i) => {
       const long = random() < 0.2;
       const prompt = long ? Math.round(2048 * 4 ** random()) : lengthOf(random, 220, 0.9, 4, 1024);
@@ -119,7 +119,7 @@ export const sharedPrefix: Workload = {
   name: "shared-prefix",
   description: "16 system prompts of 2,048 tokens; conversations of up to 6 turns resending their history; questions ≈ 128, answers ≈ 200 tokens",
   requests(count, arrivals, seed) {
-    const random = seeded(seed);
+    const random = mulberry32(seed);
     const conversations: Array<{ segments: Segment[]; turns: number }> = [];
     return arrivalTimes(count, arrivals, random).map((at, i) => {
       // A new conversation, or the next turn of an open one (each ends after up to 6 turns).

@@ -1,4 +1,4 @@
-import { mulberry32 } from "../envoy/body-source.js";
+import { mulberry32 } from "./random.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import type { LoadStore } from "../../src/load/store.js";
 
