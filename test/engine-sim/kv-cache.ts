@@ -1,3 +1,5 @@
+import { LruSet } from "./lru.js";
+
 /**
  * An engine's KV cache as vLLM's block manager keeps it: fixed-size blocks, and with prefix
  * caching each full block of a prompt known by the chained hash of its content, so a later
@@ -9,8 +11,8 @@ export class KvCache {
   private blank: number;
   /** hash → block state, for every block holding a known full block of content. */
   private readonly cached = new Map<string, { holders: number }>();
-  /** Cached blocks no request holds, in the order they were freed (oldest first): the eviction order. */
-  private readonly evictable = new Set<string>();
+  /** Cached blocks no request holds, least recently freed first: the eviction order. */
+  private readonly evictable = new LruSet<string>();
 
   constructor(
     readonly blocks: number,
@@ -56,9 +58,7 @@ export class KvCache {
         this.blank -= 1;
         continue;
       }
-      const oldest = this.evictable.values().next().value as string;
-      this.evictable.delete(oldest);
-      this.cached.delete(oldest);
+      this.cached.delete(this.evictable.takeOldest()!);
     }
     return true;
   }
@@ -80,7 +80,7 @@ export class KvCache {
       const block = this.cached.get(hash);
       if (block === undefined) continue;
       block.holders -= 1;
-      if (block.holders === 0) this.evictable.add(hash);
+      if (block.holders === 0) this.evictable.touch(hash);
     }
     this.blank += anonymous;
   }

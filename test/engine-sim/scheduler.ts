@@ -118,21 +118,23 @@ export class EngineScheduler {
   step(): StepResult {
     const { tokenBudget, maxRunning } = this.model;
     let budget = tokenBudget;
-    const scheduled = new Map<Sequence, number>();
+    // Scheduled sequences and their token counts, in order; a victim is always taken from those not scheduled yet.
+    const scheduled: Sequence[] = [];
+    const counts: number[] = [];
     const preempted: Sequence[] = [];
     const admitted = new Map<string, number>();
     for (let i = 0; i < this.running.length && budget > 0; ) {
       const sequence = this.running[i]!;
       const wanted = Math.min(this.tokensOf(sequence) - sequence.computed, budget);
       if (this.grow(sequence, wanted)) {
-        scheduled.set(sequence, wanted);
+        scheduled.push(sequence);
+        counts.push(wanted);
         budget -= wanted;
         i += 1;
         continue;
       }
       // No blocks: preempt from the back until this one fits, or it is the one preempted.
       const victim = this.running.pop()!;
-      scheduled.delete(victim);
       this.preempt(victim);
       preempted.push(victim);
       if (victim === sequence) break;
@@ -158,20 +160,23 @@ export class EngineScheduler {
         admitted.set(sequence.request.id, Math.min(hitTokens, sequence.request.promptTokens));
         this.waiting.shift();
         this.running.push(sequence);
-        scheduled.set(sequence, wanted);
+        scheduled.push(sequence);
+        counts.push(wanted);
         budget -= wanted;
       }
     }
-    return this.run(scheduled, preempted, admitted);
+    return this.run(scheduled, counts, preempted, admitted);
   }
 
-  private run(scheduled: Map<Sequence, number>, preempted: Sequence[], admitted: Map<string, number>): StepResult {
+  private run(scheduled: readonly Sequence[], counts: readonly number[], preempted: Sequence[], admitted: Map<string, number>): StepResult {
     let prefillTokens = 0;
     let decodes = 0;
     const firstTokens: string[] = [];
     const tokens = new Map<string, number>();
     const finished: string[] = [];
-    for (const [sequence, count] of scheduled) {
+    for (let k = 0; k < scheduled.length; k++) {
+      const sequence = scheduled[k]!;
+      const count = counts[k]!;
       const total = this.tokensOf(sequence);
       const decoding = sequence.computed === total - 1 && sequence.generated > 0 && count === 1;
       if (decoding) decodes += 1;
@@ -194,7 +199,7 @@ export class EngineScheduler {
       this.running = this.running.filter((s) => !done.has(s.request.id));
     }
     const { stepBaseMs, decodeMsPerSequence, prefillMsPerToken } = this.model;
-    const worked = scheduled.size > 0;
+    const worked = scheduled.length > 0;
     return {
       durationMs: worked ? stepBaseMs + decodeMsPerSequence * decodes + prefillMsPerToken * prefillTokens : 0,
       firstTokens,

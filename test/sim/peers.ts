@@ -1,3 +1,4 @@
+import { LruSet } from "../engine-sim/lru.js";
 import type { EngineMetrics } from "./cluster.js";
 import type { Router, SimRequest } from "./routers.js";
 
@@ -77,9 +78,9 @@ export class PolledLeastRequestsRouter extends Deaf implements PollingRouter {
  * blocks added to the chosen engine), least recently used evicted past `capacity`.
  */
 class PrefixIndex {
-  private readonly perEngine: Array<Map<string, true>>;
+  private readonly perEngine: Array<LruSet<string>>;
   constructor(engines: number, private readonly capacity: number) {
-    this.perEngine = Array.from({ length: engines }, () => new Map());
+    this.perEngine = Array.from({ length: engines }, () => new LruSet());
   }
   /** Leading blocks of `hashes` the engine holds, stopping at the first it lacks. */
   matched(engine: number, hashes: readonly string[]): number {
@@ -90,11 +91,8 @@ class PrefixIndex {
   }
   add(engine: number, hashes: readonly string[]): void {
     const held = this.perEngine[engine]!;
-    for (const hash of hashes) {
-      held.delete(hash);
-      held.set(hash, true);
-    }
-    while (held.size > this.capacity) held.delete(held.keys().next().value as string);
+    for (const hash of hashes) held.touch(hash);
+    while (held.size > this.capacity) held.takeOldest();
   }
   size(engine: number): number {
     return this.perEngine[engine]!.size;
