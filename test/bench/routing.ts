@@ -1,0 +1,105 @@
+import { schedulingDefaults } from "../support/scheduling.js";
+import { mulberry32 } from "../support/random.js";
+import { EngineScheduler, type EngineModel } from "../engine-sim/scheduler.js";
+import { LLAMA_8B_H100 } from "../sim/models.js";
+import { AigwRouter, GieDefaultRouter, PolledLeastRequestsRouter, RandomRouter, RoundRobinRouter, SglangCacheAwareRouter } from "../sim/peers.js";
+import { SidecarRouter, type Router, type SimRequest } from "../sim/routers.js";
+import { quantile, runWorkload, summarize, type Summary } from "../sim/run.js";
+import { WORKLOADS, type Arrivals, type Workload } from "../sim/workloads.js";
+import { machine } from "./store/figures.js";
+
+// bench:routing, virtual time: every policy on the same request lists over simulated engines.
+
+const ENGINES = Number(process.env["BENCH_ENGINES"] ?? 4);
+const REQUESTS = Number(process.env["BENCH_REQUESTS"] ?? 2000);
+const SEED = Number(process.env["BENCH_SEED"] ?? 1);
+const LOADS = [0.5, 0.85, 1.0];
+const BURSTS = { on: 2, off: 4 };
+const model: EngineModel = LLAMA_8B_H100;
+const models = Array.from({ length: ENGINES }, () => model);
+
+const OURS = "metadata-center";
+
+function routers(seed: number): Router[] {
+  return [
+    new SidecarRouter(ENGINES, schedulingDefaults, mulberry32(seed), OURS),
+    new RandomRouter(ENGINES, mulberry32(seed + 1)),
+    new RoundRobinRouter(ENGINES),
+    new PolledLeastRequestsRouter(ENGINES, mulberry32(seed + 2)),
+    new GieDefaultRouter(ENGINES, model.kvBlocks, mulberry32(seed + 3)),
+    new AigwRouter(ENGINES, mulberry32(seed + 4)),
+    new SglangCacheAwareRouter(ENGINES, mulberry32(seed + 5)),
+  ];
+}
+
+/** Requests per second the cluster completes when every request is there at once (round robin): its capacity for this workload. */
+async function capacity(workload: Workload): Promise<number> {
+  const all = workload.requests(Math.min(REQUESTS, 2000), { rate: 1e9 }, SEED + 100);
+  const outcomes = await runWorkload(models, new RoundRobinRouter(ENGINES), all);
+  return outcomes.length / (Math.max(...outcomes.map((o) => o.finishedMs)) / 1000);
+}
+
+/** TTFT of each request alone on an idle engine with a cold cache: the floor no router can beat. */
+function floor(requests: readonly SimRequest[]): { mean: number; p99: number } {
+  const alone = new Map<number, number>();
+  const ttft = requests.map(({ promptTokens }) => {
+    let known = alone.get(promptTokens);
+    if (known === undefined) {
+      const engine = new EngineScheduler({ ...model, prefixCaching: false });
+      engine.add({ id: "alone", promptTokens, blockHashes: [], outputTokens: 1 });
+      known = 0;
+      for (;;) {
+        const step = engine.step();
+        known += step.durationMs;
+        if (step.firstTokens.length > 0) break;
+      }
+      alone.set(promptTokens, known);
+    }
+    return known;
+  });
+  const sorted = [...ttft].sort((a, b) => a - b);
+  return { mean: ttft.reduce((a, b) => a + b, 0) / ttft.length, p99: quantile(sorted, 0.99) };
+}
+
+const f = (value: number): string => value.toFixed(value >= 100 ? 0 : 1).padStart(7);
+
+function line(name: string, s: Summary): string {
+  return `    ${name.padEnd(22)} ${f(s.ttft.mean)} ${f(s.ttft.p50)} ${f(s.ttft.p90)} ${f(s.ttft.p99)} ${f(s.e2eP99 / 1000)} s ${f(s.throughput)} tok/s  ${s.imbalance.toFixed(2)}`;
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  console.log(`bench:routing (virtual time): ${ENGINES} engines of Llama-3.1-8B on H100 (vLLM v0.8.4 step times fitted by inference-sim), ${REQUESTS} requests per run, seed ${SEED}`);
+  console.log(`machine: ${machine()}`);
+  for (const source of routers(0)) console.log(`  ${source.name}: ${source.source}`);
+  const cases: Array<{ workload: Workload; bursts: boolean }> = [
+    ...WORKLOADS.map((workload) => ({ workload, bursts: false })),
+    { workload: WORKLOADS.find((w) => w.name === "mixed")!, bursts: true },
+  ];
+  for (const { workload, bursts } of cases) {
+    const full = await capacity(workload);
+    const label = `${workload.name}${bursts ? " with on/off bursts (2 s on, 4 s off)" : ""}`;
+    console.log(`\n${label}: ${workload.description}; capacity ${full.toFixed(1)} requests/s (all at once, round robin)`);
+    for (const load of LOADS) {
+      const arrivals: Arrivals = bursts ? { rate: load * full, bursts: BURSTS } : { rate: load * full };
+      const requests = workload.requests(REQUESTS, arrivals, SEED);
+      const outputTokens = requests.reduce((sum, r) => sum + r.outputTokens, 0);
+      const bottom = floor(requests);
+      console.log(`  at ${Math.round(load * 100)} % (${arrivals.rate.toFixed(1)}/s): TTFT ms mean / p50 / p90 / p99, end-to-end p99, throughput, imbalance; floor mean ${bottom.mean.toFixed(1)} p99 ${bottom.p99.toFixed(1)} ms`);
+      const results = new Map<string, Summary>();
+      for (const router of routers(SEED)) {
+        const summary = summarize(await runWorkload(models, router, requests), ENGINES, outputTokens);
+        results.set(router.name, summary);
+        console.log(line(router.name, summary));
+      }
+      const ours = results.get(OURS)!;
+      const peers = [...results].filter(([name]) => name !== OURS).map(([, s]) => s);
+      const bestMean = Math.min(...peers.map((s) => s.ttft.mean));
+      const bestP99 = Math.min(...peers.map((s) => s.ttft.p99));
+      console.log(`    ours against the best peer: mean ${(bestMean / ours.ttft.mean).toFixed(2)}×, p99 ${(bestP99 / ours.ttft.p99).toFixed(2)}× better`);
+    }
+  }
+  console.log(`\n${((performance.now() - started) / 1000).toFixed(0)} s`);
+}
+
+await main();
