@@ -39,26 +39,41 @@ async function capacity(workload: Workload): Promise<number> {
   return outcomes.length / (Math.max(...outcomes.map((o) => o.finishedMs)) / 1000);
 }
 
-/** TTFT of each request alone on an idle engine with a cold cache: the floor no router can beat. */
-function floor(requests: readonly SimRequest[]): { mean: number; p99: number } {
+/**
+ * TTFT of each request alone on an idle engine: the floor no router can beat. Cold: nothing
+ * cached. Warm: the engine holds every block an earlier request of the list produced, so only
+ * the rest of the prompt is prefilled (the floor for workloads that share prefixes).
+ */
+function floor(requests: readonly SimRequest[]): { cold: { mean: number; p99: number }; warm: { mean: number; p99: number } } {
   const alone = new Map<number, number>();
-  const ttft = requests.map(({ promptTokens }) => {
-    let known = alone.get(promptTokens);
+  const prefill = (tokens: number): number => {
+    let known = alone.get(tokens);
     if (known === undefined) {
       const engine = new EngineScheduler({ ...model, prefixCaching: false });
-      engine.add({ id: "alone", promptTokens, blockHashes: [], outputTokens: 1 });
+      engine.add({ id: "alone", promptTokens: tokens, blockHashes: [], outputTokens: 1 });
       known = 0;
       for (;;) {
         const step = engine.step();
         known += step.durationMs;
         if (step.firstTokens.length > 0) break;
       }
-      alone.set(promptTokens, known);
+      alone.set(tokens, known);
     }
     return known;
-  });
-  const sorted = [...ttft].sort((a, b) => a - b);
-  return { mean: ttft.reduce((a, b) => a + b, 0) / ttft.length, p99: quantile(sorted, 0.99) };
+  };
+  const seen = new Set<string>();
+  const cold: number[] = [];
+  const warm: number[] = [];
+  for (const { promptTokens, blockHashes } of requests) {
+    let hits = 0;
+    while (hits < blockHashes.length && seen.has(blockHashes[hits]!)) hits += 1;
+    for (const hash of blockHashes) seen.add(hash);
+    const cached = Math.min(hits, Math.floor((promptTokens - 1) / model.blockSize)) * model.blockSize;
+    cold.push(prefill(promptTokens));
+    warm.push(prefill(promptTokens - cached));
+  }
+  const stats = (values: number[]) => ({ mean: values.reduce((a, b) => a + b, 0) / values.length, p99: quantile([...values].sort((a, b) => a - b), 0.99) });
+  return { cold: stats(cold), warm: stats(warm) };
 }
 
 const f = (value: number): string => value.toFixed(value >= 100 ? 0 : 1).padStart(7);
@@ -85,7 +100,10 @@ async function main(): Promise<void> {
       const requests = workload.requests(REQUESTS, arrivals, SEED);
       const outputTokens = requests.reduce((sum, r) => sum + r.outputTokens, 0);
       const bottom = floor(requests);
-      console.log(`  at ${Math.round(load * 100)} % (${arrivals.rate.toFixed(1)}/s): TTFT ms mean / p50 / p90 / p99, end-to-end p99, throughput, imbalance; floor mean ${bottom.mean.toFixed(1)} p99 ${bottom.p99.toFixed(1)} ms`);
+      console.log(
+        `  at ${Math.round(load * 100)} % (${arrivals.rate.toFixed(1)}/s): TTFT ms mean / p50 / p90 / p99, end-to-end p99, throughput, imbalance;` +
+          ` floor mean ${bottom.warm.mean.toFixed(1)} p99 ${bottom.warm.p99.toFixed(1)} ms (cold cache: ${bottom.cold.mean.toFixed(1)} / ${bottom.cold.p99.toFixed(1)})`,
+      );
       const results = new Map<string, Summary>();
       for (const router of routers(SEED)) {
         const summary = summarize(await runWorkload(models, router, requests), ENGINES, outputTokens);
