@@ -17,6 +17,7 @@ import { EngineHealth } from "./pools/health.js";
 import { PoolDirectory } from "./pools/pools.js";
 import { tcpProbe } from "./pools/probe.js";
 import { Picker } from "./scheduling/picker.js";
+import { PrefixIndex } from "./scheduling/prefix-index.js";
 
 export interface Sidecar {
   readonly store: LoadStore;
@@ -85,7 +86,9 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
     );
     return Promise.all(watchers.map((watcher) => watcher.start())).then(() => undefined);
   };
-  let picker = new Picker(store, () => directory, config.scheduling, health);
+  // Survives reloads too: what engines hold does not change with the config.
+  const prefixes = new PrefixIndex();
+  let picker = new Picker(store, () => directory, config.scheduling, { availability: health, prefixes });
   const tokens = new TokenizerRegistry(config.tokenizer, () => directory, (error) =>
     log.error({ reason: error.message }, "tokenizer lost; its pools are priced by the estimate until a reload names its file"),
   );
@@ -172,7 +175,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
       health.configure(next.scheduling);
       for (const name of resolved.keys()) if (!next.pools.some((pool) => pool.name === name && pool.dns !== undefined)) resolved.delete(name);
       setDirectory(directoryOf(next.pools));
-      picker = new Picker(store, () => directory, next.scheduling, health);
+      picker = new Picker(store, () => directory, next.scheduling, { availability: health, prefixes });
       tokens.configure(next.pools).catch((error: unknown) => log.error({ reason: (error as Error).message }, "tokenizer not loaded; its pools keep their previous tokenizer"));
       log.level = next.log.level;
       config = { ...config, ...Object.fromEntries(RELOADABLE.map((key) => [key, next[key]])) };

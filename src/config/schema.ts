@@ -178,6 +178,12 @@ export const configSchema = z
           .strictObject({
             load: z.number().min(0).default(1),
             slowStart: z.number().min(0).default(1),
+            /**
+             * Prefix affinity: toward the engine that served the prompt's leading blocks (this
+             * sidecar's picks). Kept below `load`, so the busiest engine never wins by affinity
+             * alone and a hot prefix spreads instead of piling onto one engine.
+             */
+            prefix: z.number().min(0).default(0.9),
           })
           .prefault({}),
         /** Next-best engines named after the pick in the `envoy.lb` metadata (not in the header). */

@@ -3,6 +3,7 @@ import type { Logger } from "../log.js";
 import type { Awaitable, LoadStore, Outcome, ReportedUsage } from "../load/store.js";
 import type { HealthReporter } from "../pools/health.js";
 import type { Picker } from "../scheduling/picker.js";
+import { promptBlocks } from "./prompt-blocks.js";
 import type { Refusal, RefusalReason } from "./refusal.js";
 import { bodilessRequest, type ParseResult } from "./request.js";
 import type { RequestParser } from "./request-parser.js";
@@ -175,7 +176,9 @@ export class InferenceExchange {
     // made below is released as soon as it is made, as when it ends while the store answers.
     this.promptTokens = typeof priced === "number" ? priced : await priced;
     if (this.context.observe !== undefined) return this.observe(request.chosenEngine, this.context.observe);
-    const result = await this.context.picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens, subset: request.subset });
+    const { picker } = this.context;
+    const prefix = picker.usesPrefix ? promptBlocks(parsed.request.texts) : undefined;
+    const result = await picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens, subset: request.subset, prefix });
     switch (result.kind) {
       case "no_pool":
         return this.refuse({ status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` }, undefined);

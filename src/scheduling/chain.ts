@@ -3,7 +3,9 @@ import { healthFilter } from "./filters/health.js";
 import { saturationFilter } from "./filters/saturation.js";
 import { subsetFilter } from "./filters/subset.js";
 import type { EngineAvailability, Filter, Scorer } from "./plan.js";
+import type { PrefixIndex } from "./prefix-index.js";
 import { loadScorer } from "./scorers/load.js";
+import { prefixScorer } from "./scorers/prefix.js";
 import { slowStartScorer } from "./scorers/slow-start.js";
 
 /** The filters config may name (`scheduling.filters`), in their default order. */
@@ -11,7 +13,7 @@ export const SCHEDULING_FILTERS = ["subset", "health", "saturation"] as const;
 export type FilterName = (typeof SCHEDULING_FILTERS)[number];
 
 /** The scorers config may weigh (`scheduling.scorers`). */
-export type ScorerName = "load" | "slowStart";
+export type ScorerName = "load" | "slowStart" | "prefix";
 
 /** The `scheduling` settings the chain is built from. */
 export interface ChainSettings {
@@ -28,8 +30,14 @@ export interface Chain {
   scorers: ReadonlyArray<{ scorer: Scorer; weight: number }>;
 }
 
+/** What the chain's parts read that outlives one config: engine health, the prefix index. */
+export interface ChainState {
+  availability: EngineAvailability;
+  prefixes: PrefixIndex;
+}
+
 /** The chain the settings name, in their order; scorers weighted 0 are left out. */
-export function buildChain(settings: ChainSettings, availability: EngineAvailability): Chain {
+export function buildChain(settings: ChainSettings, { availability, prefixes }: ChainState): Chain {
   const filters: Record<FilterName, () => Filter> = {
     subset: () => subsetFilter,
     health: () => healthFilter(availability),
@@ -38,6 +46,7 @@ export function buildChain(settings: ChainSettings, availability: EngineAvailabi
   const scorers: Record<ScorerName, () => Scorer> = {
     load: () => loadScorer(settings.weights),
     slowStart: () => slowStartScorer(availability),
+    prefix: () => prefixScorer(prefixes),
   };
   return {
     filters: settings.filters.map((name) => filters[name]()),

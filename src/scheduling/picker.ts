@@ -2,6 +2,7 @@ import type { LoadStore, Reservation } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
 import { buildChain, type Chain, type ChainSettings } from "./chain.js";
 import type { EngineAvailability, PickPlan, SchedulingRequest } from "./plan.js";
+import { PrefixIndex } from "./prefix-index.js";
 
 export type { EngineAvailability, SchedulingRequest as PickRequest } from "./plan.js";
 
@@ -22,18 +23,32 @@ export interface PickerSettings extends ChainSettings {
 
 const alwaysAvailable: EngineAvailability = { eligible: () => true, coldness: () => 0 };
 
+/** What a picker reads beyond its settings; each part defaults to a fresh one. */
+export interface PickerParts {
+  /** Engine health (every engine warm and eligible when absent). */
+  availability?: EngineAvailability | undefined;
+  /** The prefix index, kept by the caller across config reloads. */
+  prefixes?: PrefixIndex | undefined;
+  /** Draws the tie-break in [0, 1). */
+  random?: (() => number) | undefined;
+}
+
 /** The model's pool, then the chain's filters and scorers; the store picks and reserves in one step. */
 export class Picker {
   private readonly chain: Chain;
+  private readonly random: () => number;
+  /** True when a scorer reads the prompt's blocks: the caller hashes them only then. */
+  readonly usesPrefix: boolean;
 
   constructor(
     private readonly store: LoadStore,
     private readonly directory: () => PoolDirectory,
     private readonly settings: PickerSettings,
-    availability: EngineAvailability = alwaysAvailable,
-    private readonly random: () => number = Math.random,
+    parts: PickerParts = {},
   ) {
-    this.chain = buildChain(settings, availability);
+    this.chain = buildChain(settings, { availability: parts.availability ?? alwaysAvailable, prefixes: parts.prefixes ?? new PrefixIndex() });
+    this.random = parts.random ?? Math.random;
+    this.usesPrefix = settings.scorers.prefix > 0;
   }
 
   /** Among the engines of the model's pool. */
@@ -72,6 +87,7 @@ export class Picker {
     });
     switch (outcome.kind) {
       case "reserved":
+        for (const { scorer } of this.chain.scorers) scorer.chosen?.(outcome.reservation.engine, request);
         return { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks };
       case "saturated":
         return { kind: "saturated", pool, limit: plan.maxRequests };

@@ -10,6 +10,8 @@ export interface SchedulingRequest {
   subset?: readonly string[] | undefined;
   /** The id is a caller's, not made unique by the sidecar (see `PickRequest.externalId`). */
   externalId?: boolean | undefined;
+  /** The chained hashes of the prompt's blocks (inference/prompt-blocks.ts), when a scorer uses them. */
+  prefix?: readonly number[] | undefined;
 }
 
 /**
@@ -42,6 +44,8 @@ export interface Filter {
 export interface Scorer {
   /** Adds its share times `weight`: a cost in [0, 1] per candidate to the bias, or weights on the live load the store reads. */
   apply(plan: PickPlan, request: SchedulingRequest, weight: number): void;
+  /** Told the engine the request was reserved on, for a scorer that learns from the picks. */
+  chosen?(engine: string, request: SchedulingRequest): void;
 }
 
 /** Which engines may be picked now, and how far each is from warm (see pools/health.ts). */

@@ -1,4 +1,4 @@
-import { LruSet } from "./lru.js";
+import { LruSet } from "../../src/scheduling/lru.js";
 
 /**
  * An engine's KV cache as vLLM's block manager keeps it: fixed-size blocks, and with prefix

@@ -84,7 +84,7 @@ describe("Picker with engine health", () => {
     const time = clock();
     const health = new EngineHealth(settings, time.now);
     const store = new MemoryLoadStore();
-    const picker = new Picker(store, () => directory, pickerSettings, health);
+    const picker = new Picker(store, () => directory, pickerSettings, { availability: health });
     for (let i = 0; i < 3; i++) health.failed(engines[0]!);
     for (let i = 0; i < 30; i++) {
       const result = await picker.pick({ id: `r${i}`, model: "m", promptTokens: 10 });
@@ -103,7 +103,7 @@ describe("Picker with engine health", () => {
     /** Share of 100 concurrent picks (none released) the cold engine takes, `seconds` into its warm-up. */
     const shareAt = async (seconds: number): Promise<number> => {
       const store = new MemoryLoadStore();
-      const picker = new Picker(store, () => directory, pickerSettings, health);
+      const picker = new Picker(store, () => directory, pickerSettings, { availability: health });
       time.advance(seconds);
       let taken = 0;
       for (let i = 0; i < 100; i++) {

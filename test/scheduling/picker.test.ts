@@ -124,10 +124,10 @@ describe("the scheduling chain from config", () => {
     const store = new MemoryLoadStore();
     const planned: PickPlanSeen[] = [];
     const watching = watch(store, planned);
-    const picker = new Picker(watching, () => directory, { ...settings, scorers: { load: 1, slowStart: 0 } }, availability, () => 0);
+    const picker = new Picker(watching, () => directory, { ...settings, scorers: { load: 1, slowStart: 0, prefix: 0 } }, { availability, random: () => 0 });
     await picker.pick({ id: "a", model: "llama", promptTokens: 1 });
     expect(planned[0]).toMatchObject({ candidates: engines.slice(1), bias: [0, 0, 0], maxRequests: 0 });
-    const withoutHealth = new Picker(watching, () => directory, { ...settings, filters: ["subset", "saturation"] }, availability, () => 0);
+    const withoutHealth = new Picker(watching, () => directory, { ...settings, filters: ["subset", "saturation"] }, { availability, random: () => 0 });
     await withoutHealth.pick({ id: "b", model: "llama", promptTokens: 1 });
     expect(planned[1]).toMatchObject({ candidates: engines, bias: [0, 1, 0, 0] });
   });
@@ -151,3 +151,34 @@ function watch(store: MemoryLoadStore, seen: PickPlanSeen[]): MemoryLoadStore {
   };
   return store;
 }
+
+describe("Picker: prefix affinity", () => {
+  const withPrefix = settings;
+  const engineOf = (result: Awaited<ReturnType<Picker["pick"]>>): string => (result.kind === "picked" ? result.reservation.engine : result.kind);
+
+  it("sends a prompt back to the engine that served its leading blocks, while loads are even", async () => {
+    const store = new MemoryLoadStore();
+    const picker = new Picker(store, () => directory, withPrefix, { random: () => 0.99 });
+    expect(picker.usesPrefix).toBe(true);
+    const first = engineOf(await picker.pick({ id: "a", model: "llama", promptTokens: 100, prefix: [1, 2, 3, 4] }));
+    store.release("a", "ok");
+    for (let i = 0; i < 5; i++) {
+      const again = await picker.pick({ id: `b${i}`, model: "llama", promptTokens: 100, prefix: [1, 2, 3, 9 + i] });
+      expect(engineOf(again)).toBe(first);
+      store.release(`b${i}`, "ok");
+    }
+    const plain = new Picker(new MemoryLoadStore(), () => directory, { ...settings, scorers: { ...settings.scorers, prefix: 0 } });
+    expect(plain.usesPrefix).toBe(false);
+  });
+
+  it("lets the load scorer spread a hot prefix rather than pile it onto one engine", async () => {
+    const store = new MemoryLoadStore();
+    const picker = new Picker(store, () => directory, withPrefix, { random: () => 0 });
+    const first = engineOf(await picker.pick({ id: "a", model: "llama", promptTokens: 100, prefix: [1, 2] }));
+    // Several of the same prefix open at once: each adds load where the prefix lives.
+    const placed = [first];
+    for (let i = 0; i < 7; i++) placed.push(engineOf(await picker.pick({ id: `h${i}`, model: "llama", promptTokens: 100, prefix: [1, 2] })));
+    const perEngine = engines.map((engine) => placed.filter((placedOn) => placedOn === engine).length);
+    expect(Math.max(...perEngine)).toBeLessThanOrEqual(4);
+  });
+});

@@ -1,4 +1,4 @@
-import { LruSet } from "../engine-sim/lru.js";
+import { LruSet } from "../../src/scheduling/lru.js";
 import type { EngineMetrics } from "./cluster.js";
 import type { Router, SimRequest } from "./routers.js";
 

@@ -33,19 +33,28 @@ export class SidecarRouter implements Router {
   private readonly store = new MemoryLoadStore();
   private readonly picker: Picker;
   private readonly engineIndex = new Map<string, number>();
+  /** The workload's block names as the numbers the sidecar's prompt hashes are. */
+  private readonly blockNumbers = new Map<string, number>();
 
   constructor(engines: number, settings: PickerSettings, random: () => number, name = "metadata-center") {
     this.name = name;
     const endpoints = Array.from({ length: engines }, (_, i) => engineAddress(i));
     endpoints.forEach((endpoint, i) => this.engineIndex.set(endpoint, i));
     const directory = new PoolDirectory([{ name: "pool", models: ["*"], endpoints }]);
-    this.picker = new Picker(this.store, () => directory, settings, undefined, random);
+    this.picker = new Picker(this.store, () => directory, settings, { random });
   }
 
   async route(request: SimRequest): Promise<number> {
-    const result = await this.picker.pick({ id: request.id, model: undefined, promptTokens: request.promptTokens });
+    const prefix = this.picker.usesPrefix ? request.blockHashes.map((hash) => this.blockNumber(hash)) : undefined;
+    const result = await this.picker.pick({ id: request.id, model: undefined, promptTokens: request.promptTokens, prefix });
     if (result.kind !== "picked") throw new Error(`the sidecar's picker refused ${request.id}: ${result.kind}`);
     return this.engineIndex.get(result.reservation.engine)!;
+  }
+
+  private blockNumber(hash: string): number {
+    let number = this.blockNumbers.get(hash);
+    if (number === undefined) this.blockNumbers.set(hash, (number = this.blockNumbers.size));
+    return number;
   }
 
   firstToken(id: string): void {

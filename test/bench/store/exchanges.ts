@@ -229,7 +229,7 @@ export async function runExchangePhase(kind: StoreKind, engines: number, phase: 
   const watch = new FallbackWatch(shared);
   const store = shared?.store ?? new MemoryLoadStore();
   const directory = new PoolDirectory(config.pools);
-  const picker = new Picker(store, () => directory, config.scheduling, new EngineHealth(config.scheduling));
+  const picker = new Picker(store, () => directory, config.scheduling, { availability: new EngineHealth(config.scheduling) });
   try {
     const loop = ExchangeLoop.start(picker, store, phase, settings.open);
     await sleep(settings.warmUpMs);

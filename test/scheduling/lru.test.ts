@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { LruSet } from "./lru.js";
+import { LruSet } from "../../src/scheduling/lru.js";
 
 describe("LruSet", () => {
   it("gives keys back least recently used first, whatever the touches and deletes (against a plain list)", () => {
