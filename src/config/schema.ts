@@ -180,10 +180,10 @@ export const configSchema = z
             slowStart: z.number().min(0).default(1),
             /**
              * Prefix affinity: toward the engine that served the prompt's leading blocks (this
-             * sidecar's picks). Kept below `load`, so the busiest engine never wins by affinity
-             * alone and a hot prefix spreads instead of piling onto one engine.
+             * sidecar's picks). Off by default: its cost is not yet weighed in the load's own
+             * units, so a hot prefix can crowd one engine (see the README).
              */
-            prefix: z.number().min(0).default(0.9),
+            prefix: z.number().min(0).default(0),
           })
           .prefault({}),
         /** Next-best engines named after the pick in the `envoy.lb` metadata (not in the header). */

@@ -11,7 +11,7 @@ const ask = (question: string): string =>
 describe("prefix affinity through the sidecar", () => {
   let rig: Rig;
   beforeAll(async () => {
-    rig = await startRig({ engines: 4 });
+    rig = await startRig({ engines: 4, sidecar: { scheduling: { scorers: { prefix: 0.9 } } } });
   });
   afterAll(() => rig.close());
 

@@ -153,7 +153,7 @@ function watch(store: MemoryLoadStore, seen: PickPlanSeen[]): MemoryLoadStore {
 }
 
 describe("Picker: prefix affinity", () => {
-  const withPrefix = settings;
+  const withPrefix = { ...settings, scorers: { ...settings.scorers, prefix: 0.9 } };
   const engineOf = (result: Awaited<ReturnType<Picker["pick"]>>): string => (result.kind === "picked" ? result.reservation.engine : result.kind);
 
   it("sends a prompt back to the engine that served its leading blocks, while loads are even", async () => {
@@ -167,7 +167,7 @@ describe("Picker: prefix affinity", () => {
       expect(engineOf(again)).toBe(first);
       store.release(`b${i}`, "ok");
     }
-    const plain = new Picker(new MemoryLoadStore(), () => directory, { ...settings, scorers: { ...settings.scorers, prefix: 0 } });
+    const plain = new Picker(new MemoryLoadStore(), () => directory, settings);
     expect(plain.usesPrefix).toBe(false);
   });
 
