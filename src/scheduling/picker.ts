@@ -52,9 +52,9 @@ export class Picker {
   }
 
   /** Among the engines of the model's pool. */
-  pick(request: SchedulingRequest): Promise<PickResult> {
+  async pick(request: SchedulingRequest): Promise<PickResult> {
     const pool = this.directory().forModel(request.model);
-    if (pool === undefined) return Promise.resolve({ kind: "no_pool", model: request.model });
+    if (pool === undefined) return { kind: "no_pool", model: request.model };
     return this.pickAmong(pool.name, pool.endpoints, request);
   }
 
