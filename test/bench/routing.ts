@@ -4,8 +4,11 @@ import { EngineScheduler, type EngineModel } from "../engine-sim/scheduler.js";
 import { LLAMA_8B_H100 } from "../sim/models.js";
 import { AigwRouter, GieDefaultRouter, PolledLeastRequestsRouter, RandomRouter, RoundRobinRouter, SglangCacheAwareRouter } from "../sim/peers.js";
 import { SidecarRouter, type Router, type SimRequest } from "../sim/routers.js";
-import { quantile, runWorkload, summarize, type Summary } from "../sim/run.js";
+import { quantile, runWorkload, summarize, type RequestOutcome, type Summary } from "../sim/run.js";
 import { WORKLOADS, type Arrivals, type Workload } from "../sim/workloads.js";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cdf, lineChartPng, type Series } from "./plots.js";
 import { machine } from "./store/figures.js";
 
 // bench:routing, virtual time: every policy on the same request lists over simulated engines.
@@ -17,6 +20,26 @@ const LOADS = [0.5, 0.85, 1.0];
 const BURSTS = { on: 2, off: 4 };
 const model: EngineModel = LLAMA_8B_H100;
 const models = Array.from({ length: ENGINES }, () => model);
+
+/** Where the PNG charts go (the README shows those of this folder). */
+const PLOTS = process.env["BENCH_PLOTS_DIR"] ?? new URL("results/routing", import.meta.url).pathname;
+/** The load whose runs are drawn. */
+const DRAWN_LOAD = 0.85;
+
+/** Requests in flight on each engine every 100 ms of the run. */
+function inFlightOverTime(outcomes: readonly RequestOutcome[], engines: number): Series[] {
+  const end = Math.max(...outcomes.map((o) => o.finishedMs));
+  return Array.from({ length: engines }, (_, engine) => {
+    const mine = outcomes.filter((o) => o.engine === engine);
+    const points: Array<{ x: number; y: number }> = [];
+    for (let t = 0; t <= end; t += 100) points.push({ x: t / 1000, y: mine.filter((o) => o.arrivalMs <= t && t < o.finishedMs).length });
+    return { name: `engine ${engine + 1}`, points };
+  });
+}
+
+async function draw(file: string, png: Promise<Buffer>): Promise<void> {
+  writeFileSync(join(PLOTS, file), await png);
+}
 
 const OURS = "metadata-center";
 /** Ours with the prefix scorer on (off by default): beside the default, not counted as a peer. */
@@ -91,6 +114,7 @@ async function main(): Promise<void> {
   console.log(`bench:routing (virtual time): ${ENGINES} engines of Llama-3.1-8B on H100 (vLLM v0.8.4 step times fitted by inference-sim), ${REQUESTS} requests per run, seed ${SEED}`);
   console.log(`machine: ${machine()}`);
   for (const source of routers(0)) console.log(`  ${source.name}: ${source.source}`);
+  mkdirSync(PLOTS, { recursive: true });
   const cases: Array<{ workload: Workload; bursts: boolean }> = [
     ...WORKLOADS.map((workload) => ({ workload, bursts: false })),
     { workload: WORKLOADS.find((w) => w.name === "mixed")!, bursts: true },
@@ -109,10 +133,23 @@ async function main(): Promise<void> {
           ` floor mean ${bottom.warm.mean.toFixed(1)} p99 ${bottom.warm.p99.toFixed(1)} ms (cold cache: ${bottom.cold.mean.toFixed(1)} / ${bottom.cold.p99.toFixed(1)})`,
       );
       const results = new Map<string, Summary>();
+      const ttfts: Series[] = [];
       for (const router of routers(SEED)) {
-        const summary = summarize(await runWorkload(models, router, requests), ENGINES, outputTokens);
+        const outcomes = await runWorkload(models, router, requests);
+        const summary = summarize(outcomes, ENGINES, outputTokens);
         results.set(router.name, summary);
         console.log(line(router.name, summary));
+        if (load !== DRAWN_LOAD) continue;
+        ttfts.push({ name: router.name, points: cdf(outcomes.map((o) => o.firstTokenMs - o.arrivalMs)) });
+        // Per-engine load over time where it moves most: the bursts.
+        if (bursts && (router.name === OURS || router.name === "round-robin")) {
+          const chart = { title: `${label} at 85 %: requests in flight per engine, ${router.name}`, xTitle: "s", yTitle: "requests in flight", series: inFlightOverTime(outcomes, ENGINES) };
+          await draw(`in-flight-${workload.name}${bursts ? "-bursts" : ""}-${router.name}.png`, lineChartPng(chart));
+        }
+      }
+      if (load === DRAWN_LOAD) {
+        const chart = { title: `${label} at 85 %: time to first token, share of requests at or below`, xTitle: "TTFT ms (log)", yTitle: "share", series: ttfts, logX: true };
+        await draw(`ttft-cdf-${workload.name}${bursts ? "-bursts" : ""}.png`, lineChartPng(chart));
       }
       const peers = [...results].filter(([name]) => name !== OURS && name !== OURS_WITH_PREFIX).map(([, s]) => s);
       const bestMean = Math.min(...peers.map((s) => s.ttft.mean));
@@ -124,7 +161,7 @@ async function main(): Promise<void> {
       console.log(`    against the best peer: ${OURS} ${ratio(OURS)}; ${OURS_WITH_PREFIX} ${ratio(OURS_WITH_PREFIX)} better`);
     }
   }
-  console.log(`\n${((performance.now() - started) / 1000).toFixed(0)} s`);
+  console.log(`\ncharts in ${PLOTS}\n${((performance.now() - started) / 1000).toFixed(0)} s`);
 }
 
 await main();
