@@ -7,7 +7,7 @@ import { SidecarLease } from "./redis/lease.js";
 import { RedisLoadStore } from "./redis/redis-store.js";
 import type { LoadStore } from "./store.js";
 
-/** Generated tokens of one exchange reach Redis at most this often. */
+/** Generated tokens and reported usage of one exchange reach Redis at most this often. */
 const COALESCE_MS = 100;
 /** While Redis is out, it is tried again this often. */
 const RETRY_MS = 1000;
@@ -50,13 +50,11 @@ export async function openLoadStore(config: Config, log: Logger): Promise<Shared
   });
   const shared = new RedisLoadStore(redis, { keyPrefix: settings.keyPrefix, lease: randomUUID(), sweepEveryMs: config.load.sweepSeconds * 1000 });
   const lease = new SidecarLease(redis, shared, settings.keyPrefix, settings.leaseSeconds, log);
-  let fallback = false;
   const store = new FailOpenStore(shared, {
     timeoutMs: settings.timeoutMs,
     coalesceMs: COALESCE_MS,
     retryMs: RETRY_MS,
     onFallback(local, reason) {
-      fallback = local;
       if (local) log.warn({ reason, connection, timeoutMs: settings.timeoutMs }, "redis load store out: picking from this sidecar's own view");
       else log.info("redis load store back: picks are shared again");
     },
@@ -69,7 +67,7 @@ export async function openLoadStore(config: Config, log: Logger): Promise<Shared
   return {
     store,
     get fallback() {
-      return fallback;
+      return store.fallback;
     },
     async close() {
       store.close();

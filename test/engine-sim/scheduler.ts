@@ -214,7 +214,7 @@ export class EngineScheduler {
 
   /** Prompt tokens, then each generated token but the newest (whose KV the next pass computes). */
   private tokensOf(sequence: Sequence): number {
-    return sequence.request.promptTokens + Math.max(0, sequence.generated);
+    return sequence.request.promptTokens + sequence.generated;
   }
 
   /** Takes the blocks `more` tokens beyond those computed need. False (nothing taken) when there are not enough. */

@@ -94,9 +94,6 @@ class PrefixIndex {
     for (const hash of hashes) held.touch(hash);
     while (held.size > this.capacity) held.takeOldest();
   }
-  size(engine: number): number {
-    return this.perEngine[engine]!.size;
-  }
 }
 
 /**

@@ -235,13 +235,13 @@ export class RedisLoadStore implements LoadStore {
   /** Many reservations' generated tokens at once: one script per pool. */
   async addGeneratedMany(batch: ReadonlyArray<readonly [string, number]>): Promise<void> {
     const byPool = new Map<string, Array<string | number>>();
-    for (const [id, tokens] of batch) {
-      const added = countOf(tokens);
-      const found = added > 0 ? await this.find(id) : undefined;
-      if (found === undefined) continue;
-      let args = byPool.get(found.pool);
-      if (args === undefined) byPool.set(found.pool, (args = []));
-      args.push(id, added);
+    const found = await Promise.all(batch.map(([id, tokens]) => (countOf(tokens) > 0 ? this.find(id) : undefined)));
+    for (const [index, [id, tokens]] of batch.entries()) {
+      const pool = found[index]?.pool;
+      if (pool === undefined) continue;
+      let args = byPool.get(pool);
+      if (args === undefined) byPool.set(pool, (args = []));
+      args.push(id, countOf(tokens));
     }
     await Promise.all([...byPool].map(([pool, args]) => this.scripts.mcAddGenerated(...this.keys(pool), this.now(), ...args)));
   }
