@@ -58,9 +58,11 @@ function phaseLine(figures: PhaseFigures): string {
     `  ${figures.kind.padEnd(6)} ${String(figures.engines).padStart(4)} engines  ${figures.phase.name.padEnd(9)} ${count(figures.exchangesPerSecond).padStart(6)} exchanges/s` +
     `  pick p50 ${ms(pick.p50)} p99 ${ms(pick.p99)} max ${ms(pick.max)}  CPU ${figures.cpuUsPerExchange.toFixed(0)} µs/exchange` +
     `${fallback}  refused ${figures.refused}  drift ${driftOf(figures.drift)}${settled}`;
-  if (redis === undefined) return line;
+  const { loopDelay, ping } = figures.controls;
+  const controls = `${"".padEnd(20)}meanwhile: event loop delay p50 ${ms(loopDelay.p50)} p99 ${ms(loopDelay.p99)}${ping === undefined ? "" : `, a PING on its own connection p50 ${ms(ping.p50)} p99 ${ms(ping.p99)}`}`;
+  if (redis === undefined) return `${line}\n${controls}`;
   return (
-    `${line}\n${"".padEnd(20)}Redis per exchange: ${totalOf(redis.sentPerExchange).toFixed(2)} commands sent (${commandMix(redis.sentPerExchange)}),` +
+    `${line}\n${controls}\n${"".padEnd(20)}Redis per exchange: ${totalOf(redis.sentPerExchange).toFixed(2)} commands sent (${commandMix(redis.sentPerExchange)}),` +
     ` ${redis.executedPerExchange.toFixed(0)} executed with those inside scripts, ${redis.cpuUsPerExchange.toFixed(0)} µs Redis CPU`
   );
 }

@@ -4,6 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis, type RedisOptions } from "ioredis";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { snapshotsOf } from "../../src/load/redis/redis-store.js";
+import type { EngineSnapshot } from "../../src/load/store.js";
 import { TestCertificates, type Issued } from "../support/certificates.js";
 import { serve, type Running } from "../support/process.js";
 import { scrape, valueOf } from "../support/prometheus.js";
@@ -77,12 +79,12 @@ async function queued(replica: Replica, cluster = "llama"): Promise<Record<strin
 }
 const fallbackGauge = async (replica: Replica) => valueOf(await scrape(replica.http), "metadata_center_store_fallback");
 
-/** The pool's counters as Redis holds them, read by a client of the test's own. */
-async function countersInRedis(options: RedisOptions, keyPrefix: string, pool = "llama"): Promise<Record<string, string>> {
+/** The pool's engines' counters as Redis holds them, read by a client of the test's own. */
+async function countersInRedis(options: RedisOptions, keyPrefix: string, pool = "llama"): Promise<Map<string, EngineSnapshot>> {
   const admin = new Redis({ ...options, lazyConnect: true, maxRetriesPerRequest: 0 });
   try {
     await admin.connect();
-    return await admin.hgetall(`${keyPrefix}{${pool}}:load`);
+    return snapshotsOf(await admin.hgetallBuffer(`${keyPrefix}{${pool}}:engines`));
   } finally {
     admin.disconnect();
   }
@@ -92,10 +94,10 @@ async function countersInRedis(options: RedisOptions, keyPrefix: string, pool = 
 async function expectShared(replica: Replica, admin: RedisOptions, keyPrefix: string): Promise<void> {
   const id = randomUUID();
   await add(replica, id);
-  expect(await countersInRedis(admin, keyPrefix)).toMatchObject({ "r:10.0.0.1:8000": "1", "pt:10.0.0.1:8000": "100" });
+  expect((await countersInRedis(admin, keyPrefix)).get("10.0.0.1:8000")).toMatchObject({ requests: 1, prefillTokens: 100 });
   expect(await fallbackGauge(replica)).toBe(0);
   await end(replica, id);
-  expect(await countersInRedis(admin, keyPrefix)).toMatchObject({ "r:10.0.0.1:8000": "0", "pt:10.0.0.1:8000": "0" });
+  expect((await countersInRedis(admin, keyPrefix)).get("10.0.0.1:8000")).toMatchObject({ requests: 0, prefillTokens: 0 });
   expect(replica.lines().filter((line) => line["msg"] === OUT)).toEqual([]);
 }
 
@@ -188,7 +190,7 @@ describe.skipIf(redisMissing !== undefined)("Redis with a password (requirepass,
   it("uses the database the URL's path names", async () => {
     const keyPrefix = `mc-${randomUUID()}:`;
     await expectShared(await inProcess({ url: `${withAuth(`:${encodeURIComponent(PASSWORD)}`)}/3`, keyPrefix }), { ...admin(), db: 3 }, keyPrefix);
-    expect(await countersInRedis(admin(), keyPrefix)).toEqual({});
+    expect(await countersInRedis(admin(), keyPrefix)).toEqual(new Map());
   });
 
   it("takes it from load.redis.passwordFile (its trailing newline dropped)", async () => {

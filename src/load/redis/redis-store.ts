@@ -12,7 +12,7 @@ import {
   type ReserveRequest,
   zeroLoad,
 } from "../store.js";
-import { ADD_GENERATED, FIRST_TOKEN, MOVE, PICK, RECONCILE, RELEASE, RESERVE, SWEEP } from "./scripts.js";
+import { ADD_GENERATED, COUNTERS_FORMAT, FIRST_TOKEN, MOVE, PICK, RECONCILE, RELEASE, RESERVE, SWEEP } from "./scripts.js";
 
 const SCRIPTS = {
   mcPick: PICK,
@@ -29,31 +29,19 @@ type ScriptName = keyof typeof SCRIPTS;
 type Client = Redis | Cluster;
 type ScriptCall = (...args: Array<string | number>) => Promise<unknown>;
 
+/** Bytes of an engine's packed counters: one little-endian double per letter of the format after "<". */
+const COUNTERS_BYTES = (COUNTERS_FORMAT.length - 1) * 8;
 
 /** A token count as the store adds it: a non-negative integer; anything else counts 0. */
 const countOf = (value: number): number => (Number.isFinite(value) && value > 0 ? Math.floor(value) : 0);
 
-const PREFIXES = [
-  ["r:", "requests"],
-  ["pr:", "prefillRequests"],
-  ["pt:", "prefillTokens"],
-  ["th:", "tokensHeld"],
-  ["u:", "updatedAt"],
-] as const;
-
-/** A pool's counters hash as snapshots by engine. */
-function snapshotsOf(fields: Record<string, string>): Map<string, EngineSnapshot> {
+/** A pool's engines hash (engine → counters packed as COUNTERS_FORMAT) as snapshots by engine. */
+export function snapshotsOf(fields: Record<string, Buffer>): Map<string, EngineSnapshot> {
   const engines = new Map<string, EngineSnapshot>();
-  for (const [name, value] of Object.entries(fields)) {
-    const prefix = PREFIXES.find(([p]) => name.startsWith(p));
-    if (prefix === undefined) continue;
-    const engine = name.slice(prefix[0].length);
-    let snapshot = engines.get(engine);
-    if (snapshot === undefined) {
-      snapshot = { ...zeroLoad(), updatedAt: 0 };
-      engines.set(engine, snapshot);
-    }
-    snapshot[prefix[1]] = Number(value);
+  for (const [engine, packed] of Object.entries(fields)) {
+    if (packed.length < COUNTERS_BYTES) continue;
+    const [requests, prefillRequests, prefillTokens, tokensHeld, updatedAt] = [0, 1, 2, 3, 4].map((i) => packed.readDoubleLE(i * 8)) as [number, number, number, number, number];
+    engines.set(engine, { requests, prefillRequests, prefillTokens, tokensHeld, updatedAt });
   }
   return engines;
 }
@@ -101,7 +89,7 @@ export class RedisLoadStore implements LoadStore {
 
   private keys(pool: string): [string, string, string] {
     const tag = `${this.prefix}{${pool}}`;
-    return [`${tag}:load`, `${tag}:res`, `${tag}:open`];
+    return [`${tag}:engines`, `${tag}:ledger`, `${tag}:open`];
   }
 
   private get poolSet(): string {
@@ -124,7 +112,8 @@ export class RedisLoadStore implements LoadStore {
     if (request.candidates.length === 0) return { kind: "none" };
     await this.register(request.pool);
     const { loadWeights: w } = request;
-    const candidates = request.candidates.flatMap((engine, index) => [engine, request.bias[index] ?? 0]);
+    const biased = request.bias.some((bias) => bias !== 0);
+    const biases = biased ? request.candidates.map((_, index) => request.bias[index] ?? 0) : [];
     const prompt = countOf(request.promptTokens);
     const indexed = request.externalId === true;
     return this.opening(request.id, request.pool, indexed, async (): Promise<PickOutcome> => {
@@ -141,7 +130,10 @@ export class RedisLoadStore implements LoadStore {
         w.prefillTokens,
         w.tokensHeld,
         this.lease,
-        ...candidates,
+        request.candidates.length,
+        biased ? 1 : 0,
+        ...request.candidates,
+        ...biases,
       )) as string[];
       if (kind === "saturated" || kind === "duplicate") return { kind };
       if (kind !== "reserved" || engine === undefined) return { kind: "none" };
@@ -271,7 +263,7 @@ export class RedisLoadStore implements LoadStore {
   }
 
   async poolLoads(pool: string): Promise<Map<string, EngineSnapshot>> {
-    return snapshotsOf(await this.redis.hgetall(this.keys(pool)[0]));
+    return snapshotsOf(await this.redis.hgetallBuffer(this.keys(pool)[0]));
   }
 
   async pools(): Promise<string[]> {

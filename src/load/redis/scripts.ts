@@ -1,31 +1,46 @@
 // The Redis store's atomic steps, one Lua script each. Every key a script touches belongs to one
 // pool and carries its hash tag, so on a Redis Cluster each pool lives in one slot and the pools
-// spread over the nodes. KEYS: 1 the pool's counters (hash: r:/pr:/pt:/th:/u:<engine>),
-// 2 its open reservations (hash id → JSON entry), 3 the same ids by opening time (sorted set).
-// An entry: e engine, p prompt tokens, g generated, f 1 while in prefill, o opened at (ms), l lease.
+// spread over the nodes. KEYS: 1 the pool's engines (hash engine → its counters), 2 its open
+// reservations (hash id → entry), 3 the same ids by opening time (sorted set).
+// Values are packed with Redis's struct library, not JSON or a field per number: Lua's strings and
+// redis.call are what a script spends its time on, so each step reads and writes one field per
+// engine and per reservation. Counters, little-endian doubles (exact integers below 2^53):
+// requests, prefill requests, prefill tokens, tokens held, updated at (ms). An entry: prompt
+// tokens, generated, 1 while in prefill, opened at (ms), then the engine and the lease as strings.
+
+/** struct formats of an engine's counters and of an entry; the store decodes the counters alike. */
+export const COUNTERS_FORMAT = "<ddddd";
+const ENTRY_FORMAT = "<ddddss";
 
 const PRELUDE = `
--- Redis refuses "-0" as an integer: a negated zero must stay 0.
-local function times(sign, x)
-  if x == 0 then return 0 end
-  return sign * x
+local function counters(engine)
+  local raw = redis.call('HGET', KEYS[1], engine)
+  if not raw then return 0, 0, 0, 0, 0 end
+  local r, pr, pt, th, u = struct.unpack('${COUNTERS_FORMAT}', raw)
+  return r, pr, pt, th, u
+end
+local function store(engine, r, pr, pt, th, now)
+  redis.call('HSET', KEYS[1], engine, struct.pack('${COUNTERS_FORMAT}', r, pr, pt, th, now))
+end
+local function add(engine, dr, dpr, dpt, dth, now)
+  local r, pr, pt, th = counters(engine)
+  store(engine, r + dr, pr + dpr, pt + dpt, th + dth, now)
 end
 local function entry(id)
   local raw = redis.call('HGET', KEYS[2], id)
   if not raw then return nil end
-  return cjson.decode(raw)
+  local p, g, f, o, e, l = struct.unpack('${ENTRY_FORMAT}', raw)
+  return { p = p, g = g, f = f, o = o, e = e, l = l }
 end
 local function save(id, e)
-  redis.call('HSET', KEYS[2], id, cjson.encode(e))
+  redis.call('HSET', KEYS[2], id, struct.pack('${ENTRY_FORMAT}', e.p, e.g, e.f, e.o, e.e, e.l))
 end
 local function shift(e, sign, now)
-  redis.call('HINCRBY', KEYS[1], 'r:' .. e.e, sign)
-  redis.call('HINCRBY', KEYS[1], 'th:' .. e.e, times(sign, e.p + e.g))
   if e.f == 1 then
-    redis.call('HINCRBY', KEYS[1], 'pr:' .. e.e, sign)
-    redis.call('HINCRBY', KEYS[1], 'pt:' .. e.e, times(sign, e.p))
+    add(e.e, sign, sign, sign * e.p, sign * (e.p + e.g), now)
+  else
+    add(e.e, sign, 0, 0, sign * (e.p + e.g), now)
   end
-  redis.call('HSET', KEYS[1], 'u:' .. e.e, now)
 end
 local function close(id, e, now)
   shift(e, -1, now)
@@ -33,78 +48,84 @@ local function close(id, e, now)
   redis.call('ZREM', KEYS[3], id)
 end
 local function open(id, engine, prompt, now, lease)
-  local e = { e = engine, p = prompt, g = 0, f = 1, o = now, l = lease }
-  save(id, e)
+  save(id, { p = prompt, g = 0, f = 1, o = now, e = engine, l = lease })
   redis.call('ZADD', KEYS[3], now, id)
-  shift(e, 1, now)
 end
 `;
 
 /**
  * ARGV: id, now, prompt tokens, max requests, fallbacks, tie-break, the four load weights, lease,
- * then engine and bias for each candidate. Mirrors rankByLoad (ranking.ts) step for step, in the
- * same floating-point order, so both stores choose alike. Returns {'reserved', engine, fallbacks…},
- * {'saturated'} or {'duplicate'}.
+ * the number of candidates n, 1 if biases follow (else every bias is 0), the n engines, then their
+ * n biases. Mirrors rankByLoad (ranking.ts) step for step, in the same floating-point order, so
+ * both stores choose alike. Returns {'reserved', engine, fallbacks…}, {'saturated'} or {'duplicate'}.
  */
 export const PICK = `${PRELUDE}
 local id = ARGV[1]
 if redis.call('HEXISTS', KEYS[2], id) == 1 then return { 'duplicate' } end
 local now, prompt, limit, fallbacks, tie = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local w = { tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]) }
-local lease = ARGV[11]
--- Redis keeps a hash of up to 512 fields as a listpack, where every field lookup scans the whole
--- hash: when the candidates are a good part of the pool, one read of the hash is far cheaper.
-local counters = nil
-if (#ARGV - 11) * 10 >= redis.call('HLEN', KEYS[1]) then
-  counters = {}
-  local all = redis.call('HGETALL', KEYS[1])
-  for k = 1, #all, 2 do counters[all[k]] = all[k + 1] end
+local w1, w2, w3, w4 = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local lease, n, biased = ARGV[11], tonumber(ARGV[12]), ARGV[13] == '1'
+local first = 14
+-- Redis keeps a hash of up to 512 fields as a listpack, where each field lookup scans the whole
+-- hash: when the candidates are a good part of the pool, one read of the whole hash is cheaper.
+local raw
+if n * 4 >= redis.call('HLEN', KEYS[1]) then
+  local all, packed = redis.call('HGETALL', KEYS[1]), {}
+  for k = 1, #all, 2 do packed[all[k]] = all[k + 1] end
+  raw = {}
+  for i = 1, n do raw[i] = packed[ARGV[first + i - 1]] end
+else
+  raw = redis.call('HMGET', KEYS[1], unpack(ARGV, first, first + n - 1))
 end
-local engines, bias, loads = {}, {}, {}
-for i = 12, #ARGV, 2 do
-  local engine = ARGV[i]
-  local v
-  if counters then
-    v = { counters['r:' .. engine], counters['pr:' .. engine], counters['pt:' .. engine], counters['th:' .. engine] }
-  else
-    v = redis.call('HMGET', KEYS[1], 'r:' .. engine, 'pr:' .. engine, 'pt:' .. engine, 'th:' .. engine)
-  end
-  local load = { tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0 }
-  if limit == 0 or load[1] < limit then
-    engines[#engines + 1] = engine
-    bias[#bias + 1] = tonumber(ARGV[i + 1])
-    loads[#loads + 1] = load
+-- Flat arrays and unrolled dimensions: a table per engine or per dimension costs more than the ranking.
+local engines, bias, R, PR, PT, TH, m = {}, {}, {}, {}, {}, {}, 0
+for i = 1, n do
+  local r, pr, pt, th = 0, 0, 0, 0
+  if raw[i] then r, pr, pt, th = struct.unpack('${COUNTERS_FORMAT}', raw[i]) end
+  if limit == 0 or r < limit then
+    m = m + 1
+    engines[m], R[m], PR[m], PT[m], TH[m] = ARGV[first + i - 1], r, pr, pt, th
+    bias[m] = biased and tonumber(ARGV[first + n + i - 1]) or 0
   end
 end
-if #engines == 0 then return { 'saturated' } end
-local left = {}
-for i = 1, #engines do left[i] = i end
-local ranked = {}
-while #ranked < fallbacks + 1 and #left > 0 do
-  local max = { 0, 0, 0, 0 }
-  for _, i in ipairs(left) do
-    for d = 1, 4 do if loads[i][d] > max[d] then max[d] = loads[i][d] end end
-  end
-  local best, ties = math.huge, {}
-  for position, i in ipairs(left) do
-    local score = bias[i]
-    for d = 1, 4 do
-      if max[d] > 0 then score = score + (w[d] * loads[i][d]) / max[d] end
-    end
-    if score < best - 1e-9 then
-      best, ties = score, { position }
-    elseif score <= best + 1e-9 then
-      ties[#ties + 1] = position
+if m == 0 then return { 'saturated' } end
+local taken, ranked, ties = {}, {}, {}
+while #ranked < fallbacks + 1 and #ranked < m do
+  local m1, m2, m3, m4 = 0, 0, 0, 0
+  for i = 1, m do
+    if not taken[i] then
+      if R[i] > m1 then m1 = R[i] end
+      if PR[i] > m2 then m2 = PR[i] end
+      if PT[i] > m3 then m3 = PT[i] end
+      if TH[i] > m4 then m4 = TH[i] end
     end
   end
-  local k = math.min(#ties, math.floor(tie * #ties) + 1)
-  local position = ties[k]
-  ranked[#ranked + 1] = engines[left[position]]
-  table.remove(left, position)
+  local best, tied = math.huge, 0
+  for i = 1, m do
+    if not taken[i] then
+      local score = bias[i]
+      if m1 > 0 then score = score + (w1 * R[i]) / m1 end
+      if m2 > 0 then score = score + (w2 * PR[i]) / m2 end
+      if m3 > 0 then score = score + (w3 * PT[i]) / m3 end
+      if m4 > 0 then score = score + (w4 * TH[i]) / m4 end
+      if score < best - 1e-9 then
+        best, tied = score, 1
+        ties[1] = i
+      elseif score <= best + 1e-9 then
+        tied = tied + 1
+        ties[tied] = i
+      end
+    end
+  end
+  local chosen = ties[math.min(tied, math.floor(tie * tied) + 1)]
+  taken[chosen] = true
+  ranked[#ranked + 1] = chosen
 end
-open(id, ranked[1], prompt, now, lease)
+local c = ranked[1]
+open(id, engines[c], prompt, now, lease)
+store(engines[c], R[c] + 1, PR[c] + 1, PT[c] + prompt, TH[c] + prompt, now)
 local reply = { 'reserved' }
-for _, engine in ipairs(ranked) do reply[#reply + 1] = engine end
+for _, i in ipairs(ranked) do reply[#reply + 1] = engines[i] end
 return reply
 `;
 
@@ -116,16 +137,14 @@ return reply
  */
 export const RESERVE = `${PRELUDE}
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return { 0 } end
-local engine, prompt = ARGV[4], tonumber(ARGV[3])
+local engine, prompt, now = ARGV[4], tonumber(ARGV[3]), tonumber(ARGV[2])
 local maxRequests, maxPrefill = tonumber(ARGV[6]), tonumber(ARGV[7])
-if maxRequests >= 0 or maxPrefill >= 0 then
-  local v = redis.call('HMGET', KEYS[1], 'r:' .. engine, 'pr:' .. engine, 'pt:' .. engine, 'th:' .. engine, 'u:' .. engine)
-  for i = 1, 5 do v[i] = tonumber(v[i]) or 0 end
-  if (maxRequests >= 0 and v[1] + 1 > maxRequests) or (maxPrefill >= 0 and v[3] + prompt > maxPrefill) then
-    return { -1, v[1], v[2], v[3], v[4], v[5] }
-  end
+local r, pr, pt, th, u = counters(engine)
+if (maxRequests >= 0 and r + 1 > maxRequests) or (maxPrefill >= 0 and pt + prompt > maxPrefill) then
+  return { -1, r, pr, pt, th, u }
 end
-open(ARGV[1], engine, prompt, tonumber(ARGV[2]), ARGV[5])
+open(ARGV[1], engine, prompt, now, ARGV[5])
+store(engine, r + 1, pr + 1, pt + prompt, th + prompt, now)
 return { 1 }
 `;
 
@@ -133,9 +152,7 @@ return { 1 }
 export const FIRST_TOKEN = `${PRELUDE}
 local e = entry(ARGV[1])
 if not e or e.f == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'pr:' .. e.e, -1)
-redis.call('HINCRBY', KEYS[1], 'pt:' .. e.e, times(-1, e.p))
-redis.call('HSET', KEYS[1], 'u:' .. e.e, tonumber(ARGV[2]))
+add(e.e, 0, -1, -e.p, 0, tonumber(ARGV[2]))
 e.f = 0
 save(ARGV[1], e)
 return 1
@@ -148,9 +165,8 @@ for i = 2, #ARGV, 2 do
   local e = entry(ARGV[i])
   if e then
     local tokens = tonumber(ARGV[i + 1])
+    add(e.e, 0, 0, 0, tokens, now)
     e.g = e.g + tokens
-    redis.call('HINCRBY', KEYS[1], 'th:' .. e.e, tokens)
-    redis.call('HSET', KEYS[1], 'u:' .. e.e, now)
     save(ARGV[i], e)
     applied = applied + 1
   end
@@ -164,9 +180,7 @@ local e = entry(ARGV[1])
 if not e then return 0 end
 local prompt, completion = tonumber(ARGV[3]), tonumber(ARGV[4])
 local promptDelta, generatedDelta = prompt - e.p, completion - e.g
-if e.f == 1 then redis.call('HINCRBY', KEYS[1], 'pt:' .. e.e, promptDelta) end
-redis.call('HINCRBY', KEYS[1], 'th:' .. e.e, promptDelta + generatedDelta)
-redis.call('HSET', KEYS[1], 'u:' .. e.e, tonumber(ARGV[2]))
+add(e.e, 0, 0, e.f == 1 and promptDelta or 0, promptDelta + generatedDelta, tonumber(ARGV[2]))
 e.p, e.g = prompt, completion
 save(ARGV[1], e)
 return 1
@@ -215,23 +229,17 @@ if #ARGV > 2 then
   for i = 3, #ARGV do dead[ARGV[i]] = true end
   local all = redis.call('HGETALL', KEYS[2])
   for i = 1, #all, 2 do
-    local e = cjson.decode(all[i + 1])
-    if dead[e.l] then
-      close(all[i], e, now)
-      expired[#expired + 1] = cjson.encode({ id = all[i], engine = e.e, prompt = e.p, reaped = true })
+    local p, g, f, o, engine, l = struct.unpack('${ENTRY_FORMAT}', all[i + 1])
+    if dead[l] then
+      close(all[i], { p = p, g = g, f = f, o = o, e = engine, l = l }, now)
+      expired[#expired + 1] = cjson.encode({ id = all[i], engine = engine, prompt = p, reaped = true })
     end
   end
 end
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  local name = fields[i]
-  if string.sub(name, 1, 2) == 'r:' and tonumber(fields[i + 1]) == 0 then
-    local engine = string.sub(name, 3)
-    local updated = tonumber(redis.call('HGET', KEYS[1], 'u:' .. engine)) or 0
-    if updated <= cutoff then
-      redis.call('HDEL', KEYS[1], 'r:' .. engine, 'pr:' .. engine, 'pt:' .. engine, 'th:' .. engine, 'u:' .. engine)
-    end
-  end
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local r, pr, pt, th, u = struct.unpack('${COUNTERS_FORMAT}', all[i + 1])
+  if r == 0 and u <= cutoff then redis.call('HDEL', KEYS[1], all[i]) end
 end
 return expired
 `;

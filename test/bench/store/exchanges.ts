@@ -1,3 +1,4 @@
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { pino } from "pino";
 import { MemoryLoadStore } from "../../../src/load/memory-store.js";
 import { openLoadStore } from "../../../src/load/open.js";
@@ -179,6 +180,43 @@ class FallbackWatch {
   }
 }
 
+/** How often the control PING goes out while exchanges run. */
+const CONTROL_PING_EVERY_MS = 5;
+
+/**
+ * What a pick's latency is up against on this machine, measured beside it: how late the event
+ * loop runs callbacks, and a PING to the same Redis on a connection of its own (one at a time).
+ * A pick cannot come back faster than either.
+ */
+class Controls {
+  private readonly loop = monitorEventLoopDelay({ resolution: 1 });
+  private readonly pings: number[] = [];
+  private running = true;
+  private readonly pinging: Promise<void>;
+
+  constructor(probe: RedisProbe | undefined) {
+    this.loop.enable();
+    this.pinging = probe === undefined ? Promise.resolve() : this.ping(probe);
+  }
+
+  private async ping(probe: RedisProbe): Promise<void> {
+    while (this.running) {
+      const started = performance.now();
+      await probe.admin.ping();
+      this.pings.push(performance.now() - started);
+      await sleep(CONTROL_PING_EVERY_MS);
+    }
+  }
+
+  async stop(): Promise<PhaseFigures["controls"]> {
+    this.running = false;
+    await this.pinging;
+    this.loop.disable();
+    const loopDelay = { p50: this.loop.percentile(50) / 1e6, p99: this.loop.percentile(99) / 1e6 };
+    return { loopDelay, ...(this.pings.length > 0 ? { ping: { p50: quantile(this.pings, 0.5), p99: quantile(this.pings, 0.99) } } : {}) };
+  }
+}
+
 /** Longest wait, once the exchanges are done, for the fail-open store to be back and its pending releases to land. */
 const SETTLE_MS = 5000;
 
@@ -209,6 +247,13 @@ export interface PhaseFigures {
   drift: Drift;
   /** How long the drift took to reach its final value after the last exchange. */
   settleMs: number;
+  /** Measured beside the picks: the event loop's delay, and (Redis) a PING on its own connection. */
+  controls: { loopDelay: Quantiles; ping?: Quantiles };
+}
+
+interface Quantiles {
+  p50: number;
+  p99: number;
 }
 
 export interface PhaseSettings {
@@ -235,15 +280,17 @@ export async function runExchangePhase(kind: StoreKind, engines: number, phase: 
     await sleep(settings.warmUpMs);
     const serverBefore = kind === "redis" ? await probe.read() : undefined;
     const before = { transitions: watch.transitions, localMs: watch.localMsSoFar(), sent: commandsSent() };
+    const controls = new Controls(kind === "redis" ? probe : undefined);
     loop.measure();
     await sleep(settings.measureMs);
     const window = loop.measured();
+    const controlled = await controls.stop();
     const fallbacks = { fallbacks: watch.transitions - before.transitions, localShare: (watch.localMsSoFar() - before.localMs) / (window.seconds * 1000) };
     const sent = countsSince(before.sent);
     const server = serverBefore === undefined ? undefined : await probe.since(serverBefore);
     await loop.stop();
     const settled = await settledDrift(store, engineAddresses(engines), watch);
-    return { kind, engines, phase, ...windowFigures(window, sent, server), ...fallbacks, ...settled };
+    return { kind, engines, phase, ...windowFigures(window, sent, server), ...fallbacks, ...settled, controls: controlled };
   } finally {
     watch.stop();
     await shared?.close();
