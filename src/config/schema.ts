@@ -188,6 +188,16 @@ export const configSchema = z
           .prefault({}),
         /** Next-best engines named after the pick in the `envoy.lb` metadata (not in the header). */
         fallbacks: z.number().int().min(0).default(0),
+        /**
+         * Most candidates one pick weighs: in a larger pool, those the request-dependent scorers
+         * like best and others at random (the store's atomic pick reads each one's live load). 0 = all.
+         */
+        maxCandidates: z
+          .number()
+          .int()
+          .min(0)
+          .refine((max) => max !== 1, "1 would pick at random: 0 (all) or at least 2")
+          .default(128),
         /** Open requests per engine; when every candidate is at it, 429. 0 = no limit. */
         maxRequestsPerEngine: z.number().int().min(0).default(0),
         /** Consecutive upstream errors (5xx, or no response at all) that take an engine out of picking; 0 = never. */

@@ -3,6 +3,7 @@ import type { PoolDirectory } from "../pools/pools.js";
 import { buildChain, type Chain, type ChainSettings } from "./chain.js";
 import type { EngineAvailability, PickPlan, SchedulingRequest } from "./plan.js";
 import { PrefixIndex } from "./prefix-index.js";
+import { sampleCandidates } from "./sample.js";
 
 export type { EngineAvailability, SchedulingRequest as PickRequest } from "./plan.js";
 
@@ -19,6 +20,8 @@ export type PickResult =
 export interface PickerSettings extends ChainSettings {
   /** Next-best engines named after the chosen one. */
   fallbacks: number;
+  /** Most candidates one pick weighs (a larger pool is sampled); 0 = all. */
+  maxCandidates: number;
 }
 
 const alwaysAvailable: EngineAvailability = { eligible: () => true, coldness: () => 0 };
@@ -73,18 +76,16 @@ export class Picker {
     }
     plan.bias = plan.candidates.map(() => 0);
     for (const { scorer, weight } of this.chain.scorers) scorer.apply(plan, request, weight);
-    const outcome = await this.store.pickAndReserve({
-      id: request.id,
-      pool,
-      candidates: plan.candidates,
-      bias: plan.bias,
-      loadWeights: plan.loadWeights,
-      promptTokens: request.promptTokens,
-      maxRequests: plan.maxRequests,
-      fallbacks: this.settings.fallbacks,
-      tieBreak: this.random(),
-      externalId: request.externalId,
-    });
+    const max = this.settings.maxCandidates;
+    let rest = max > 0 && plan.candidates.length > max ? sampleCandidates(plan, max, this.random) : undefined;
+    let outcome = await this.reserve(plan, request);
+    // A full sample is no reason to refuse while engines left out of it have room.
+    while (outcome.kind === "saturated" && rest !== undefined && rest.candidates.length > 0) {
+      plan.candidates = rest.candidates;
+      plan.bias = rest.bias;
+      rest = plan.candidates.length > max ? sampleCandidates(plan, max, this.random) : undefined;
+      outcome = await this.reserve(plan, request);
+    }
     switch (outcome.kind) {
       case "reserved":
         for (const { scorer } of this.chain.scorers) scorer.chosen?.(outcome.reservation.engine, request);
@@ -96,5 +97,20 @@ export class Picker {
       case "none":
         return { kind: "no_engine", pool };
     }
+  }
+
+  private reserve(plan: PickPlan, request: SchedulingRequest): ReturnType<LoadStore["pickAndReserve"]> {
+    return this.store.pickAndReserve({
+      id: request.id,
+      pool: plan.pool,
+      candidates: plan.candidates,
+      bias: plan.bias,
+      loadWeights: plan.loadWeights,
+      promptTokens: request.promptTokens,
+      maxRequests: plan.maxRequests,
+      fallbacks: this.settings.fallbacks,
+      tieBreak: this.random(),
+      externalId: request.externalId,
+    });
   }
 }
