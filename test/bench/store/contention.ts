@@ -1,4 +1,6 @@
 import { fork, type ChildProcess } from "node:child_process";
+import { snapshotsOf } from "../../../src/load/redis/redis-store.js";
+import type { EngineSnapshot } from "../../../src/load/store.js";
 import { engineAddresses, KEY_PREFIX, poolKeys, poolName } from "./pool.js";
 import type { RedisProbe } from "./redis-probe.js";
 import type { FromReplica, PickMethod, ToReplica } from "./replica.js";
@@ -67,17 +69,21 @@ export interface ContentionFigures {
 }
 
 /** max − min of open requests over every engine of the pool (an engine never picked counts 0). */
+/** The pool's engines' counters as Redis holds them. */
+async function countersOf(probe: RedisProbe, engines: number): Promise<Map<string, EngineSnapshot>> {
+  return snapshotsOf(await probe.admin.hgetallBuffer(poolKeys(KEY_PREFIX, poolName(engines)).engines));
+}
+
+/** max − min of open requests over every engine of the pool (an engine never picked counts 0). */
 async function spreadOf(probe: RedisProbe, engines: number): Promise<number> {
-  const counters = await probe.admin.hgetall(poolKeys(KEY_PREFIX, poolName(engines)).load);
-  const open = engineAddresses(engines).map((engine) => Number(counters[`r:${engine}`] ?? 0));
+  const counters = await countersOf(probe, engines);
+  const open = engineAddresses(engines).map((engine) => counters.get(engine)?.requests ?? 0);
   return Math.max(...open) - Math.min(...open);
 }
 
 async function driftOf(probe: RedisProbe, engines: number): Promise<number> {
-  const keys = poolKeys(KEY_PREFIX, poolName(engines));
-  const counters = await probe.admin.hgetall(keys.load);
-  const held = Object.entries(counters).filter(([field]) => !field.startsWith("u:"));
-  return held.reduce((sum, [, value]) => sum + Math.abs(Number(value)), 0) + (await probe.admin.hlen(keys.reservations));
+  const held = [...(await countersOf(probe, engines)).values()].flatMap(({ requests, prefillRequests, prefillTokens, tokensHeld }) => [requests, prefillRequests, prefillTokens, tokensHeld]);
+  return held.reduce((sum, value) => sum + Math.abs(value), 0) + (await probe.admin.hlen(poolKeys(KEY_PREFIX, poolName(engines)).reservations));
 }
 
 /** Replicas picking on one pool at once, round after round, with one pick method. */

@@ -1,7 +1,8 @@
 import type { Cluster, Redis } from "ioredis";
 import { rankByLoad } from "../../../src/load/ranking.js";
+import { snapshotsOf } from "../../../src/load/redis/redis-store.js";
 import { RELEASE, RESERVE } from "../../../src/load/redis/scripts.js";
-import type { EngineLoad, PickRequest } from "../../../src/load/store.js";
+import { zeroLoad, type EngineLoad, type PickRequest } from "../../../src/load/store.js";
 import { poolKeys } from "./pool.js";
 
 // Bench apparatus, not production: the alternative to the Lua PICK that issue #10 asks to measure.
@@ -17,9 +18,9 @@ const STALE = -2;
 
 /** ARGV 8..11: the chosen engine's four counters as the pick read them; any change since is a lost race. */
 const GUARD = `
-local read = redis.call('HMGET', KEYS[1], 'r:' .. ARGV[4], 'pr:' .. ARGV[4], 'pt:' .. ARGV[4], 'th:' .. ARGV[4])
+local read = { counters(ARGV[4]) }
 for d = 1, 4 do
-  if (tonumber(read[d]) or 0) ~= tonumber(ARGV[7 + d]) then return { ${STALE} } end
+  if read[d] ~= tonumber(ARGV[7 + d]) then return { ${STALE} } end
 end`;
 
 /** The production RESERVE behind the guard, so entries and counters are the Redis store's own: {1} reserved, {0} id open, {STALE} lost a race. */
@@ -28,8 +29,6 @@ function guarded(reserve: string): string {
   if (at < 0) throw new Error("RESERVE in scripts.ts changed: the guard no longer knows where its steps begin");
   return reserve.slice(0, at) + GUARD + reserve.slice(at);
 }
-
-const COUNTERS = ["r:", "pr:", "pt:", "th:"] as const;
 
 type ScriptCall = (...args: Array<string | number>) => Promise<unknown>;
 interface Scripts {
@@ -65,7 +64,7 @@ export class GuardedReserve {
 
   private keys(pool: string): [string, string, string] {
     const keys = poolKeys(this.options.keyPrefix, pool);
-    return [keys.load, keys.reservations, keys.opened];
+    return [keys.engines, keys.reservations, keys.opened];
   }
 
   async pickAndReserve(request: PickRequest): Promise<GuardedPick> {
@@ -82,12 +81,13 @@ export class GuardedReserve {
 
   /** The candidates' four counters, in one round trip. */
   private async read(request: PickRequest): Promise<EngineLoad[]> {
-    const fields = request.candidates.flatMap((engine) => COUNTERS.map((counter) => counter + engine));
-    const values = await this.redis.hmget(this.keys(request.pool)[0], ...fields);
-    return request.candidates.map((_, index) => {
-      const at = (d: number): number => Number(values[index * COUNTERS.length + d] ?? 0);
-      return { requests: at(0), prefillRequests: at(1), prefillTokens: at(2), tokensHeld: at(3) };
-    });
+    const values = await this.redis.hmgetBuffer(this.keys(request.pool)[0], ...request.candidates);
+    const packed = Object.fromEntries(request.candidates.flatMap((engine, index) => {
+      const value = values[index];
+      return value === null || value === undefined ? [] : [[engine, value]];
+    }));
+    const counters = snapshotsOf(packed);
+    return request.candidates.map((engine) => counters.get(engine) ?? zeroLoad());
   }
 
   /** As the memory store chooses: engines at the limit out, the rest ranked; undefined when every one is at the limit. */

@@ -7,9 +7,9 @@ export const engineAddresses = (count: number): string[] => Array.from({ length:
 export const poolName = (engines: number): string => `bench-${engines}`;
 
 /** The keys the Redis store keeps a pool's counters and open reservations under (see redis-store.ts). */
-export function poolKeys(prefix: string, pool: string): { load: string; reservations: string; opened: string } {
+export function poolKeys(prefix: string, pool: string): { engines: string; reservations: string; opened: string } {
   const tag = `${prefix}{${pool}}`;
-  return { load: `${tag}:load`, reservations: `${tag}:res`, opened: `${tag}:open` };
+  return { engines: `${tag}:engines`, reservations: `${tag}:ledger`, opened: `${tag}:open` };
 }
 
 export const KEY_PREFIX = "bench:";

@@ -46,7 +46,8 @@ async function plannedRequest(engines: number, url: string): Promise<PickRequest
   })();
   const config = benchConfig("redis", engines, url);
   const directory = new PoolDirectory(config.pools);
-  await new Picker(capture, () => directory, config.scheduling).pick({ id: "plan", model: "bench", promptTokens: PROMPT_TOKENS });
+  // Every engine a candidate: this compares the pick mechanisms on the whole pool, not on one sample of it.
+  await new Picker(capture, () => directory, { ...config.scheduling, maxCandidates: 0 }).pick({ id: "plan", model: "bench", promptTokens: PROMPT_TOKENS });
   if (planned === undefined) throw new Error("the scheduling chain planned no pick");
   return planned;
 }
