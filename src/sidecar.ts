@@ -5,7 +5,7 @@ import type { Config } from "./config/schema.js";
 import { HeldBodies } from "./extproc/held-bodies.js";
 import { ExtProcServer } from "./extproc/server.js";
 import { extProcTransport } from "./extproc/tls.js";
-import { InferenceExchange } from "./inference/lifecycle.js";
+import { InferenceExchange, type ExchangeEvents } from "./inference/lifecycle.js";
 import { RequestParser } from "./inference/request-parser.js";
 import { TokenizerRegistry } from "./inference/tokenizers/registry.js";
 import { MemoryLoadStore } from "./load/memory-store.js";
@@ -18,6 +18,7 @@ import { PoolDirectory } from "./pools/pools.js";
 import { tcpProbe } from "./pools/probe.js";
 import { Picker } from "./scheduling/picker.js";
 import { PrefixIndex } from "./scheduling/prefix-index.js";
+import { PickQueue } from "./scheduling/queue.js";
 
 export interface Sidecar {
   readonly store: LoadStore;
@@ -89,6 +90,11 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
   // Survives reloads too: what engines hold does not change with the config.
   const prefixes = new PrefixIndex();
   let picker = new Picker(store, () => directory, config.scheduling, { availability: health, prefixes });
+  const queue = new PickQueue(() => picker, config.scheduling.queue, {
+    held: (pool, count) => metrics.observeQueue(pool, count),
+    waited: (seconds) => metrics.observeQueueWait(seconds),
+    failed: (error) => log.error({ err: error }, "dispatching held requests failed"),
+  });
   const tokens = new TokenizerRegistry(config.tokenizer, () => directory, (error) =>
     log.error({ reason: error.message }, "tokenizer lost; its pools are priced by the estimate until a reload names its file"),
   );
@@ -100,6 +106,16 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
     lost: (error) => log.warn({ reason: error.message }, "request parsing thread lost; the bodies it held are parsed inline, the next large one starts a new thread"),
   });
   const metrics = new Metrics({ store, directory: () => directory, storeFallback: () => shared?.fallback === true });
+  // A release here may free an engine a held request waits for.
+  const events: ExchangeEvents = {
+    picked: (pool, engine, promptTokens) => metrics.picked(pool, engine, promptTokens),
+    refused: (reason, pool) => metrics.refused(reason, pool),
+    firstToken: (seconds) => metrics.firstToken(seconds),
+    finished: (seconds, outcome) => {
+      metrics.finished(seconds, outcome);
+      queue.wake();
+    },
+  };
   // Ledger keys must not collide between sidecars sharing a store, nor across restarts.
   const instance = randomBytes(8).toString("hex");
   let sequence = 0;
@@ -129,14 +145,14 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
       new InferenceExchange(
         {
           store,
-          picker,
+          picker: queue,
           parser,
           tokens,
           health,
           log,
           maxJsonResponseBytes: config.load.maxJsonResponseBytes,
           forceIncludeUsage: config.inference.forceIncludeUsage,
-          events: metrics,
+          events,
           observe: config.role === "observer" ? observedPool : undefined,
         },
         `${instance}-${(sequence += 1)}`,
@@ -176,6 +192,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
       for (const name of resolved.keys()) if (!next.pools.some((pool) => pool.name === name && pool.dns !== undefined)) resolved.delete(name);
       setDirectory(directoryOf(next.pools));
       picker = new Picker(store, () => directory, next.scheduling, { availability: health, prefixes });
+      queue.configure(next.scheduling.queue);
       tokens.configure(next.pools).catch((error: unknown) => log.error({ reason: (error as Error).message }, "tokenizer not loaded; its pools keep their previous tokenizer"));
       log.level = next.log.level;
       config = { ...config, ...Object.fromEntries(RELOADABLE.map((key) => [key, next[key]])) };
@@ -186,6 +203,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
     async stop(graceMs) {
       ready = false;
       clearInterval(sweeper);
+      queue.close();
       for (const watcher of watchers) watcher.stop();
       await extproc.shutdown(graceMs);
       await shared?.close();

@@ -69,6 +69,18 @@ export class Metrics implements ExchangeEvents {
     buckets: tokenBuckets,
     registers: [this.registry],
   });
+  private readonly queued = new Gauge({
+    name: "metadata_center_queue_requests",
+    help: "Requests held while every engine of their pool is at its limit, by pool",
+    labelNames: ["pool"] as const,
+    registers: [this.registry],
+  });
+  private readonly queueWait = new Histogram({
+    name: "metadata_center_queue_wait_seconds",
+    help: "How long each held request waited, dispatched or not",
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
   private readonly expired = new Counter({
     name: "metadata_center_expired_total",
     help: "Reservations never closed and dropped after load.ttlSeconds",
@@ -177,6 +189,14 @@ export class Metrics implements ExchangeEvents {
 
   finished(seconds: number, outcome: Outcome): void {
     this.duration.observe({ outcome }, seconds);
+  }
+
+  observeQueue(pool: string, count: number): void {
+    this.queued.set({ pool }, count);
+  }
+
+  observeQueueWait(seconds: number): void {
+    this.queueWait.observe(seconds);
   }
 
   observeExpired(count: number): void {

@@ -209,6 +209,28 @@ export const configSchema = z
         slowStartSeconds: z.number().min(0).default(30),
         /** A request that got no response counts against its engine only if a TCP connection to the engine fails within this. */
         probeTimeoutSeconds: positive.default(1),
+        /** Requests held while every engine of their pool is at maxRequestsPerEngine, dispatched as engines free up. */
+        queue: z
+          .strictObject({
+            /** Requests held at once; 0 = no queue (429 at once). */
+            maxRequests: z.number().int().min(0).default(0),
+            /** Request body bytes held at once. */
+            maxBytes: z.number().int().min(0).default(64 << 20),
+            /** Longest a request is held before it is answered 429; below Envoy's message_timeout in modes that have one. */
+            maxWaitMs: positive.default(5000),
+            /** A held request's prompt counts half as long for each agingMs waited, so long prompts are not starved. */
+            agingMs: positive.default(500),
+            /** How often held requests try again without a release seen here (another replica's). */
+            retryMs: positive.default(10),
+            /** Request header with an integer priority (higher first); only one the gateway sets and strips from clients. */
+            priorityHeader: z
+              .string()
+              .regex(/^[a-z0-9-]+$/, "a lowercase header name")
+              .optional(),
+            /** Priority by model name when the request carries none; 0 otherwise. */
+            priorities: z.record(z.string(), z.number().int()).default({}),
+          })
+          .prefault({}),
       })
       .prefault({}),
     load: z

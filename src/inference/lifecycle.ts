@@ -2,7 +2,7 @@ import { isEngineAddress } from "../config/schema.js";
 import type { Logger } from "../log.js";
 import type { Awaitable, LoadStore, Outcome, ReportedUsage } from "../load/store.js";
 import type { HealthReporter } from "../pools/health.js";
-import type { Picker } from "../scheduling/picker.js";
+import type { Scheduler } from "../scheduling/queue.js";
 import { promptBlocks } from "./prompt-blocks.js";
 import type { Refusal, RefusalReason } from "./refusal.js";
 import { bodilessRequest, type ParseResult } from "./request.js";
@@ -49,7 +49,8 @@ export interface ExchangeEvents {
 
 export interface LifecycleContext {
   store: LoadStore;
-  picker: Picker;
+  /** Picks the engine: the Picker, through the queue when one is configured. */
+  picker: Scheduler;
   /** Parses request bodies, large ones off the event loop. */
   parser: RequestParser;
   tokens: TokenizerRegistry;
@@ -134,6 +135,8 @@ export class InferenceExchange {
   private settledPromise: Promise<void> | undefined;
   private settleDone: (() => void) | undefined;
 
+  /** Aborted when the exchange ends: a request held in the queue is dropped then. */
+  private readonly ended = new AbortController();
   private requestId: string | undefined;
   /** The pool a refusal concerned, for the refusal's metric label. */
   private refusedPool: string | undefined;
@@ -178,7 +181,10 @@ export class InferenceExchange {
     if (this.context.observe !== undefined) return this.observe(request.chosenEngine, this.context.observe);
     const { picker } = this.context;
     const prefix = picker.usesPrefix ? promptBlocks(parsed.request.texts) : undefined;
-    const result = await picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens, subset: request.subset, prefix });
+    const priorityHint = picker.priorityHeader === undefined ? undefined : request.header(picker.priorityHeader);
+    const bytes = request.body?.length ?? 0;
+    const held = { priorityHint, bytes, signal: this.ended.signal };
+    const result = await picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens, subset: request.subset, prefix, ...held });
     switch (result.kind) {
       case "no_pool":
         return this.refuse({ status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` }, undefined);
@@ -198,6 +204,23 @@ export class InferenceExchange {
           },
           result.pool,
         );
+      case "queue_full":
+        return this.refuse(
+          { status: 429, code: "rate_limit_exceeded", message: `every engine of pool '${result.pool}' is at its limit and the queue is full; retry later` },
+          result.pool,
+        );
+      case "queue_timeout":
+        return this.refuse(
+          {
+            status: 429,
+            code: "rate_limit_exceeded",
+            message: `every engine of pool '${result.pool}' stayed at its limit while the request waited ${Math.round(result.waitedMs)} ms; retry later`,
+          },
+          result.pool,
+        );
+      case "abandoned":
+        // The exchange ended while its request waited: nobody reads this answer.
+        return this.refuse({ status: 429, code: "rate_limit_exceeded", message: "the request ended while it waited for an engine" }, undefined);
       case "duplicate":
         // Ids are this sidecar's instance and a sequence number: never open twice unless something is broken.
         throw new Error(`ledger id ${this.id} is already open`);
@@ -351,6 +374,7 @@ export class InferenceExchange {
     if (this.state === "ended") return;
     this.enter("ended");
     this.outcome = outcome;
+    this.ended.abort();
     if (this.reserved !== undefined) this.release();
     else if (outcome === "internal_error") this.safely(() => this.logEnd(undefined));
     this.maybeSettled();

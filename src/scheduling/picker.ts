@@ -54,6 +54,11 @@ export class Picker {
     this.usesPrefix = settings.scorers.prefix > 0;
   }
 
+  /** The pool a model's requests go to, undefined when none serves it. */
+  poolFor(model: string | undefined): string | undefined {
+    return this.directory().forModel(model)?.name;
+  }
+
   /** Among the engines of the model's pool. */
   async pick(request: SchedulingRequest): Promise<PickResult> {
     const pool = this.directory().forModel(request.model);

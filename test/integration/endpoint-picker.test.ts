@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { FAULT_HEADER } from "../engine-sim/engine.js";
+import { scrape, valueOf } from "../support/prometheus.js";
 import { chat, chatRequest, errorOf, ROUTE_HEADER, startRig, type Rig } from "./harness.js";
 
 let rig: Rig | undefined;
@@ -101,5 +102,33 @@ describe("shedding", () => {
     await Promise.all(held);
     await r.expectIdle();
     expect((await r.exchange({ request: chatRequest(chat("llama", "room again")) })).status).toBe(200);
+  });
+
+  it("with scheduling.queue, holds the request while every engine is full and routes it to the one that frees; a held client that leaves reserves nothing", async () => {
+    rig = await startRig({ engines: 2, sidecar: { scheduling: { maxRequestsPerEngine: 1, queue: { maxRequests: 4 } } } });
+    const r = rig;
+    const holders = [0, 1].map(() => new AbortController());
+    const held = holders.map((hold, i) =>
+      r.exchange({ request: chatRequest(chat("llama", `hold ${i}`, { stream: true }), { [FAULT_HEADER]: "hang" }), signal: hold.signal }).catch(() => undefined),
+    );
+    await expect.poll(() => r.engines.map((engine) => engine.stats().inFlight)).toEqual([1, 1]);
+    const leaving = new AbortController();
+    const gone = r.exchange({ request: chatRequest(chat("llama", "gives up")), signal: leaving.signal }).catch(() => undefined);
+    const waiting = r.exchange({ request: chatRequest(chat("llama", "waits its turn")) });
+    const queued = async () => valueOf(await scrape(r.sidecar.ports.http), "metadata_center_queue_requests", { pool: "llama" });
+    await expect.poll(queued).toBe(2);
+    leaving.abort();
+    await gone;
+    await expect.poll(queued).toBe(1);
+    expect(await r.sidecar.store.size()).toBe(2);
+    holders[1]?.abort();
+    const routed = await waiting;
+    expect(routed.status).toBe(200);
+    expect(r.engines.map((engine) => engine.address)).toContain(routed.routedTo);
+    // Only the other hanging request is still open.
+    await expect.poll(() => r.sidecar.store.size()).toBe(1);
+    holders[0]?.abort();
+    await Promise.all(held);
+    expect(await queued()).toBe(0);
   });
 });
