@@ -1,15 +1,19 @@
 #!/usr/bin/env node
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
+import { format, parseArgs } from "node:util";
+import { setLogger } from "@grpc/grpc-js";
 import { durationSeconds } from "./config/duration.js";
 import { ConfigError, loadConfig, type Override } from "./config/load.js";
 import { watchConfig } from "./config/watch.js";
 import { TlsFileError } from "./extproc/tls.js";
+import { ListenError } from "./listen-error.js";
 import { RedisFileError } from "./load/redis/connect.js";
 import { createLogger } from "./log.js";
 import { startSidecar } from "./sidecar.js";
+import { version } from "./version.js";
 
 const usage = `usage: metadata-center serve [options]
+       metadata-center --version | --help
 
   --config FILE        config file (YAML or JSON); default: the embedded deploy/default.yaml
   --extproc-host HOST  ext_proc gRPC listen host     (env METADATA_CENTER_EXTPROC_HOST)
@@ -19,6 +23,7 @@ const usage = `usage: metadata-center serve [options]
   --http-host HOST     HTTP API listen host          (env METADATA_CENTER_HTTP_HOST)
   --http-port PORT     HTTP API listen port          (env METADATA_CENTER_HTTP_PORT)
   --log-level LEVEL    trace|debug|info|warn|error   (env METADATA_CENTER_LOG_LEVEL)
+  -h, --help           this text
 Also: METADATA_CENTER_CONFIG (config file), METADATA_CENTER_HTTP_TOKEN (bearer token for the
 HTTP write endpoints; required when the HTTP host is not loopback), METADATA_CENTER_LOAD_REQ_EXPIRE and
 METADATA_CENTER_LOAD_GC_INTERVAL (durations as the Go metadata-center reads them: 660s, 1m,
@@ -59,7 +64,7 @@ function overridesFrom(flags: Record<string, string | undefined>, env: NodeJS.Pr
 
 async function serve(args: string[]): Promise<void> {
   const options = Object.fromEntries(settings.flatMap(([flag]) => (flag === undefined ? [] : [[flag, { type: "string" as const }]])));
-  const { values } = parseArgs({ args, options: { ...options, config: { type: "string" }, help: { type: "boolean" } }, strict: true });
+  const { values } = parseArgs({ args, options: { ...options, config: { type: "string" }, help: { type: "boolean", short: "h" } }, strict: true });
   if (values.help === true) {
     console.log(usage);
     return;
@@ -71,6 +76,8 @@ async function serve(args: string[]): Promise<void> {
   const overrides = overridesFrom(values as Record<string, string | undefined>, process.env);
   const config = loadConfig(file, overrides);
   const log = createLogger(config.log.level);
+  // grpc-js writes its own errors to stderr (a failed bind as a stack trace): they go to the log, at debug.
+  setLogger({ error: (...args: unknown[]) => log.debug({ grpc: format(...args) }, "grpc"), info: () => undefined, debug: () => undefined });
   log.info({ config: file }, "config loaded");
   const sidecar = await startSidecar(config, log).catch((error: unknown) => {
     // A TLS or Redis file that exists but cannot be used is a config error like any other.
@@ -105,14 +112,37 @@ async function serve(args: string[]): Promise<void> {
   process.on("SIGINT", () => stop("SIGINT"));
 }
 
+/** A command line the CLI does not take: said with the usage, exit 2. */
+class UsageError extends Error {}
+
+/** parseArgs's refusals (an unknown option, a missing value, a stray argument) are the caller's mistake. */
+const isArgumentError = (error: unknown): error is TypeError =>
+  error instanceof TypeError && /^ERR_PARSE_ARGS_/.test((error as NodeJS.ErrnoException).code ?? "");
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
-  if (command === "serve") return serve(rest);
-  console.error(usage);
-  process.exitCode = command === undefined || command === "--help" ? 0 : 2;
+  switch (command) {
+    case "serve":
+      return serve(rest);
+    case "--version":
+      console.log(version);
+      return;
+    case undefined:
+    case "-h":
+    case "--help":
+    case "help":
+      console.log(usage);
+      return;
+    default:
+      throw new UsageError(command.startsWith("-") ? `unknown option '${command}'` : `unknown command '${command}'`);
+  }
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {
-  console.error(error instanceof ConfigError || error instanceof TypeError ? error.message : error);
+  if (error instanceof UsageError || isArgumentError(error)) {
+    console.error(`metadata-center: ${error.message}\n\n${usage}`);
+    process.exit(2);
+  }
+  console.error(error instanceof ConfigError || error instanceof ListenError ? error.message : error);
   process.exit(1);
 });

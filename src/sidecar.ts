@@ -64,6 +64,13 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
   const resolved = new Map<string, string[]>();
   const directoryOf = (pools: Config["pools"]): PoolDirectory =>
     new PoolDirectory(pools.map((pool) => (pool.dns === undefined ? pool : { ...pool, endpoints: resolved.get(pool.name) ?? [] })));
+  /** A pool listed with no engine (and no DNS name to find them) answers every request 503: worth a word at start. */
+  const warnEmptyPools = (pools: Config["pools"]): void => {
+    for (const pool of pools) {
+      if (pool.dns === undefined && pool.endpoints.length === 0) log.warn({ pool: pool.name, models: pool.models }, "pool has no engines: its models' requests are answered 503");
+    }
+  };
+  warnEmptyPools(config.pools);
   let directory = directoryOf(config.pools);
   /** Once serving, engines that appear (reload, DNS) warm up; the first ones need not. */
   let serving = false;
@@ -190,6 +197,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
       if (ignored.length > 0) log.warn({ sections: ignored }, "config sections changed that take effect only after a restart");
       health.configure(next.scheduling);
       for (const name of resolved.keys()) if (!next.pools.some((pool) => pool.name === name && pool.dns !== undefined)) resolved.delete(name);
+      warnEmptyPools(next.pools);
       setDirectory(directoryOf(next.pools));
       picker = new Picker(store, () => directory, next.scheduling, { availability: health, prefixes });
       queue.configure(next.scheduling.queue);

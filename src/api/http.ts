@@ -14,6 +14,7 @@ import { setLogLevel } from "./log-level.js";
 import type { Metrics } from "./metrics.js";
 import { parseTarget, type RequestTarget } from "./target.js";
 import { invalidInput } from "./validation.js";
+import { ListenError } from "../listen-error.js";
 
 /** Route labels for the HTTP metrics; any other path is "other", so scanners cannot explode the label set. */
 const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/v1/load/pick", "/log/level", "/debug/pools"]);
@@ -63,9 +64,10 @@ export class HttpApi {
 
   start(): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.server.once("error", reject);
+      const refused = (error: Error): void => reject(new ListenError("the HTTP API", this.options.host, this.options.port, error));
+      this.server.once("error", refused);
       this.server.listen(this.options.port, this.options.host, () => {
-        this.server.off("error", reject);
+        this.server.off("error", refused);
         // Later listener errors (e.g. accept failing for lack of file descriptors) must not end the process.
         this.server.on("error", (error) => this.options.log.error({ err: error }, "http listener error"));
         const address = this.server.address();

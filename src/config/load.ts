@@ -21,8 +21,15 @@ const fieldName = (path: readonly PropertyKey[]): string =>
   path.reduce<string>((name, key) => (typeof key === "number" ? `${name}[${key}]` : name ? `${name}.${String(key)}` : String(key)), "") ||
   "(top level)";
 
-function describe(issues: readonly z.core.$ZodIssue[]): string {
-  return issues.map((issue) => `  - ${fieldName(issue.path)}: ${issue.message}`).join("\n");
+/** Each problem on its field, and where the value came from when a flag or the environment set it. */
+function describe(issues: readonly z.core.$ZodIssue[], overrides: readonly Override[]): string {
+  return issues
+    .map((issue) => {
+      const field = fieldName(issue.path);
+      const override = overrides.findLast((candidate) => candidate.path.join(".") === field);
+      return `  - ${field}${override === undefined ? "" : ` (from ${override.source})`}: ${issue.message}`;
+    })
+    .join("\n");
 }
 
 function applyOverride(target: Record<string, unknown>, override: Override): string | undefined {
@@ -58,7 +65,7 @@ export function parseConfig(text: string, file: string, overrides: readonly Over
     .filter((problem): problem is string => problem !== undefined);
   if (problems.length > 0) throw new ConfigError(`config ${file} is invalid:\n${problems.join("\n")}`);
   const result = configSchema.safeParse(raw);
-  if (!result.success) throw new ConfigError(`config ${file} is invalid:\n${describe(result.error.issues)}`);
+  if (!result.success) throw new ConfigError(`config ${file} is invalid:\n${describe(result.error.issues, overrides)}`);
   return result.data;
 }
 

