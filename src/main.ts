@@ -75,7 +75,7 @@ async function serve(args: string[]): Promise<void> {
     fileURLToPath(new URL("../deploy/default.yaml", import.meta.url));
   const overrides = overridesFrom(values as Record<string, string | undefined>, process.env);
   const config = loadConfig(file, overrides);
-  const log = createLogger(config.log.level);
+  const log = createLogger(config.log.level, config.log);
   // grpc-js writes its own errors to stderr (a failed bind as a stack trace): they go to the log, at debug.
   setLogger({ error: (...args: unknown[]) => log.debug({ grpc: format(...args) }, "grpc"), info: () => undefined, debug: () => undefined });
   log.info({ config: file }, "config loaded");

@@ -193,7 +193,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
     ports: { extproc: extproc.port, health: extproc.healthPort, http: http.port },
     tokenizers,
     reload(next) {
-      const ignored = restartOnly(config, next);
+      const ignored = [...restartOnly(config, next), ...(["format", "time"] as const).filter((key) => config.log[key] !== next.log[key]).map((key) => `log.${key}`)];
       if (ignored.length > 0) log.warn({ sections: ignored }, "config sections changed that take effect only after a restart");
       health.configure(next.scheduling);
       for (const name of resolved.keys()) if (!next.pools.some((pool) => pool.name === name && pool.dns !== undefined)) resolved.delete(name);

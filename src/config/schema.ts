@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { isIP } from "node:net";
 import { z } from "zod";
-import { logLevels } from "../log.js";
+import { logFormats, logLevels, logTimes } from "../log.js";
 import { bodyModes } from "../extproc/messages.js";
 import { ROUTING_HEADERS } from "../extproc/routing.js";
 import { SCHEDULING_FILTERS } from "../scheduling/chain.js";
@@ -301,7 +301,15 @@ export const configSchema = z
       })
       .prefault({}),
     shutdown: z.strictObject({ graceSeconds: z.number().min(0).default(25) }).prefault({}),
-    log: z.strictObject({ level: z.enum(logLevels).default("info") }).prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(logLevels).default("info"),
+        /** json for collectors; pretty for a person at a terminal. Takes effect at start. */
+        format: z.enum(logFormats).default("json"),
+        /** epoch milliseconds, or ISO 8601 UTC. Takes effect at start. */
+        time: z.enum(logTimes).default("epoch"),
+      })
+      .prefault({}),
     pools: z.array(pool).min(1),
   })
   .superRefine((config, context) => {

@@ -206,6 +206,30 @@ describe("the CLI's manners", () => {
     }
   });
 
+  it("logs for people with log.format pretty, and ISO times with log.time iso", async () => {
+    const pools = "pools: [{ name: a, models: ['*'], endpoints: ['127.0.0.1:1'] }]\n";
+    running = await serve(["--config", configFile(`log: { time: iso }\n${pools}`), "--extproc-port", "0", "--health-port", "0", "--http-port", "0"]);
+    expect(running.logged.at(-1)).toMatchObject({ msg: "metadata-center serving", time: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/) });
+    running.child.kill("SIGKILL");
+    const child = spawn(...node(["serve", "--config", configFile(`log: { format: pretty }\n${pools}`), "--extproc-port", "0", "--health-port", "0", "--http-port", "0"]), {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      const lines: string[] = [];
+      await new Promise<void>((resolve) =>
+        createInterface({ input: child.stdout }).on("line", (line) => {
+          lines.push(line);
+          if (line.includes("metadata-center serving")) resolve();
+        }),
+      );
+      expect(lines[0]).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: config loaded$/);
+      expect(lines.some((line) => line.startsWith("{"))).toBe(false);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
   it("warns of a pool with no engines, naming it", async () => {
     const file = configFile("pools: [{ name: ghost-pool, models: [ghost], endpoints: [] }, { name: a, models: ['*'], endpoints: ['127.0.0.1:1'] }]\n");
     running = await serve(["--config", file, "--extproc-port", "0", "--health-port", "0", "--http-port", "0"]);
