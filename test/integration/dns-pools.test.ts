@@ -1,7 +1,7 @@
 import { Resolver } from "node:dns/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { resolveEngines } from "../../src/pools/dns.js";
-import { startDnsmasq, type DnsServer } from "../support/dnsmasq.js";
+import { startDnsServer, type DnsServer } from "../support/dns-server.js";
 import { chat, chatRequest, startRig, type Rig } from "./harness.js";
 
 let rig: Rig | undefined;
@@ -23,7 +23,7 @@ async function poolEngines(r: Rig, pool: string): Promise<string[]> {
 
 describe("DNS pools", () => {
   it("resolves A and AAAA records into ip:port engines, IPv6 bracketed", async () => {
-    dns = await startDnsmasq(["127.0.0.5 engines.test", "127.0.0.4 engines.test", "fd00::7 engines.test"]);
+    dns = await startDnsServer(["127.0.0.5 engines.test", "127.0.0.4 engines.test", "fd00::7 engines.test"]);
     const resolver = new Resolver();
     resolver.setServers([dns.address]);
     expect(await resolveEngines({ name: "engines.test", port: 8000, intervalSeconds: 1 }, resolver)).toEqual([
@@ -35,7 +35,7 @@ describe("DNS pools", () => {
   });
 
   it("fills the pool before serving, follows record changes, and keeps the last engines while DNS is down", async () => {
-    const server = await startDnsmasq(["127.0.0.1 engines.test"]);
+    const server = await startDnsServer(["127.0.0.1 engines.test"]);
     dns = server;
     rig = await startRig({
       engines: 1,
