@@ -8,10 +8,10 @@
  */
 import autocannon from "autocannon";
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { tempFolder } from "../support/temp.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 // Ten connections, like a gateway's client pool: with many more, the saturated server's queue
@@ -20,7 +20,7 @@ const CONNECTIONS = Number(process.env["BENCH_CONNECTIONS"] ?? 10);
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 10);
 const CLOCK_TICKS = 100; // USER_HZ on Linux
 
-const config = join(mkdtempSync(join(tmpdir(), "mc-bench-api-")), "bench.yaml");
+const config = join(tempFolder("mc-bench-api-"), "bench.yaml");
 writeFileSync(
   config,
   `log: { level: info }\nextproc: { port: 0 }\nhealth: { port: 0 }\nhttp: { port: 0 }\n` +

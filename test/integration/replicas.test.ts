@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EnvoyExtProcClient, type ExchangeResult } from "../envoy/ext-proc-client.js";
@@ -10,6 +9,7 @@ import { redisMissing, startRedis, type RedisServer } from "../support/redis.js"
 import { idle, LogCapture, startTestSidecar, totalLoad } from "../support/sidecar.js";
 import { sseEngine } from "../support/upstreams.js";
 import { chat, chatRequest } from "./harness.js";
+import { tempFolder } from "../support/temp.js";
 
 const ENGINES = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"];
 const pools = [{ name: "llama", models: ["llama"], endpoints: ENGINES }];
@@ -74,7 +74,7 @@ describe.skipIf(redisMissing !== undefined)("replicas sharing one Redis", () => 
   it("a replica killed (SIGKILL) while holding 30 requests: the others show them gone within leaseSeconds + 1 s", async () => {
     keyPrefix = `mc-${randomUUID()}:`;
     const survivor = await replica();
-    const dir = mkdtempSync(join(tmpdir(), "mc-replica-"));
+    const dir = tempFolder("mc-replica-");
     const file = join(dir, "mc.yaml");
     writeFileSync(file, JSON.stringify({ pools, extproc: { port: 0 }, health: { port: 0 }, http: { port: 0 }, ...replicaConfig() }));
     child = await serve(["--config", file]);
