@@ -75,7 +75,7 @@ export class Picker {
       loadWeights: { requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
       maxRequests: 0,
     };
-    for (const filter of this.chain.filters) {
+    for (const { filter } of this.chain.filters) {
       const refusal = filter.apply(plan, request);
       if (refusal !== undefined) return { kind: refusal.kind, pool };
     }
