@@ -5,7 +5,7 @@ import type { PickPlan, Scorer, SchedulingRequest } from "./plan.js";
 /** Candidates kept per explained pick, so that a 1,000-engine pool does not make each record 1,000 entries long. */
 export const MAX_EXPLAINED_CANDIDATES = 32;
 
-/** Model names and request ids come from clients (a catch-all pool takes any model): longer ones are cut. */
+/** Ids, model and pool names can come from clients (a catch-all pool takes any model, the API any cluster): longer ones are cut. */
 const MAX_TEXT_LENGTH = 256;
 
 export type ExplainedOutcome = "picked" | "saturated" | "no_engine" | "outside_subset" | "duplicate";
@@ -53,7 +53,8 @@ export interface ExplainedPick {
   fallbacks: string[];
 }
 
-const cut = (text: string | undefined): string | undefined => (text !== undefined && text.length > MAX_TEXT_LENGTH ? `${text.slice(0, MAX_TEXT_LENGTH)}…` : text);
+/** Cut to a copy: a slice alone would keep the whole text alive as long as the record. */
+const cut = (text: string): string => (text.length > MAX_TEXT_LENGTH ? `${Buffer.from(text.slice(0, MAX_TEXT_LENGTH)).toString()}…` : text);
 
 const noLoadWeights = (): LoadWeights => ({ requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 });
 
@@ -108,10 +109,10 @@ export class PickExplanation {
     const fallbacks = chosen?.fallbacks.slice(0, MAX_EXPLAINED_CANDIDATES - 1) ?? [];
     return {
       at: this.at,
-      id: this.request.id,
-      requestId: cut(this.request.requestId),
-      model: cut(this.request.model),
-      pool: this.pool,
+      id: cut(this.request.id),
+      requestId: this.request.requestId && cut(this.request.requestId),
+      model: this.request.model && cut(this.request.model),
+      pool: cut(this.pool),
       engines: this.engines,
       removed: this.removed,
       candidates: this.all?.length ?? plan.candidates.length,

@@ -1,3 +1,5 @@
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { pino } from "pino";
 import { describe, expect, it, vi } from "vitest";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
@@ -150,5 +152,29 @@ describe("an explained pick", () => {
     for (const [i, engine] of many.entries()) store.reserve({ id: `busy${i}`, pool: "big", engine, promptTokens: 1 });
     expect((await picker.pick({ id: "b", model: "big", promptTokens: 1 })).kind).toBe("saturated");
     expect(history.recent()[0]).toMatchObject({ outcome: "saturated", candidates: 300, weighed: [128, 128, 44] });
+  });
+
+  it("cuts every text a client may send, and keeps none of it alive beyond the cut", async () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const history = new PickHistory(100, silent);
+    const store = new MemoryLoadStore();
+    const picker = new Picker(store, () => directory, schedulingDefaults, { history });
+    // One pool: the store keeps each pool's name for its idle engines.
+    const pool = "pool".padEnd(1_000_000, "p");
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 100; i++) {
+      // 1 MB each, new for each pick, as a parsed request body's would be.
+      const long = (what: string): string => `${what}${i}`.padEnd(1_000_000, what);
+      await picker.pickAmong(pool, [engines[0]!], { id: long("id"), requestId: long("request"), model: long("model"), promptTokens: 1 });
+      store.release(long("id"), "ok");
+    }
+    gc();
+    // Kept whole, the 100 picks' three texts would hold 300 MB.
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(40_000_000);
+    const [newest] = history.recent();
+    for (const text of [newest?.id, newest?.requestId, newest?.model, newest?.pool]) expect(text?.length).toBe(257);
+    expect(newest?.model?.startsWith("model99model")).toBe(true);
   });
 });
