@@ -87,6 +87,11 @@ export class PickExplanation {
     private readonly engines: number,
   ) {}
 
+  /** A held request trying again: the queue retries a saturated pool every few ms. */
+  get retry(): boolean {
+    return this.request.retry === true;
+  }
+
   filtered(name: FilterName, before: number, after: number): void {
     this.removed[name] = before - after;
   }

@@ -136,7 +136,7 @@ export class Picker {
 
   /** Hands the finished explanation, if one was built, to the history; returns the result unchanged. */
   private explained<R extends Exclude<PickResult, { kind: "no_pool" }>>(explanation: PickExplanation | undefined, plan: PickPlan, result: R): R {
-    if (explanation === undefined) return result;
+    if (explanation === undefined || (result.kind === "saturated" && explanation.retry)) return result;
     const outcome: ExplainedOutcome = result.kind;
     const chosen = result.kind === "picked" ? { engine: result.reservation.engine, fallbacks: result.fallbacks } : undefined;
     this.history?.record(explanation.done(plan, outcome, chosen));

@@ -9,6 +9,7 @@ import { MAX_EXPLAINED_CANDIDATES } from "../../src/scheduling/explanation.js";
 import { PickHistory } from "../../src/scheduling/pick-history.js";
 import { Picker, type PickerSettings } from "../../src/scheduling/picker.js";
 import { PrefixIndex } from "../../src/scheduling/prefix-index.js";
+import { PickQueue } from "../../src/scheduling/queue.js";
 import { schedulingDefaults } from "../support/scheduling.js";
 
 const engines = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000", "10.0.0.4:8000"];
@@ -176,5 +177,33 @@ describe("an explained pick", () => {
     const [newest] = history.recent();
     for (const text of [newest?.id, newest?.requestId, newest?.model, newest?.pool]) expect(text?.length).toBe(257);
     expect(newest?.model?.startsWith("model99model")).toBe(true);
+  });
+
+  it("explains a request the queue holds once when it finds the pool full and once when it is picked, not at each retry", async () => {
+    const store = new MemoryLoadStore();
+    const history = new PickHistory(10, silent);
+    const one = new PoolDirectory([{ name: "llama", models: ["llama"], endpoints: [engines[0]!] }]);
+    const picker = new Picker(store, () => one, { ...schedulingDefaults, maxRequestsPerEngine: 1 }, { history });
+    const settings = { maxRequests: 5, maxBytes: 1000, maxWaitMs: 10_000, agingMs: 500, retryMs: 60_000, priorities: {} };
+    const queue = new PickQueue(() => picker, settings, { held: () => undefined, waited: () => undefined, failed: () => undefined });
+    try {
+      const request = (id: string) => ({ id, model: "llama", promptTokens: 1, priorityHint: undefined, bytes: 1 });
+      expect((await queue.pick(request("busy"))).kind).toBe("picked");
+      const held = queue.pick(request("held"));
+      for (let i = 0; i < 5; i++) {
+        queue.wake();
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      store.release("busy", "ok");
+      queue.wake();
+      expect((await held).kind).toBe("picked");
+      expect(history.recent().map((pick) => [pick.id, pick.outcome])).toEqual([
+        ["held", "picked"],
+        ["held", "saturated"],
+        ["busy", "picked"],
+      ]);
+    } finally {
+      queue.close();
+    }
   });
 });
