@@ -16,6 +16,7 @@ import { DnsPoolWatcher } from "./pools/dns.js";
 import { EngineHealth } from "./pools/health.js";
 import { PoolDirectory } from "./pools/pools.js";
 import { tcpProbe } from "./pools/probe.js";
+import { PickHistory } from "./scheduling/pick-history.js";
 import { Picker } from "./scheduling/picker.js";
 import { PrefixIndex } from "./scheduling/prefix-index.js";
 import { PickQueue } from "./scheduling/queue.js";
@@ -96,7 +97,9 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
   };
   // Survives reloads too: what engines hold does not change with the config.
   const prefixes = new PrefixIndex();
-  let picker = new Picker(store, () => directory, config.scheduling, { availability: health, prefixes });
+  // So do the last picks explained: a reload resizes them, keeping the newest.
+  const picks = new PickHistory(config.scheduling.debugPicks, log);
+  let picker = new Picker(store, () => directory, config.scheduling, { availability: health, prefixes, history: picks });
   const queue = new PickQueue(() => picker, config.scheduling.queue, {
     held: (pool, count) => metrics.observeQueue(pool, count),
     waited: (seconds) => metrics.observeQueueWait(seconds),
@@ -166,7 +169,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
       ),
     log,
   });
-  const http = new HttpApi({ host: config.http.host, port: config.http.port, token: config.http.token, store, metrics, directory: () => directory, picker: () => picker, ready: () => ready, log });
+  const http = new HttpApi({ host: config.http.host, port: config.http.port, token: config.http.token, store, metrics, directory: () => directory, picker: () => picker, picks, ready: () => ready, log });
 
   await watchDns(config.pools);
   await extproc.start();
@@ -199,7 +202,8 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
       for (const name of resolved.keys()) if (!next.pools.some((pool) => pool.name === name && pool.dns !== undefined)) resolved.delete(name);
       warnEmptyPools(next.pools);
       setDirectory(directoryOf(next.pools));
-      picker = new Picker(store, () => directory, next.scheduling, { availability: health, prefixes });
+      picks.resize(next.scheduling.debugPicks);
+      picker = new Picker(store, () => directory, next.scheduling, { availability: health, prefixes, history: picks });
       queue.configure(next.scheduling.queue);
       tokens.configure(next.pools).catch((error: unknown) => log.error({ reason: (error as Error).message }, "tokenizer not loaded; its pools keep their previous tokenizer"));
       log.level = next.log.level;

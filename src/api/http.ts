@@ -3,6 +3,7 @@ import type { Duplex } from "node:stream";
 import type { LoadStore } from "../load/store.js";
 import type { Logger } from "../log.js";
 import type { PoolDirectory } from "../pools/pools.js";
+import type { PickHistory } from "../scheduling/pick-history.js";
 import type { Picker } from "../scheduling/picker.js";
 import { WriteAccess } from "./access.js";
 import { BodyError, readJson, type JsonBody } from "./body.js";
@@ -12,12 +13,13 @@ import { engineStats, poolEngines } from "./load-snapshot.js";
 import { LoadWrites, type WriteResult } from "./load-writes.js";
 import { setLogLevel } from "./log-level.js";
 import type { Metrics } from "./metrics.js";
+import { picksView, readLimit } from "./picks-view.js";
 import { parseTarget, type RequestTarget } from "./target.js";
 import { invalidInput } from "./validation.js";
 import { ListenError } from "../listen-error.js";
 
 /** Route labels for the HTTP metrics; any other path is "other", so scanners cannot explode the label set. */
-const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/v1/load/pick", "/log/level", "/debug/pools"]);
+const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/v1/load/pick", "/log/level", "/debug/pools", "/debug/picks"]);
 
 /** The write API's payloads are a few hundred bytes; anything near this is not a real caller. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -30,6 +32,8 @@ export interface HttpApiOptions {
   store: LoadStore;
   directory: () => PoolDirectory;
   picker: () => Picker;
+  /** The last picks explained, for `GET /debug/picks`. */
+  picks: PickHistory;
   metrics: Metrics;
   /** True once config is loaded and every listener is up. */
   ready: () => boolean;
@@ -158,6 +162,11 @@ export class HttpApi {
       }
       case "GET /debug/pools":
         return sendEnvelope(request, response, 200, await poolsView(this.options.store, this.options.directory(), this.writes.waitingDeletes));
+      case "GET /debug/picks": {
+        const limit = readLimit(target.query().get("limit"));
+        if (!limit.ok) return sendEnvelope(request, response, 400, null, limit.error);
+        return sendEnvelope(request, response, 200, picksView(this.options.picks, limit.limit));
+      }
       case "GET /v1/load/stats":
         return this.loadStats(request, response, target.query().get("cluster"));
       case "POST /v1/load/stats":

@@ -151,7 +151,7 @@ export class LoadWrites {
       return refused(400, ErrorCode.invalidInput, "invalid input parameters: candidates", `cluster '${cluster}' is not a configured pool: name its engines in 'candidates'`);
     }
     const id = ledgerId(request_id);
-    const result = await this.options.picker().pickAmong(cluster, engines, { id, model: undefined, promptTokens: prompt_length, externalId: true });
+    const result = await this.options.picker().pickAmong(cluster, engines, { id, requestId: request_id, model: undefined, promptTokens: prompt_length, externalId: true });
     switch (result.kind) {
       case "picked": {
         await this.openedNow(id);

@@ -5,6 +5,7 @@ import { logFormats, logLevels, logTimes } from "../log.js";
 import { bodyModes } from "../extproc/messages.js";
 import { ROUTING_HEADERS } from "../extproc/routing.js";
 import { SCHEDULING_FILTERS } from "../scheduling/chain.js";
+import { MAX_DEBUG_PICKS } from "../scheduling/pick-history.js";
 import { parseRedisUrl, RedisUrlError } from "../load/redis/url.js";
 
 const port = z.number().int().min(0).max(65535);
@@ -231,6 +232,8 @@ export const configSchema = z
             priorities: z.record(z.string(), z.number().int()).default({}),
           })
           .prefault({}),
+        /** The last picks kept, explained, for GET /debug/picks; 0 = none (with debug logging off, none is explained). */
+        debugPicks: z.number().int().min(0).max(MAX_DEBUG_PICKS).default(100),
       })
       .prefault({}),
     load: z

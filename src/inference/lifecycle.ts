@@ -184,7 +184,7 @@ export class InferenceExchange {
     const priorityHint = picker.priorityHeader === undefined ? undefined : request.header(picker.priorityHeader);
     const bytes = request.body?.length ?? 0;
     const held = { priorityHint, bytes, signal: this.ended.signal };
-    const result = await picker.pick({ id: this.id, model: this.model, promptTokens: this.promptTokens, subset: request.subset, prefix, ...held });
+    const result = await picker.pick({ id: this.id, requestId: this.requestId, model: this.model, promptTokens: this.promptTokens, subset: request.subset, prefix, ...held });
     switch (result.kind) {
       case "no_pool":
         return this.refuse({ status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` }, undefined);

@@ -25,9 +25,10 @@ export interface ChainSettings {
   maxRequestsPerEngine: number;
 }
 
+/** Each part with the name config gives it, which an explained pick reports it by. */
 export interface Chain {
-  filters: readonly Filter[];
-  scorers: ReadonlyArray<{ scorer: Scorer; weight: number }>;
+  filters: ReadonlyArray<{ name: FilterName; filter: Filter }>;
+  scorers: ReadonlyArray<{ name: ScorerName; scorer: Scorer; weight: number }>;
 }
 
 /** What the chain's parts read that outlives one config: engine health, the prefix index. */
@@ -49,9 +50,9 @@ export function buildChain(settings: ChainSettings, { availability, prefixes }: 
     prefix: () => prefixScorer(prefixes),
   };
   return {
-    filters: settings.filters.map((name) => filters[name]()),
+    filters: settings.filters.map((name) => ({ name, filter: filters[name]() })),
     scorers: (Object.keys(scorers) as ScorerName[])
       .filter((name) => settings.scorers[name] > 0)
-      .map((name) => ({ scorer: scorers[name](), weight: settings.scorers[name] })),
+      .map((name) => ({ name, scorer: scorers[name](), weight: settings.scorers[name] })),
   };
 }

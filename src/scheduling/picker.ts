@@ -1,6 +1,8 @@
 import type { LoadStore, Reservation } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
 import { buildChain, type Chain, type ChainSettings } from "./chain.js";
+import { applyAlone, PickExplanation, type ExplainedOutcome } from "./explanation.js";
+import type { PickHistory } from "./pick-history.js";
 import type { EngineAvailability, PickPlan, SchedulingRequest } from "./plan.js";
 import { PrefixIndex } from "./prefix-index.js";
 import { sampleCandidates } from "./sample.js";
@@ -34,12 +36,15 @@ export interface PickerParts {
   prefixes?: PrefixIndex | undefined;
   /** Draws the tie-break in [0, 1). */
   random?: (() => number) | undefined;
+  /** Where explained picks go (kept by the caller across config reloads); without it none is built. */
+  history?: PickHistory | undefined;
 }
 
 /** The model's pool, then the chain's filters and scorers; the store picks and reserves in one step. */
 export class Picker {
   private readonly chain: Chain;
   private readonly random: () => number;
+  private readonly history: PickHistory | undefined;
   /** True when a scorer reads the prompt's blocks: the caller hashes them only then. */
   readonly usesPrefix: boolean;
 
@@ -51,6 +56,7 @@ export class Picker {
   ) {
     this.chain = buildChain(settings, { availability: parts.availability ?? alwaysAvailable, prefixes: parts.prefixes ?? new PrefixIndex() });
     this.random = parts.random ?? Math.random;
+    this.history = parts.history;
     this.usesPrefix = settings.scorers.prefix > 0;
   }
 
@@ -68,6 +74,7 @@ export class Picker {
 
   /** Among the given engines, counted under `pool` (a scheduler that names its candidates: the HTTP API's picks). */
   async pickAmong(pool: string, engines: readonly string[], request: SchedulingRequest): Promise<Exclude<PickResult, { kind: "no_pool" }>> {
+    const explanation = this.history?.wanted() === true ? new PickExplanation(request, pool, engines.length) : undefined;
     const plan: PickPlan = {
       pool,
       candidates: engines,
@@ -75,36 +82,44 @@ export class Picker {
       loadWeights: { requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
       maxRequests: 0,
     };
-    for (const filter of this.chain.filters) {
+    for (const { name, filter } of this.chain.filters) {
+      const before = plan.candidates.length;
       const refusal = filter.apply(plan, request);
-      if (refusal !== undefined) return { kind: refusal.kind, pool };
+      explanation?.filtered(name, before, plan.candidates.length);
+      if (refusal !== undefined) return this.explained(explanation, plan, { kind: refusal.kind, pool });
     }
     plan.bias = plan.candidates.map(() => 0);
-    for (const { scorer, weight } of this.chain.scorers) scorer.apply(plan, request, weight);
+    for (const { name, scorer, weight } of this.chain.scorers) {
+      if (explanation === undefined) scorer.apply(plan, request, weight);
+      else explanation.scored(name, applyAlone(plan, scorer, request, weight));
+    }
+    explanation?.allScored(plan);
     const max = this.settings.maxCandidates;
     let rest = max > 0 && plan.candidates.length > max ? sampleCandidates(plan, max, this.random) : undefined;
-    let outcome = await this.reserve(plan, request);
+    let outcome = await this.reserve(plan, request, explanation);
     // A full sample is no reason to refuse while engines left out of it have room.
     while (outcome.kind === "saturated" && rest !== undefined && rest.candidates.length > 0) {
       plan.candidates = rest.candidates;
       plan.bias = rest.bias;
       rest = plan.candidates.length > max ? sampleCandidates(plan, max, this.random) : undefined;
-      outcome = await this.reserve(plan, request);
+      outcome = await this.reserve(plan, request, explanation);
     }
     switch (outcome.kind) {
       case "reserved":
         for (const { scorer } of this.chain.scorers) scorer.chosen?.(outcome.reservation.engine, request);
-        return { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks };
+        return this.explained(explanation, plan, { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks });
       case "saturated":
-        return { kind: "saturated", pool, limit: plan.maxRequests };
+        return this.explained(explanation, plan, { kind: "saturated", pool, limit: plan.maxRequests });
       case "duplicate":
-        return { kind: "duplicate", pool };
+        return this.explained(explanation, plan, { kind: "duplicate", pool });
       case "none":
-        return { kind: "no_engine", pool };
+        return this.explained(explanation, plan, { kind: "no_engine", pool });
     }
   }
 
-  private reserve(plan: PickPlan, request: SchedulingRequest): ReturnType<LoadStore["pickAndReserve"]> {
+  /** One round of the store's atomic pick, among the plan's candidates as they are now. */
+  private reserve(plan: PickPlan, request: SchedulingRequest, explanation: PickExplanation | undefined): ReturnType<LoadStore["pickAndReserve"]> {
+    explanation?.weighed(plan.candidates.length);
     return this.store.pickAndReserve({
       id: request.id,
       pool: plan.pool,
@@ -117,5 +132,14 @@ export class Picker {
       tieBreak: this.random(),
       externalId: request.externalId,
     });
+  }
+
+  /** Hands the finished explanation, if one was built, to the history; returns the result unchanged. */
+  private explained<R extends Exclude<PickResult, { kind: "no_pool" }>>(explanation: PickExplanation | undefined, plan: PickPlan, result: R): R {
+    if (explanation === undefined || (result.kind === "saturated" && explanation.retry)) return result;
+    const outcome: ExplainedOutcome = result.kind;
+    const chosen = result.kind === "picked" ? { engine: result.reservation.engine, fallbacks: result.fallbacks } : undefined;
+    this.history?.record(explanation.done(plan, outcome, chosen));
+    return result;
   }
 }

@@ -4,6 +4,10 @@ import type { LoadWeights } from "../load/store.js";
 export interface SchedulingRequest {
   /** Ledger key for the reservation. */
   id: string;
+  /** The request's own id (its x-request-id, the API caller's request_id), to explain the pick by. */
+  requestId?: string | undefined;
+  /** A held request trying again (the queue's retries): only its first saturation is explained, not each retry's. */
+  retry?: boolean | undefined;
   model: string | undefined;
   promptTokens: number;
   /** The gateway's subset hint: only these `ip:port` may be picked. Undefined = no hint. */

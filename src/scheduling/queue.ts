@@ -222,7 +222,7 @@ export class PickQueue implements Scheduler {
     entry.state = "trying";
     let result: PickResult;
     try {
-      result = await this.source().pick(entry.request);
+      result = await this.source().pick({ ...entry.request, retry: true });
     } catch (error) {
       // That request's failure, not the queue's: the others go on.
       this.finish(entry, { kind: "failed", error });

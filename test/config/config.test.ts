@@ -29,6 +29,14 @@ describe("config", () => {
     expect(() => parseConfig(`scheduling: { probeTimeoutSeconds: 0 }\n${minimal}`, "c.yaml")).toThrow(/scheduling\.probeTimeoutSeconds/);
   });
 
+  it("keeps the last 100 picks explained by default, from 0 (none) to 1000", () => {
+    expect(parseConfig(minimal, "c.yaml").scheduling.debugPicks).toBe(100);
+    expect(parseConfig(`scheduling: { debugPicks: 0 }\n${minimal}`, "c.yaml").scheduling.debugPicks).toBe(0);
+    for (const bad of ["-1", "1.5", "1001", "many"]) {
+      expect(() => parseConfig(`scheduling: { debugPicks: ${bad} }\n${minimal}`, "c.yaml")).toThrow(/scheduling\.debugPicks/);
+    }
+  });
+
   it("accepts JSON, which is YAML too", () => {
     const config = parseConfig(JSON.stringify({ pools: [{ name: "a", models: ["*"], endpoints: [] }] }), "c.json");
     expect(config.pools[0]?.models).toEqual(["*"]);

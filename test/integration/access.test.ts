@@ -44,5 +44,6 @@ describe("HTTP API exposed beyond loopback", () => {
     expect(await call("GET", "/v1/load/stats?cluster=alpha")).toMatchObject({ httpStatus: 200, status: "OK" });
     expect((await fetch(`http://127.0.0.1:${sidecar.ports.http}/metrics`)).status).toBe(200);
     expect((await fetch(`http://127.0.0.1:${sidecar.ports.http}/readyz`)).status).toBe(200);
+    expect(await call("GET", "/debug/picks")).toMatchObject({ httpStatus: 200, status: "OK" });
   });
 });

@@ -5,6 +5,7 @@ import { Metrics } from "../../src/api/metrics.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import type { LoadStore } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
+import { PickHistory } from "../../src/scheduling/pick-history.js";
 import { Picker } from "../../src/scheduling/picker.js";
 import { FaultyStore, faultsAt, noFaults, type Fault, type StoreCall } from "../support/faulty-store.js";
 import { schedulingDefaults } from "../support/scheduling.js";
@@ -108,6 +109,7 @@ describe("every HTTP route when a store call it makes fails", () => {
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
     expect(await (await json("POST", "/log/level", { LevelParam: "INFO" })).json()).toMatchObject({ status: "OK" });
     expect(await (await fetch(`${base}/v1/load/stats`)).json()).toMatchObject({ status: "ERROR", error: { code: 40001400 } });
+    expect((await fetch(`${base}/debug/picks`)).status).toBe(200);
   });
 });
 
@@ -116,7 +118,8 @@ async function apiOver(store: LoadStore, lines: LogCapture): Promise<string> {
   const directory = new PoolDirectory([]);
   const metrics = new Metrics({ store, directory: () => directory }, 100);
   const picker = new Picker(store, () => directory, schedulingDefaults);
-  const api = new HttpApi({ host: "127.0.0.1", port: 0, token: undefined, store, directory: () => directory, picker: () => picker, metrics, ready: () => true, log: pino({ level: "info" }, lines) });
+  const log = pino({ level: "info" }, lines);
+  const api = new HttpApi({ host: "127.0.0.1", port: 0, token: undefined, store, directory: () => directory, picker: () => picker, picks: new PickHistory(0, log), metrics, ready: () => true, log });
   await api.start();
   onTestFinished(() => api.close());
   return `http://127.0.0.1:${api.port}`;

@@ -5,6 +5,7 @@ import { HttpApi } from "../../src/api/http.js";
 import { Metrics } from "../../src/api/metrics.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
+import { PickHistory } from "../../src/scheduling/pick-history.js";
 import { Picker } from "../../src/scheduling/picker.js";
 import { rawExchange, rawRequest, type RawAnswer } from "../support/raw-http.js";
 import { schedulingDefaults } from "../support/scheduling.js";
@@ -109,6 +110,7 @@ describe("a failure after the answer was sent", () => {
       store,
       directory: () => directory,
       picker: () => new Picker(store, () => directory, schedulingDefaults),
+      picks: new PickHistory(0, pino({ level: "silent" })),
       metrics: new ThrowingMetrics({ store, directory: () => directory }),
       ready: () => true,
       log: pino({ level: "info" }, lines),
