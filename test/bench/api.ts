@@ -12,6 +12,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { tempFolder } from "../support/temp.js";
+import { BenchRun } from "./report.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 // Ten connections, like a gateway's client pool: with many more, the saturated server's queue
@@ -20,6 +21,7 @@ const CONNECTIONS = Number(process.env["BENCH_CONNECTIONS"] ?? 10);
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 10);
 const CLOCK_TICKS = 100; // USER_HZ on Linux
 
+const run = new BenchRun("bench:api", `the v1 write API: ${CONNECTIONS} connections each adding and deleting a request, ${SECONDS} s`);
 const config = join(tempFolder("mc-bench-api-"), "bench.yaml");
 writeFileSync(
   config,
@@ -52,6 +54,7 @@ const ips = ["10.0.0.1", "10.0.0.2"];
 /** Ids added whose delete has not been answered yet: deleted after the run. */
 const open = new Set<string>();
 
+run.progress(`sidecar serving on ${base}; ${SECONDS} s of adds and deletes…`);
 const cpuBefore = cpuSeconds(child.pid!);
 const ownBefore = process.cpuUsage();
 const result = await autocannon({
@@ -97,11 +100,12 @@ await exited;
 const seconds = result.duration || SECONDS;
 const operations = result.requests.total;
 console.log(`connections: ${CONNECTIONS}, duration: ${seconds.toFixed(1)} s, requests: ${operations}, non-2xx: ${result.non2xx}, errors: ${result.errors}`);
-console.log(`operations/s: ${(operations / seconds).toFixed(0)}  (add+delete pairs/s: ${(operations / 2 / seconds).toFixed(0)}; target ≥ 10,000 operations/s)`);
-console.log(`latency (ms): p50 ${result.latency.p50}  p99 ${result.latency.p99}  max ${result.latency.max}  (target p99 ≤ 5)`);
+run.target(operations / seconds >= 10_000, `operations/s: ${(operations / seconds).toFixed(0)} (add+delete pairs/s: ${(operations / 2 / seconds).toFixed(0)}; target ≥ 10,000 operations/s)`);
+run.target(result.latency.p99 <= 5, `latency (ms): p50 ${result.latency.p50}  p99 ${result.latency.p99}  max ${result.latency.max} (target p99 ≤ 5)`);
 console.log(
   `sidecar CPU: ${cpuUsed.toFixed(2)} s over ${seconds.toFixed(1)} s (${((cpuUsed / seconds) * 100).toFixed(0)} % of a core), ` +
     `${((cpuUsed / operations) * 1e6).toFixed(0)} µs per operation`,
 );
 console.log(`load generator CPU: ${ownSeconds.toFixed(2)} s (${((ownSeconds / seconds) * 100).toFixed(0)} % of a core)`);
-if (ledger !== 0) console.log(`ledger not back at zero after the run: ${ledger}`);
+run.target(ledger === 0 && result.non2xx === 0 && result.errors === 0, `ledger back at zero (${ledger}), no non-2xx answer (${result.non2xx}), no error (${result.errors})`);
+run.finish();

@@ -10,6 +10,7 @@ import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/me
 import { EnvoyExtProcClient, type ExchangeResult, type Upstream } from "../envoy/ext-proc-client.js";
 import { histogramBuckets, quantileBetween } from "./prometheus.js";
 import { tempFolder } from "../support/temp.js";
+import { BenchRun } from "./report.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 const EXCHANGES = Number(process.env["BENCH_EXCHANGES"] ?? 3000);
@@ -179,18 +180,19 @@ async function pickLatency(target: Target, open: number, samples: number): Promi
 /** Like Envoy's worker threads, several connections, each well within a connection's stream budget. */
 const CONNECTIONS_FOR_RSS = 8;
 
-async function rssWithOpen(target: Target, open: number): Promise<{ idle: number; loaded: number }> {
-  const idle = rssMb(target.child.pid!);
+/** RSS with `open` exchanges held open at once, in MB. */
+async function rssWithOpen(target: Target, open: number): Promise<number> {
   const clients = Array.from({ length: CONNECTIONS_FOR_RSS }, () => new EnvoyExtProcClient(`127.0.0.1:${target.port}`));
   const held = await Promise.all(clients.map((client) => holdOpen(client, open / CONNECTIONS_FOR_RSS)));
   await new Promise((resolve) => setTimeout(resolve, 500));
   const loaded = rssMb(target.child.pid!);
   await Promise.all(held.map((h) => h.release()));
   for (const client of clients) client.close();
-  return { idle, loaded };
+  return loaded;
 }
 
 async function main(): Promise<void> {
+  const run = new BenchRun("bench:extproc", "ext_proc throughput against a bare grpc-js floor, pick latency, memory");
   const config = join(tempFolder("mc-bench-"), "bench.yaml");
   const engines = Array.from({ length: 8 }, (_, i) => `"127.0.0.1:${i + 1}"`).join(", ");
   writeFileSync(config, `log: { level: warn }\nextproc: { port: 0 }\nhealth: { port: 0 }\nhttp: { port: 0 }\npools: [{ name: bench, models: ["*"], endpoints: [${engines}] }]\n`);
@@ -199,31 +201,41 @@ async function main(): Promise<void> {
   // The sidecar logs one line per finished request at info; the bench keeps that cost in.
   sidecar.child.stdout!.resume();
   try {
-    console.log(`exchanges: ${EXCHANGES} per target, ${CONCURRENCY} at a time; 2 KB prompt, ${SSE_CHUNKS}-chunk SSE response; FULL_DUPLEX_STREAMED`);
+    // Before any traffic: what the sidecar holds on its own.
+    const idleRss = rssMb(sidecar.child.pid!);
+    run.progress(`exchanges: ${EXCHANGES} per target, ${CONCURRENCY} at a time; 2 KB prompt, ${SSE_CHUNKS}-chunk SSE response; FULL_DUPLEX_STREAMED; the floor first…`);
     const floorRun = await throughput(floor);
+    run.progress("the sidecar…");
     const sidecarRun = await throughput(sidecar);
-    for (const [name, run] of [["floor (bare grpc-js echo)", floorRun], ["sidecar", sidecarRun]] as const) {
+    for (const [name, result] of [["floor (bare grpc-js echo)", floorRun], ["sidecar", sidecarRun]] as const) {
       console.log(
-        `${name.padEnd(26)} ${run.perSecond.toFixed(0).padStart(6)} exchanges/s  ${run.messagesPerSecond.toFixed(0).padStart(7)} messages/s  ` +
-          `${run.cpuMsPerExchange.toFixed(2)} ms CPU per exchange`,
+        `${name.padEnd(26)} ${result.perSecond.toFixed(0).padStart(6)} exchanges/s  ${result.messagesPerSecond.toFixed(0).padStart(7)} messages/s  ` +
+          `${result.cpuMsPerExchange.toFixed(2)} ms CPU per exchange`,
       );
     }
-    console.log(`sidecar throughput = ${((sidecarRun.messagesPerSecond / floorRun.messagesPerSecond) * 100).toFixed(0)} % of the floor (target ≥ 60 %)`);
+    const share = sidecarRun.messagesPerSecond / floorRun.messagesPerSecond;
+    run.target(share >= 0.6, `sidecar throughput = ${(share * 100).toFixed(0)} % of the floor (target ≥ 60 %)`);
     // On a small machine the load generator saturates first; CPU per exchange says what each
     // server could carry on a core of its own.
     console.log(
       `  by CPU per exchange, the sidecar's capacity is ${((floorRun.cpuMsPerExchange / sidecarRun.cpuMsPerExchange) * 100).toFixed(0)} % of the floor's`,
     );
 
+    run.progress("pick latency with 500 exchanges open, the sidecar then the floor…");
     const latency = await pickLatency(sidecar, 500, 500);
     const floorLatency = await pickLatency(floor, 500, 500);
-    console.log("pick latency (body end → headers reply), 500 exchanges open, 500 samples (target p99 ≤ 2 ms):");
-    console.log(`  inside the sidecar (histogram bucket bounds): p50 ≤ ${latency.inside?.p50} ms, p99 ≤ ${latency.inside?.p99} ms`);
+    console.log("pick latency (body end → headers reply), 500 exchanges open, 500 samples:");
+    run.target(
+      latency.inside !== undefined && latency.inside.p99 <= 2,
+      `  inside the sidecar (histogram bucket bounds): p50 ≤ ${latency.inside?.p50} ms, p99 ≤ ${latency.inside?.p99} ms (target p99 ≤ 2 ms)`,
+    );
     console.log(`  seen by the client, sidecar:                  p50 ${latency.p50.toFixed(2)} ms, p99 ${latency.p99.toFixed(2)} ms`);
     console.log(`  seen by the client, floor (no pick at all):   p50 ${floorLatency.p50.toFixed(2)} ms, p99 ${floorLatency.p99.toFixed(2)} ms`);
 
-    const memory = await rssWithOpen(sidecar, 5000);
-    console.log(`sidecar RSS: ${memory.idle.toFixed(0)} MB idle, ${memory.loaded.toFixed(0)} MB with 5,000 exchanges open (target ≤ 300 MB)`);
+    run.progress("memory with 5,000 exchanges open…");
+    const loadedRss = await rssWithOpen(sidecar, 5000);
+    run.target(loadedRss <= 300, `sidecar RSS: ${idleRss.toFixed(0)} MB idle (before any traffic), ${loadedRss.toFixed(0)} MB with 5,000 exchanges open (target ≤ 300 MB)`);
+    run.finish();
   } finally {
     sidecar.child.kill("SIGKILL");
     floor.child.kill("SIGKILL");

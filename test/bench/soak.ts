@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { mulberry32 } from "../support/random.js";
 import { EnvoyExtProcClient, RESET_POINTS, type ExchangeSpec, type Upstream } from "../envoy/ext-proc-client.js";
+import { BenchRun } from "./report.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 const EXCHANGES = Number(process.env["BENCH_SOAK_EXCHANGES"] ?? 1_000_000);
@@ -138,6 +139,7 @@ async function listeners(count: number): Promise<{ addresses: string[]; servers:
 }
 
 async function main(): Promise<void> {
+  const run = new BenchRun("bench:soak", "random and broken exchanges against one sidecar: counters back at zero, memory not growing");
   const { addresses, servers } = await listeners(4);
   let done = 0;
   const dir = mkdtempSync(join(tmpdir(), "mc-soak-"));
@@ -187,9 +189,9 @@ async function main(): Promise<void> {
   const started = performance.now();
   const progress = setInterval(() => {
     const seconds = (performance.now() - started) / 1000;
-    console.log(`  ${done.toLocaleString("en")} / ${EXCHANGES.toLocaleString("en")} exchanges, ${Math.round(done / seconds)}/s, sidecar RSS ${rssMb(child.pid!).toFixed(0)} MB`);
+    run.progress(`${done.toLocaleString("en")} / ${EXCHANGES.toLocaleString("en")} exchanges, ${Math.round(done / seconds)}/s, sidecar RSS ${rssMb(child.pid!).toFixed(0)} MB`);
   }, 10_000);
-  console.log(`bench:soak: ${EXCHANGES.toLocaleString("en")} random exchanges, ${CONCURRENCY} at a time, seed ${SEED}`);
+  run.progress(`${EXCHANGES.toLocaleString("en")} random exchanges, ${CONCURRENCY} at a time, seed ${SEED}…`);
   await Promise.all(
     Array.from({ length: CONCURRENCY }, async () => {
       while (next < EXCHANGES && crashed === undefined) {
@@ -220,22 +222,26 @@ async function main(): Promise<void> {
   console.log(`\n${done.toLocaleString("en")} exchanges in ${seconds.toFixed(0)} s (${Math.round(done / seconds)}/s):`);
   for (const kind of KINDS) console.log(`  ${kind.name.padEnd(30)} ${(byKind.get(kind.name) ?? 0).toLocaleString("en")}`);
   if (left === undefined) {
-    console.log(`sidecar exited during the run (code ${String(crashed)}): MISSED`);
+    run.target(false, `sidecar exited during the run (code ${String(crashed)})`);
+    run.finish();
     process.exitCode = 1;
     return;
   }
   const drift = left.ledger + Math.abs(left.requests) + Math.abs(left.prefillRequests) + Math.abs(left.prefillTokens) + Math.abs(left.tokensHeld);
-  console.log(`drift at the end: ledger ${left.ledger}, requests ${left.requests}, prefill requests ${left.prefillRequests}, prefill tokens ${left.prefillTokens}, tokens held ${left.tokensHeld} — ${drift === 0 ? "0: met" : "MISSED"}`);
+  run.target(drift === 0, `drift at the end: ledger ${left.ledger}, requests ${left.requests}, prefill requests ${left.prefillRequests}, prefill tokens ${left.prefillTokens}, tokens held ${left.tokensHeld} (target 0)`);
   console.log(`sidecar RSS after warm-up (${WARM_UP.toLocaleString("en")} exchanges) ${warmRss?.toFixed(1) ?? "?"} MB, at the end ${endRss.toFixed(1)} MB`);
   if (warmLive === undefined || endLive === undefined) {
-    console.log("live memory: no full collection seen after a heap snapshot: MISSED");
+    run.target(false, "live memory: no full collection seen after a heap snapshot");
+    run.finish();
     process.exitCode = 1;
     return;
   }
   const growth = (endLive - warmLive) / warmLive;
-  console.log(
-    `live memory (heap after a full collection) after warm-up ${warmLive.toFixed(1)} MB, at the end ${endLive.toFixed(1)} MB: growth ${(growth * 100).toFixed(1)} % (target ≤ ${MAX_GROWTH * 100} %: ${growth <= MAX_GROWTH ? "met" : "MISSED"})`,
+  run.target(
+    growth <= MAX_GROWTH,
+    `live memory (heap after a full collection) after warm-up ${warmLive.toFixed(1)} MB, at the end ${endLive.toFixed(1)} MB: growth ${(growth * 100).toFixed(1)} % (target ≤ ${MAX_GROWTH * 100} %)`,
   );
+  run.finish();
   if (drift !== 0 || growth > MAX_GROWTH) process.exitCode = 1;
 }
 

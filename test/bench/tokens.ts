@@ -23,6 +23,7 @@ import { TokenCounter } from "../../src/inference/tokens.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { longestLoopGap } from "../support/event-loop.js";
 import { modelTokenizerFile, QWEN3_TOKENIZER as QWEN3 } from "../support/model-tokenizers.js";
+import { BenchRun } from "./report.js";
 
 const MB = 1 << 20;
 const CORPUS = ["english.txt", "code.ts.txt", "chinese.txt", "chat-tools.json"];
@@ -196,12 +197,12 @@ const o200kWhole = new TokenCounter({ ...config.tokenizer, countWholeUpTo: Numbe
 /** Each reference tokenizer's first count of each corpus text, in ms: its cold speed. */
 const firstCount = new Map<string, number>();
 
+const run = new BenchRun("bench:tokens", "prompt token counts against the models' own tokenizers, counting speed, the event loop");
 console.log(`thresholds (countingCost: ASCII characters, CJK ones weighing 25): o200k counts texts of up to ${O200K_WHOLE} whole, a tokenizer.json ${HF_WHOLE}; costlier ones are priced from a sample`);
 console.log("\n1. count error against each model's own tokenizer (positive: counts more tokens than the model)");
 console.log(
   `corpus           chars  ${models.map((model) => `${model.name.padStart(9)} tokens  o200k err  est err`).join("  ")}  target (o200k vs ${models.filter((model) => model.judged).map((model) => model.name).join(", ")})`,
 );
-let failed = 0;
 /** Where the default is outside the target against a model it is not judged by. */
 const outside: string[] = [];
 for (const name of CORPUS) {
@@ -223,7 +224,7 @@ for (const name of CORPUS) {
       if (!met) outside.push(`${name} ${percent(error)} against ${model.name}`);
       continue;
     }
-    if (!met) failed += 1;
+    run.judged(met);
     verdicts.push(`±${target * 100}% ${met ? "met" : "MISSED"}`);
   }
   console.log(`${columns.join("  ")}  ${verdicts.join(", ") || "-"}`);
@@ -301,7 +302,7 @@ for (const model of ["gpt-4o", "qwen3"]) {
     console.log(`Qwen3 pool (its tokenizer.json, counted in its worker thread while the loop runs on): ${figures}`);
     continue;
   }
-  if (p99 > 10) failed += 1;
+  run.judged(p99 <= 10);
   console.log(`default (o200k) pool: ${figures} ${p99 <= 10 ? "met" : "MISSED"}`);
 }
 
@@ -310,4 +311,4 @@ console.log("\n5. the longest event-loop turn (target: ~20 ms)");
 for (const line of loopTurns) console.log(line);
 await registry.close();
 
-console.log(failed === 0 ? "\nall targets met" : `\n${failed} target(s) missed`);
+run.finish();
