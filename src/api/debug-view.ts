@@ -22,13 +22,15 @@ export interface PoolView {
 
 export interface PoolsView {
   ledger: number;
+  /** Totals since start (picks, first tokens, their summed TTFT): rates come from two readings. */
+  traffic: { picks: number; first_tokens: number; ttft_seconds: number };
   /** Deletes that found no open request, waiting for their add or their one retry. */
   waiting_deletes: number;
   pools: PoolView[];
 }
 
 /** `GET /debug/pools`: every pool, its engines and their load, for a human looking at one sidecar. */
-export async function poolsView(store: LoadStore, directory: PoolDirectory, waitingDeletes: number): Promise<PoolsView> {
+export async function poolsView(store: LoadStore, directory: PoolDirectory, waitingDeletes: number, traffic: PoolsView["traffic"]): Promise<PoolsView> {
   const snapshot = await readLoadSnapshot(store, directory);
   const pools = [...snapshot.pools].map(([name, engines]): PoolView => {
     const pool = directory.named(name);
@@ -46,5 +48,5 @@ export async function poolsView(store: LoadStore, directory: PoolDirectory, wait
       })),
     };
   });
-  return { ledger: snapshot.ledger, waiting_deletes: waitingDeletes, pools };
+  return { ledger: snapshot.ledger, traffic, waiting_deletes: waitingDeletes, pools };
 }

@@ -7,6 +7,7 @@ import type { PickHistory } from "../scheduling/pick-history.js";
 import type { Picker } from "../scheduling/picker.js";
 import { WriteAccess } from "./access.js";
 import { BodyError, readJson, type JsonBody } from "./body.js";
+import { DASHBOARD_PAGE, DASHBOARD_POLICY } from "./dashboard.js";
 import { poolsView } from "./debug-view.js";
 import { describeError, ErrorCode, internalError, rawEnvelope, sendEnvelope } from "./envelope.js";
 import { engineStats, poolEngines } from "./load-snapshot.js";
@@ -19,7 +20,7 @@ import { invalidInput } from "./validation.js";
 import { ListenError } from "../listen-error.js";
 
 /** Route labels for the HTTP metrics; any other path is "other", so scanners cannot explode the label set. */
-const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/v1/load/pick", "/log/level", "/debug/pools", "/debug/picks"]);
+const ROUTES = new Set(["/healthz", "/readyz", "/metrics", "/v1/load/stats", "/v1/load/prompt", "/v1/load/pick", "/log/level", "/debug/pools", "/dashboard", "/debug/picks"]);
 
 /** The write API's payloads are a few hundred bytes; anything near this is not a real caller. */
 const MAX_BODY_BYTES = 64 * 1024;
@@ -161,7 +162,11 @@ export class HttpApi {
         return;
       }
       case "GET /debug/pools":
-        return sendEnvelope(request, response, 200, await poolsView(this.options.store, this.options.directory(), this.writes.waitingDeletes));
+        return sendEnvelope(request, response, 200, await poolsView(this.options.store, this.options.directory(), this.writes.waitingDeletes, this.options.metrics.traffic()));
+      case "GET /dashboard":
+        response.writeHead(200, { "content-type": "text/html; charset=utf-8", "cache-control": "no-store", "content-security-policy": DASHBOARD_POLICY });
+        response.end(DASHBOARD_PAGE);
+        return;
       case "GET /debug/picks": {
         const limit = readLimit(target.query().get("limit"));
         if (!limit.ok) return sendEnvelope(request, response, 400, null, limit.error);

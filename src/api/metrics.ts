@@ -173,7 +173,16 @@ export class Metrics implements ExchangeEvents {
     this.pickLatency.observe({ outcome }, seconds);
   }
 
+  /** Running totals for the dashboard, kept beside the histograms so reading them costs nothing. */
+  private readonly totals = { picks: 0, firstTokens: 0, ttftSeconds: 0 };
+
+  /** Picks, first tokens and their summed TTFT since start: a reader takes differences over time. */
+  traffic(): { picks: number; first_tokens: number; ttft_seconds: number } {
+    return { picks: this.totals.picks, first_tokens: this.totals.firstTokens, ttft_seconds: this.totals.ttftSeconds };
+  }
+
   picked(pool: string, engine: string, promptTokens: number): void {
+    this.totals.picks += 1;
     this.picks.inc({ pool, engine, outcome: "routed" });
     this.promptTokens.observe(promptTokens);
   }
@@ -184,6 +193,8 @@ export class Metrics implements ExchangeEvents {
   }
 
   firstToken(seconds: number): void {
+    this.totals.firstTokens += 1;
+    this.totals.ttftSeconds += seconds;
     this.ttft.observe(seconds);
   }
 
