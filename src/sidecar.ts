@@ -19,6 +19,7 @@ import { tcpProbe } from "./pools/probe.js";
 import { PickHistory } from "./scheduling/pick-history.js";
 import { Picker } from "./scheduling/picker.js";
 import { PrefixIndex } from "./scheduling/prefix-index.js";
+import { PrefixSharing } from "./scheduling/prefix-sharing.js";
 import { PickQueue } from "./scheduling/queue.js";
 
 export interface Sidecar {
@@ -97,6 +98,9 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
   };
   // Survives reloads too: what engines hold does not change with the config.
   const prefixes = new PrefixIndex();
+  // With a shared store, the prompt blocks each replica sends to an engine reach every replica's index.
+  const sharing =
+    shared === undefined ? undefined : new PrefixSharing(prefixes, shared.broadcast("prefix-blocks"), (error) => log.debug({ err: error }, "sharing prefix blocks failed"));
   // So do the last picks explained: a reload resizes them, keeping the newest.
   const picks = new PickHistory(config.scheduling.debugPicks, log);
   let picker = new Picker(store, () => directory, config.scheduling, { availability: health, prefixes, history: picks });
@@ -218,6 +222,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
       queue.close();
       for (const watcher of watchers) watcher.stop();
       await extproc.shutdown(graceMs);
+      sharing?.close();
       await shared?.close();
       transport.close();
       await http.close();

@@ -2,6 +2,7 @@ import type { Config } from "../config/schema.js";
 import type { Logger } from "../log.js";
 import { FailOpenStore } from "./fail-open-store.js";
 import { randomUUID } from "node:crypto";
+import { RedisBroadcast } from "./redis/broadcast.js";
 import { connectionCause, connectRedis } from "./redis/connect.js";
 import { SidecarLease } from "./redis/lease.js";
 import { RedisLoadStore } from "./redis/redis-store.js";
@@ -16,7 +17,9 @@ export interface SharedLoadStore {
   store: LoadStore;
   /** True while Redis is out and picks come from this sidecar's own view (metadata_center_store_fallback). */
   readonly fallback: boolean;
-  /** Gives the lease up and closes the connection; the shutdown has released what it held. */
+  /** A pub/sub channel among the replicas, under the key prefix. */
+  broadcast(name: string): RedisBroadcast;
+  /** Gives the lease up and closes the connections; the shutdown has released what it held. */
   close(): Promise<void>;
 }
 
@@ -64,13 +67,20 @@ export async function openLoadStore(config: Config, log: Logger): Promise<Shared
   // Not ready yet: one call now puts the store in fallback (the gauge, the line naming why) before
   // the first request, rather than at it.
   if (redis.status !== "ready") await store.size();
+  const broadcasts: RedisBroadcast[] = [];
   return {
     store,
     get fallback() {
       return store.fallback;
     },
+    broadcast(name) {
+      const broadcast = new RedisBroadcast(redis, `${settings.keyPrefix}${name}`, (error) => log.debug({ err: error, channel: name }, "redis broadcast"));
+      broadcasts.push(broadcast);
+      return broadcast;
+    },
     async close() {
       store.close();
+      for (const broadcast of broadcasts) broadcast.close();
       await lease.stop();
       redis.disconnect();
     },

@@ -71,6 +71,30 @@ describe.skipIf(redisMissing !== undefined)("replicas sharing one Redis", () => 
     for (const { sidecar } of replicas) await expect.poll(() => totalLoad(sidecar)).toEqual(idle);
   }, 60_000);
 
+  it("with prefix affinity on, a prompt whose prefix one replica sent to an engine goes there from another replica too", async () => {
+    keyPrefix = `mc-${randomUUID()}:`;
+    const withPrefix = async (): Promise<{ sidecar: Sidecar; client: EnvoyExtProcClient }> => {
+      const sidecar = await startTestSidecar(pools, { ...replicaConfig(), scheduling: { scorers: { prefix: 0.9 } } });
+      started.push(sidecar);
+      const client = new EnvoyExtProcClient(`127.0.0.1:${sidecar.ports.extproc}`);
+      clients.push(client);
+      return { sidecar, client };
+    };
+    const [a, b] = [await withPrefix(), await withPrefix()];
+    const ask = (system: string, question: string) =>
+      chatRequest(JSON.stringify({ model: "llama", messages: [{ role: "system", content: system }, { role: "user", content: question }] }));
+    // Five unrelated long system prompts: each time B follows A's engine, never by a lucky tie (1 in 4 each).
+    for (let topic = 0; topic < 5; topic += 1) {
+      const system = `You answer questions about topic ${topic} for a company with ${topic * 17 + 3} warehouses. `.repeat(30);
+      const first = await a.client.exchange({ request: ask(system, "first question"), upstream: sseEngine(Promise.resolve()) });
+      expect(first.status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const second = await b.client.exchange({ request: ask(system, "a follow-up from another replica"), upstream: sseEngine(Promise.resolve()) });
+      expect(second.routedTo).toBe(first.routedTo);
+    }
+    for (const { sidecar } of [a, b]) await expect.poll(() => totalLoad(sidecar)).toEqual(idle);
+  });
+
   it("a replica killed (SIGKILL) while holding 30 requests: the others show them gone within leaseSeconds + 1 s", async () => {
     keyPrefix = `mc-${randomUUID()}:`;
     const survivor = await replica();
