@@ -1,7 +1,9 @@
 import type { LoadWeights } from "../load/store.js";
-import type { FilterName, ScorerName } from "../scheduling/chain.js";
+import type { FilterName } from "../config/schema.js";
+import type { ScorerName } from "../scheduling/chain.js";
 import { MAX_EXPLAINED_CANDIDATES, type ExplainedOutcome, type ExplainedPick } from "../scheduling/explanation.js";
-import { MAX_DEBUG_PICKS, type PickHistory } from "../scheduling/pick-history.js";
+import { MAX_DEBUG_PICKS } from "../config/schema.js";
+import type { PickHistory } from "../scheduling/pick-history.js";
 import type { ApiError } from "./envelope.js";
 import { invalidInput } from "./validation.js";
 

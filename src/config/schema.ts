@@ -2,11 +2,15 @@ import { existsSync } from "node:fs";
 import { isIP } from "node:net";
 import { z } from "zod";
 import { logFormats, logLevels, logTimes } from "../log.js";
-import { bodyModes } from "../extproc/messages.js";
-import { ROUTING_HEADERS } from "../extproc/routing.js";
-import { SCHEDULING_FILTERS } from "../scheduling/chain.js";
-import { MAX_DEBUG_PICKS } from "../scheduling/pick-history.js";
-import { parseRedisUrl, RedisUrlError } from "../load/redis/url.js";
+import { bodyModes, ROUTING_HEADERS } from "../protocol.js";
+import { parseRedisUrl, RedisUrlError } from "./redis-url.js";
+
+/** Most picks `scheduling.debugPicks` may keep: with MAX_EXPLAINED_CANDIDATES each, a few MB at most. */
+export const MAX_DEBUG_PICKS = 1000;
+
+/** The filters `scheduling.filters` may name, in their default order (scheduling/chain.ts builds them). */
+export const SCHEDULING_FILTERS = ["subset", "health", "saturation"] as const;
+export type FilterName = (typeof SCHEDULING_FILTERS)[number];
 
 const port = z.number().int().min(0).max(65535);
 /** The reason a Redis URL cannot be read, never the URL itself (it may hold a password). */

@@ -8,8 +8,9 @@ import {
   SERVED_KEY,
   SUBSET_KEY,
   SUBSET_NAMESPACE,
+  type BodyMode,
   type RoutingHeader,
-} from "./routing.js";
+} from "../protocol.js";
 import { refusalBody, type Refusal } from "../inference/refusal.js";
 import type { Logger } from "../log.js";
 import {
@@ -21,7 +22,6 @@ import {
   immediateReply,
   streamedBodyReply,
   trailersReply,
-  type BodyMode,
   type Direction,
   type HeaderChanges,
   type ProcessingRequest,

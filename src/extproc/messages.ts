@@ -4,6 +4,7 @@
  */
 import type { HeaderMap, HeaderValueOption } from "../gen/envoy/config/core/v3/base.js";
 import { ProcessingMode_BodySendMode } from "../gen/envoy/extensions/filters/http/ext_proc/v3/processing_mode.js";
+import type { BodyMode } from "../protocol.js";
 import {
   CommonResponse_ResponseStatus,
   type CommonResponse,
@@ -13,8 +14,6 @@ import {
 
 export type { ProcessingRequest, ProcessingResponse };
 
-export type BodyMode = "NONE" | "STREAMED" | "BUFFERED" | "FULL_DUPLEX_STREAMED";
-export const bodyModes: readonly BodyMode[] = ["NONE", "STREAMED", "BUFFERED", "FULL_DUPLEX_STREAMED"];
 
 export function bodyModeOf(mode: ProcessingMode_BodySendMode): BodyMode {
   switch (mode) {

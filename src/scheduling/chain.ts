@@ -1,3 +1,4 @@
+import type { FilterName } from "../config/schema.js";
 import type { LoadWeights } from "../load/store.js";
 import { healthFilter } from "./filters/health.js";
 import { saturationFilter } from "./filters/saturation.js";
@@ -8,9 +9,6 @@ import { loadScorer } from "./scorers/load.js";
 import { prefixScorer } from "./scorers/prefix.js";
 import { slowStartScorer } from "./scorers/slow-start.js";
 
-/** The filters config may name (`scheduling.filters`), in their default order. */
-export const SCHEDULING_FILTERS = ["subset", "health", "saturation"] as const;
-export type FilterName = (typeof SCHEDULING_FILTERS)[number];
 
 /** The scorers config may weigh (`scheduling.scorers`). */
 export type ScorerName = "load" | "slowStart" | "prefix";

@@ -1,5 +1,6 @@
 import type { LoadWeights } from "../load/store.js";
-import type { FilterName, ScorerName } from "./chain.js";
+import type { FilterName } from "../config/schema.js";
+import type { ScorerName } from "./chain.js";
 import type { PickPlan, Scorer, SchedulingRequest } from "./plan.js";
 
 /** Candidates kept per explained pick, so that a 1,000-engine pool does not make each record 1,000 entries long. */

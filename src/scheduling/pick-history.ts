@@ -1,8 +1,6 @@
 import type { Logger } from "../log.js";
 import type { ExplainedPick } from "./explanation.js";
 
-/** Most picks `scheduling.debugPicks` may keep: with MAX_EXPLAINED_CANDIDATES each, a few MB at most. */
-export const MAX_DEBUG_PICKS = 1000;
 
 /**
  * The last picks explained, for `GET /debug/picks`, and one debug log line per pick. Survives

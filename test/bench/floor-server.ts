@@ -3,7 +3,7 @@
 // request body ends, routes to a fixed engine, echoes every chunk) and does nothing else.
 import { Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
 import { ConnectionRotation, STREAMS_PER_CONNECTION } from "../../src/extproc/connection-rotation.js";
-import { DESTINATION_HEADER } from "../../src/extproc/routing.js";
+import { DESTINATION_HEADER } from "../../src/protocol.js";
 import { headersReply, streamedBodyReply, trailersReply, type ProcessingRequest, type ProcessingResponse } from "../../src/extproc/messages.js";
 import { ExternalProcessorService } from "../../src/gen/envoy/service/ext_proc/v3/external_processor.js";
 

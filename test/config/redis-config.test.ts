@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../../src/config/load.js";
-import { parseRedisUrl } from "../../src/load/redis/url.js";
+import { parseRedisUrl } from "../../src/config/redis-url.js";
 import { node, root } from "../support/process.js";
 
 const pools = [{ name: "a", models: ["m"], endpoints: ["10.0.0.1:8000"] }];

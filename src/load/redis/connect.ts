@@ -2,7 +2,7 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Cluster, Redis, type RedisOptions } from "ioredis";
 import type { Logger } from "../../log.js";
-import { parseRedisUrl, type RedisUrl } from "./url.js";
+import { parseRedisUrl, type RedisUrl } from "../../config/redis-url.js";
 
 export interface RedisSettings {
   url: string | readonly string[];

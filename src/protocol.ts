@@ -1,4 +1,10 @@
-// The endpoint-picker protocol's names (GIE): the headers and metadata keys that carry routing.
+// The names of the protocols the sidecar speaks, for the code that speaks them and for the config
+// that chooses among them: Envoy ext_proc's body modes, and the endpoint-picker protocol's (GIE)
+// headers and metadata keys that carry routing.
+
+/** How Envoy sends a body (ProcessingMode.BodySendMode), BUFFERED_PARTIAL read as BUFFERED. */
+export type BodyMode = "NONE" | "STREAMED" | "BUFFERED" | "FULL_DUPLEX_STREAMED";
+export const bodyModes: readonly BodyMode[] = ["NONE", "STREAMED", "BUFFERED", "FULL_DUPLEX_STREAMED"];
 
 /** The routing header Envoy's ORIGINAL_DST cluster reads (GIE endpoint-picker protocol). */
 export const DESTINATION_HEADER = "x-gateway-destination-endpoint";
