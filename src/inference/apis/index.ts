@@ -1,12 +1,13 @@
 // The one place that chooses an API shape's adapter, from the request's normalised path.
 import type { ParseResult } from "../request.js";
 import type { ApiAdapter } from "./api.js";
+import { anthropic } from "./anthropic/index.js";
 import { openAi } from "./openai/index.js";
 
 export type { ApiAdapter } from "./api.js";
 
 /** Every adapter; a new API shape is one folder beside these and one entry here. */
-const ADAPTERS: readonly ApiAdapter[] = [openAi];
+const ADAPTERS: readonly ApiAdapter[] = [openAi, anthropic];
 const DEFAULT_ADAPTER = openAi;
 
 const byPath = new Map(ADAPTERS.flatMap((adapter) => adapter.paths.map((path) => [path, adapter] as const)));
