@@ -9,6 +9,7 @@ import type { Refusal, RefusalReason } from "./refusal.js";
 import { bodilessRequest, type ParseResult } from "./request.js";
 import type { RequestParser } from "./request-parser.js";
 import type { ResponseProgress, ResponseScanner } from "./response.js";
+import { outputTokens } from "./tokens.js";
 import type { TokenizerRegistry } from "./tokenizers/registry.js";
 
 /** The request as the inference layer needs it; the transport fills it in. */
@@ -303,7 +304,7 @@ export class InferenceExchange {
       this.end("upstream_error");
       return;
     }
-    this.scanner = this.api.scanner(contentType, this.context.maxJsonResponseBytes);
+    this.scanner = this.api.scanner(contentType, this.context.maxJsonResponseBytes, outputTokens);
   }
 
   responseBody(chunk: Uint8Array): void {

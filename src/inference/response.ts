@@ -1,6 +1,5 @@
 import { createParser, type EventSourceMessage, type EventSourceParser } from "eventsource-parser";
 import type { ReportedUsage } from "../load/store.js";
-import { outputTokens } from "./tokens.js";
 
 /** What a stretch of response body told us. */
 export interface ResponseProgress {
@@ -19,6 +18,9 @@ export interface ResponseProgress {
   /** Set when the engine sent a `usage` that is no sane token count: it is ignored, and this says why. */
   rejectedUsage?: string;
 }
+
+/** Counts a stretch of generated text; given by the caller, so that reading responses pins no tokenizer (the parsing thread loads the adapters too). */
+export type OutputCounter = (text: string) => number;
 
 export interface ResponseScanner {
   push(chunk: Uint8Array): ResponseProgress;
@@ -80,7 +82,10 @@ class StreamScanner implements ProgressSink {
   /** The parser stopped on an event longer than MAX_EVENT_CHARS. */
   private overflowed = false;
 
-  constructor(private readonly reader: ResponseReader) {
+  constructor(
+    private readonly reader: ResponseReader,
+    private readonly outputTokens: OutputCounter,
+  ) {
     this.parser = createParser({
       maxBufferSize: MAX_EVENT_CHARS,
       onEvent: (event) => this.onEvent(event),
@@ -113,7 +118,7 @@ class StreamScanner implements ProgressSink {
    * would fall short; the engine's own `usage` settles the count at the end.
    */
   output(text: string): void {
-    this.progress.generated += Math.max(1, outputTokens(text));
+    this.progress.generated += Math.max(1, this.outputTokens(text));
     this.started();
   }
 
@@ -209,9 +214,9 @@ class OpaqueScanner {
 }
 
 /** Picks the scanner for a response by its content type; `reader` is the API shape's own. */
-export function scannerFor(contentType: string | undefined, maxJsonBytes: number, reader: ResponseReader): ResponseScanner {
+export function scannerFor(contentType: string | undefined, maxJsonBytes: number, reader: ResponseReader, outputTokens: OutputCounter): ResponseScanner {
   const type = (contentType ?? "").toLowerCase();
-  if (type.startsWith("text/event-stream")) return new StreamScanner(reader);
+  if (type.startsWith("text/event-stream")) return new StreamScanner(reader, outputTokens);
   if (type.includes("json")) return new JsonScanner(maxJsonBytes, reader);
   return new OpaqueScanner();
 }

@@ -2,6 +2,7 @@ import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { apiPath, parseInferenceRequest } from "../../src/inference/apis/index.js";
 import { openAi } from "../../src/inference/apis/openai/index.js";
+import { outputTokens } from "../../src/inference/tokens.js";
 import { RequestParser } from "../../src/inference/request-parser.js";
 import { MAX_TOKENS_PER_REQUEST, type ResponseProgress } from "../../src/inference/response.js";
 
@@ -119,7 +120,7 @@ describe("fuzzing the response scanner", () => {
         fc.constantFrom("text/event-stream", "application/json", "text/plain", undefined),
         (events, cuts, contentType) => {
           const bytes = Buffer.from(events.join(""));
-          const scanner = openAi.scanner(contentType, 1 << 16);
+          const scanner = openAi.scanner(contentType, 1 << 16, outputTokens);
           for (let offset = 0, i = 0; offset < bytes.length; i++) {
             const size = cuts[i % cuts.length]!;
             checked(scanner.push(bytes.subarray(offset, offset + size)));
@@ -133,7 +134,7 @@ describe("fuzzing the response scanner", () => {
   });
 
   it("an event that never ends is not held without bound, and scanning carries on after it", () => {
-    const scanner = openAi.scanner("text/event-stream", 1 << 16);
+    const scanner = openAi.scanner("text/event-stream", 1 << 16, outputTokens);
     const before = process.memoryUsage().heapUsed;
     const line = Buffer.from("data: ".concat("x".repeat(64 * 1024)));
     for (let i = 0; i < 600; i++) checked(scanner.push(line));

@@ -1,6 +1,6 @@
 import type { Refusal } from "../refusal.js";
 import type { ParseResult } from "../request.js";
-import type { ResponseScanner } from "../response.js";
+import type { OutputCounter, ResponseScanner } from "../response.js";
 
 /**
  * Everything the sidecar knows about one API shape (OpenAI-style, Anthropic Messages, …): how its
@@ -14,8 +14,8 @@ export interface ApiAdapter {
   readonly paths: readonly string[];
   /** The whole request body, parsed once at its end; `path` is normalised (apiPath). */
   parse(path: string, body: Buffer | undefined, includeUsage: boolean): ParseResult;
-  /** A fresh scanner for one response. */
-  scanner(contentType: string | undefined, maxJsonBytes: number): ResponseScanner;
+  /** A fresh scanner for one response; `outputTokens` counts what it generates. */
+  scanner(contentType: string | undefined, maxJsonBytes: number, outputTokens: OutputCounter): ResponseScanner;
   /** The JSON body of a refusal, as this shape's clients read errors. */
   errorBody(refusal: Refusal, requestId: string | undefined): string;
 }

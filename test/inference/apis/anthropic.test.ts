@@ -8,7 +8,7 @@ import type { Refusal } from "../../../src/inference/refusal.js";
 import { RequestParser } from "../../../src/inference/request-parser.js";
 import type { ParseResult } from "../../../src/inference/request.js";
 import { MAX_TOKENS_PER_REQUEST, type ResponseProgress } from "../../../src/inference/response.js";
-import { TokenCounter } from "../../../src/inference/tokens.js";
+import { outputTokens, TokenCounter } from "../../../src/inference/tokens.js";
 
 const body = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
 const messages = (value: Record<string, unknown>): ParseResult => parseInferenceRequest("/v1/messages", body({ model: "claude", max_tokens: 64, ...value }));
@@ -202,7 +202,7 @@ const finalUsage = { promptTokens: 135, completionTokens: 42, cachedTokens: 100 
 
 /** Every stretch's progress, and their sum. */
 function scan(chunks: Buffer[]): { total: ResponseProgress; stretches: ResponseProgress[] } {
-  const scanner = anthropic.scanner("text/event-stream", 1 << 20);
+  const scanner = anthropic.scanner("text/event-stream", 1 << 20, outputTokens);
   const stretches = [...chunks.map((chunk) => scanner.push(chunk)), scanner.end()];
   const total: ResponseProgress = { generated: 0 };
   for (const progress of stretches) {
@@ -273,7 +273,7 @@ describe("Anthropic response scanning", () => {
   });
 
   it("reads a whole JSON message's usage at its end; its first byte is the first token", () => {
-    const scanner = anthropic.scanner("application/json", 1 << 20);
+    const scanner = anthropic.scanner("application/json", 1 << 20, outputTokens);
     const message = body({
       id: "msg_1",
       type: "message",
@@ -301,7 +301,7 @@ describe("Anthropic response scanning", () => {
     fc.assert(
       fc.property(fc.array(anyEvent, { maxLength: 12 }), fc.array(fc.integer({ min: 1, max: 512 }), { minLength: 1, maxLength: 8 }), (events, cuts) => {
         const bytes = Buffer.from(events.join(""));
-        const scanner = anthropic.scanner("text/event-stream", 1 << 16);
+        const scanner = anthropic.scanner("text/event-stream", 1 << 16, outputTokens);
         const progress: ResponseProgress[] = [];
         for (let offset = 0, i = 0; offset < bytes.length; i++) {
           const size = cuts[i % cuts.length]!;

@@ -9,6 +9,6 @@ export const anthropic: ApiAdapter = {
   name: "anthropic",
   paths: ["/v1/messages"],
   parse: (path, body) => parseMessagesRequest(path, body),
-  scanner: (contentType, maxJsonBytes) => scannerFor(contentType, maxJsonBytes, new MessagesResponse()),
+  scanner: (contentType, maxJsonBytes, outputTokens) => scannerFor(contentType, maxJsonBytes, new MessagesResponse(), outputTokens),
   errorBody: messagesErrorBody,
 };

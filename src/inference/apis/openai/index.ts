@@ -12,6 +12,6 @@ export const openAi: ApiAdapter = {
   name: "openai",
   paths: [],
   parse: parseOpenAiRequest,
-  scanner: (contentType, maxJsonBytes) => scannerFor(contentType, maxJsonBytes, openAiResponses),
+  scanner: (contentType, maxJsonBytes, outputTokens) => scannerFor(contentType, maxJsonBytes, openAiResponses, outputTokens),
   errorBody: (refusal) => openAiErrorBody(refusal),
 };
