@@ -11,7 +11,7 @@ import {
   type BodyMode,
   type RoutingHeader,
 } from "../protocol.js";
-import { refusalBody, type Refusal } from "../inference/refusal.js";
+import type { Refusal } from "../inference/refusal.js";
 import type { Logger } from "../log.js";
 import {
   bodyModeOf,
@@ -194,7 +194,7 @@ export class ExtProcExchange {
     try {
       this.inference.fail(error);
       if (requestOpen) {
-        this.sink.write(immediateReply(INTERNAL_REFUSAL.status, refusalBody(INTERNAL_REFUSAL), "metadata-center: internal_error"));
+        this.sink.write(immediateReply(INTERNAL_REFUSAL.status, this.inference.errorBody(INTERNAL_REFUSAL, this.headers.get("x-request-id")), "metadata-center: internal_error"));
       } else this.sink.abort("INTERNAL", "metadata-center failed on this exchange");
     } catch (secondary) {
       this.log.error({ err: secondary, cause: String(error) }, "ending a failed exchange failed");
@@ -217,6 +217,7 @@ export class ExtProcExchange {
       ? []
       : ROUTING_HEADERS.filter((name) => name !== DESTINATION_HEADER && !this.settings.trustedHeaders.has(name) && this.headers.has(name));
     this.path = this.headers.get(":path") ?? "";
+    this.inference.requestPath(this.path);
     if (endOfStream) return this.decide(undefined, true, (decision) => this.replyRouted("request_headers", decision));
     switch (this.modes.request) {
       case "FULL_DUPLEX_STREAMED":
@@ -406,7 +407,7 @@ export class ExtProcExchange {
     this.chunks.length = 0;
     this.releaseHeldBody();
     this.inference.refused(refusal, this.headers.get("x-request-id"));
-    this.write(immediateReply(refusal.status, refusalBody(refusal), `metadata-center: ${refusal.code}`));
+    this.write(immediateReply(refusal.status, this.inference.errorBody(refusal, this.headers.get("x-request-id")), `metadata-center: ${refusal.code}`));
   }
 
   /** FULL_DUPLEX_STREAMED echo, in pieces Envoy accepts; eos rides on the last piece. */

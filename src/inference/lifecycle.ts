@@ -3,11 +3,13 @@ import type { Logger } from "../log.js";
 import type { Awaitable, LoadStore, Outcome, ReportedUsage } from "../load/store.js";
 import type { HealthReporter } from "../pools/health.js";
 import type { Scheduler } from "../scheduling/queue.js";
+import { apiRoute, defaultApi, type ApiAdapter, type ApiRoute } from "./apis/index.js";
 import { promptBlocks } from "./prompt-blocks.js";
 import type { Refusal, RefusalReason } from "./refusal.js";
 import { bodilessRequest, type ParseResult } from "./request.js";
 import type { RequestParser } from "./request-parser.js";
-import { scannerFor, type ResponseProgress, type ResponseScanner } from "./response.js";
+import type { ResponseProgress, ResponseScanner } from "./response.js";
+import { outputTokens } from "./tokens.js";
 import type { TokenizerRegistry } from "./tokenizers/registry.js";
 
 /** The request as the inference layer needs it; the transport fills it in. */
@@ -117,6 +119,8 @@ export class InferenceExchange {
   /** Set when the release is issued: it is issued once. */
   private releasing = false;
   private firstTokenAt: number | undefined;
+  /** The request's API shape, chosen once from its path: it parses the body, scans the response and writes refusals. */
+  private route: ApiRoute | undefined;
   private scanner: ResponseScanner | undefined;
   private status = 0;
   private model: string | undefined;
@@ -163,13 +167,28 @@ export class InferenceExchange {
     return this.settledPromise;
   }
 
+  /** The request's headers gave its path: its API shape is chosen from it, once (the decision uses it then). */
+  requestPath(path: string): ApiRoute {
+    return (this.route ??= apiRoute(path));
+  }
+
+  /** A refusal's body, in the shape the request's API answers errors in (OpenAI's before its path is known). */
+  errorBody(refusal: Refusal, requestId: string | undefined): string {
+    return this.api.errorBody(refusal, requestId ?? this.requestId);
+  }
+
+  private get api(): ApiAdapter {
+    return this.route?.api ?? defaultApi;
+  }
+
   /** Parse, price and pick (or observe). A rejection is this exchange's failure: the transport calls `fail`. */
   async decide(request: RequestView): Promise<Decision> {
     this.enter("deciding");
     this.requestId = request.header("x-request-id");
+    const route = this.requestPath(request.path);
     let parsed: ParseResult = { ok: true, request: bodilessRequest() };
     if (request.bodySeen) {
-      const parsing = this.context.parser.parse(request.path, request.body);
+      const parsing = this.context.parser.parse(route, request.body);
       parsed = parsing instanceof Promise ? await parsing : parsing;
     }
     if (!parsed.ok) return this.refuse({ status: 400, code: "invalid_request", message: parsed.message }, undefined);
@@ -285,7 +304,7 @@ export class InferenceExchange {
       this.end("upstream_error");
       return;
     }
-    this.scanner = scannerFor(contentType, this.context.maxJsonResponseBytes);
+    this.scanner = this.api.scanner(contentType, this.context.maxJsonResponseBytes, outputTokens);
   }
 
   responseBody(chunk: Uint8Array): void {

@@ -1,7 +1,8 @@
 // The request parsing thread (started by request-parser.ts): parses large request bodies so that
 // JSON.parse of megabytes (~170 ms for 16 MiB of chat turns) never holds the event loop.
 import { parentPort } from "node:worker_threads";
-import { parseInferenceRequest, promptText } from "./request.js";
+import { apiNamed } from "./apis/index.js";
+import { promptText } from "./request.js";
 import { countingCost, sizeOf } from "./estimate.js";
 import { SAMPLE_COST, samplePrompt } from "./prompt-sample.js";
 import type { OffThreadParse, ParseJob } from "./request-parser.js";
@@ -12,7 +13,7 @@ if (port === null) throw new Error("parse-thread.ts runs as a worker thread only
 /** The reply to one job; a throw here would stop the thread and every body it holds, so it becomes an answer too. */
 function parseJob(job: ParseJob): OffThreadParse {
   const body = Buffer.from(job.body.buffer, job.body.byteOffset, job.body.byteLength);
-  const parsed = parseInferenceRequest(job.path, body, job.includeUsage);
+  const parsed = apiNamed(job.api).parse(job.path, body, job.includeUsage);
   if (!parsed.ok) return parsed;
   const { withUsageBody, texts, ...request } = parsed.request;
   const text = promptText(parsed.request);

@@ -9,19 +9,10 @@ export type RefusalReason =
   | "overloaded"
   | "internal_error";
 
-/** A request the sidecar answers itself, with an OpenAI-style error body. */
+/** A request the sidecar answers itself; its body is written in the request's API shape (apis/). */
 export interface Refusal {
   status: number;
-  /** OpenAI `error.code`, also the reason label in logs and metrics. */
+  /** The reason: OpenAI's `error.code`, and the reason label in logs and metrics. */
   code: RefusalReason;
   message: string;
-}
-
-const errorType = (status: number): string => (status >= 500 ? "server_error" : "invalid_request_error");
-
-/** The JSON body OpenAI clients understand: `{"error": {message, type, param, code}}`. */
-export function refusalBody(refusal: Refusal): string {
-  return JSON.stringify({
-    error: { message: refusal.message, type: errorType(refusal.status), param: null, code: refusal.code },
-  });
 }

@@ -1,10 +1,13 @@
 import type { Worker } from "node:worker_threads";
 import { startThread, threadModule } from "../threads.js";
-import { parseInferenceRequest, type InferenceRequest, type ParseResult } from "./request.js";
+import { apiRoute, type ApiRoute } from "./apis/index.js";
+import type { InferenceRequest, ParseResult } from "./request.js";
 
 /** A body sent to the parsing thread. */
 export interface ParseJob {
   id: number;
+  /** The adapter chosen for the request (by name: functions do not cross threads) and the normalised path it read. */
+  api: string;
   path: string;
   body: Uint8Array;
   /** Texts longer than this come back as a sample (prompt-sample.ts). */
@@ -39,21 +42,23 @@ export interface RequestParserOptions {
  */
 export class RequestParser {
   private thread: Worker | undefined;
-  private readonly pending = new Map<number, { path: string; body: Buffer; resolve(result: ParseResult): void; reject(error: Error): void }>();
+  private readonly pending = new Map<number, { route: ApiRoute; body: Buffer; resolve(result: ParseResult): void; reject(error: Error): void }>();
   private sequence = 0;
 
   constructor(private readonly options: RequestParserOptions) {}
 
-  parse(path: string, body: Buffer | undefined): ParseResult | Promise<ParseResult> {
-    if (body === undefined || body.length <= this.options.offThreadAboveBytes) return parseInferenceRequest(path, body, this.options.includeUsage);
+  /** `route`: the request's adapter, chosen once (or a target as sent, whose adapter is chosen here). */
+  parse(route: ApiRoute | string, body: Buffer | undefined): ParseResult | Promise<ParseResult> {
+    const routed = typeof route === "string" ? apiRoute(route) : route;
+    if (body === undefined || body.length <= this.options.offThreadAboveBytes) return routed.api.parse(routed.path, body, this.options.includeUsage);
     const thread = this.thread ?? this.start();
     const id = (this.sequence += 1);
     // A copy of exactly the body, moved (not cloned) to the thread: the body itself is still to be forwarded.
     const copy = new Uint8Array(body);
-    const job: ParseJob = { id, path, body: copy, wholeUpToCost: this.options.wholeUpToCost(), includeUsage: this.options.includeUsage };
+    const job: ParseJob = { id, api: routed.api.name, path: routed.path, body: copy, wholeUpToCost: this.options.wholeUpToCost(), includeUsage: this.options.includeUsage };
     if (this.pending.size === 0) thread.ref();
     thread.postMessage(job, [copy.buffer]);
-    return new Promise((resolve, reject) => this.pending.set(id, { path, body, resolve, reject }));
+    return new Promise((resolve, reject) => this.pending.set(id, { route: routed, body, resolve, reject }));
   }
 
   async close(): Promise<void> {
@@ -81,7 +86,7 @@ export class RequestParser {
       if (!closed) this.options.lost(new Error(`request parsing thread stopped: ${failure?.message ?? `exit code ${code}`}`));
       const stranded = [...this.pending.values()];
       this.pending.clear();
-      for (const job of stranded) job.resolve(parseInferenceRequest(job.path, job.body, this.options.includeUsage));
+      for (const { route, body, resolve } of stranded) resolve(route.api.parse(route.path, body, this.options.includeUsage));
     });
     this.thread = thread;
     return thread;

@@ -1,12 +1,14 @@
 import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
-import { apiPath, parseInferenceRequest } from "../../src/inference/request.js";
+import { apiPath, parseInferenceRequest } from "../../src/inference/apis/index.js";
+import { openAi } from "../../src/inference/apis/openai/index.js";
+import { outputTokens } from "../../src/inference/tokens.js";
 import { RequestParser } from "../../src/inference/request-parser.js";
-import { MAX_TOKENS_PER_REQUEST, scannerFor, type ResponseProgress } from "../../src/inference/response.js";
+import { MAX_TOKENS_PER_REQUEST, type ResponseProgress } from "../../src/inference/response.js";
 
 /** Paths as clients and scanners send them: API paths, their odd spellings, and junk. */
 const target = fc.oneof(
-  fc.constantFrom("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/models", "/", ""),
+  fc.constantFrom("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/models", "/", ""),
   fc.stringMatching(/^[/a-z0-9%?#.\\@:~-]{0,40}$/),
   fc.string({ unit: "binary", maxLength: 40 }),
 );
@@ -24,13 +26,32 @@ const value = fc.oneof(
   fc.string(),
 );
 
+/** Anthropic content blocks of every kind, any field any value. */
+const block = fc.record(
+  {
+    type: fc.oneof(fc.constantFrom("text", "image", "document", "tool_use", "tool_result", "thinking", "search_result", "redacted_thinking"), value),
+    text: value,
+    content: fc.oneof(fc.string(), value),
+    input: value,
+    name: value,
+    thinking: value,
+    title: value,
+    source: fc.oneof(fc.record({ type: fc.constantFrom("text", "content", "base64"), data: value, content: value }), value),
+  },
+  { requiredKeys: [] },
+);
+
 /** Requests that look right, with any field swapped for any value. */
 const request = fc.record(
   {
     model: fc.oneof(fc.constant("m"), value),
     stream: fc.oneof(fc.boolean(), value),
     stream_options: fc.oneof(fc.constant({ include_usage: false }), value),
-    messages: fc.oneof(fc.array(fc.record({ role: fc.oneof(fc.constant("user"), value), content: fc.oneof(fc.string(), value) }), { maxLength: 4 }), value),
+    messages: fc.oneof(
+      fc.array(fc.record({ role: fc.oneof(fc.constant("user"), value), content: fc.oneof(fc.string(), fc.array(block, { maxLength: 3 }), value) }), { maxLength: 4 }),
+      value,
+    ),
+    system: fc.oneof(fc.array(block, { maxLength: 2 }), value),
     prompt: value,
     input: value,
     instructions: value,
@@ -42,6 +63,7 @@ const request = fc.record(
 const body = fc.oneof(
   request.map((r) => Buffer.from(JSON.stringify(r))),
   deep.map((text) => Buffer.from(`{"model": "m", "messages": [], "tools": [${text}], "metadata": ${text}}`)),
+  deep.map((text) => Buffer.from(`{"model": "m", "messages": [{"role": "user", "content": [{"type": "tool_use", "name": "f", "input": ${text}}, {"type": "tool_result", "content": ${text}}]}]}`)),
   fc.uint8Array({ maxLength: 300 }).map((bytes) => Buffer.from(bytes)),
   fc.string({ unit: "binary", maxLength: 300 }).map((text) => Buffer.from(text)),
 );
@@ -118,7 +140,7 @@ describe("fuzzing the response scanner", () => {
         fc.constantFrom("text/event-stream", "application/json", "text/plain", undefined),
         (events, cuts, contentType) => {
           const bytes = Buffer.from(events.join(""));
-          const scanner = scannerFor(contentType, 1 << 16);
+          const scanner = openAi.scanner(contentType, 1 << 16, outputTokens);
           for (let offset = 0, i = 0; offset < bytes.length; i++) {
             const size = cuts[i % cuts.length]!;
             checked(scanner.push(bytes.subarray(offset, offset + size)));
@@ -132,7 +154,7 @@ describe("fuzzing the response scanner", () => {
   });
 
   it("an event that never ends is not held without bound, and scanning carries on after it", () => {
-    const scanner = scannerFor("text/event-stream", 1 << 16);
+    const scanner = openAi.scanner("text/event-stream", 1 << 16, outputTokens);
     const before = process.memoryUsage().heapUsed;
     const line = Buffer.from("data: ".concat("x".repeat(64 * 1024)));
     for (let i = 0; i < 600; i++) checked(scanner.push(line));

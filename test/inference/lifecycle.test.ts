@@ -1,7 +1,7 @@
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { InferenceExchange, type ExchangeEvents } from "../../src/inference/lifecycle.js";
-import { parseInferenceRequest } from "../../src/inference/request.js";
+import { parseInferenceRequest } from "../../src/inference/apis/index.js";
 import { RequestParser } from "../../src/inference/request-parser.js";
 import { TokenizerRegistry } from "../../src/inference/tokenizers/registry.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";

@@ -3,7 +3,8 @@ import type { Worker } from "node:worker_threads";
 import { afterEach, describe, expect, it } from "vitest";
 import { countingCost } from "../../src/inference/estimate.js";
 import { SAMPLE_COST } from "../../src/inference/prompt-sample.js";
-import { parseInferenceRequest, type ParseResult } from "../../src/inference/request.js";
+import { parseInferenceRequest } from "../../src/inference/apis/index.js";
+import type { ParseResult } from "../../src/inference/request.js";
 import { RequestParser } from "../../src/inference/request-parser.js";
 import { TokenCounter } from "../../src/inference/tokens.js";
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseInferenceRequest } from "../../src/inference/request.js";
+import { parseInferenceRequest } from "../../src/inference/apis/index.js";
 
 const body = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
 

@@ -1,7 +1,9 @@
 import fc from "fast-check";
 import { countTokens } from "gpt-tokenizer/encoding/o200k_base";
 import { describe, expect, it } from "vitest";
-import { scannerFor, type ResponseProgress } from "../../src/inference/response.js";
+import { openAi } from "../../src/inference/apis/openai/index.js";
+import type { ResponseProgress } from "../../src/inference/response.js";
+import { outputTokens } from "../../src/inference/tokens.js";
 
 const sse = (events: unknown[]): Buffer =>
   Buffer.from(events.map((event) => `data: ${typeof event === "string" ? event : JSON.stringify(event)}\n\n`).join(""));
@@ -21,7 +23,7 @@ function scan(chunks: Buffer[]): ResponseProgress {
 
 /** Sums the progress of every stretch; `firstAt` is the stretch that reported the first token (chunks.length = end()). */
 function scanWithFirst(chunks: Buffer[]): { total: ResponseProgress; firstAt: number[] } {
-  const scanner = scannerFor("text/event-stream; charset=utf-8", 1 << 20);
+  const scanner = openAi.scanner("text/event-stream; charset=utf-8", 1 << 20, outputTokens);
   const total: ResponseProgress = { generated: 0 };
   const firstAt: number[] = [];
   [...chunks.map((chunk) => scanner.push(chunk)), scanner.end()].forEach((progress, i) => {
@@ -76,7 +78,7 @@ describe("response scanning", () => {
   });
 
   it("reads a Responses API JSON response's usage", () => {
-    const scanner = scannerFor("application/json", 1 << 20);
+    const scanner = openAi.scanner("application/json", 1 << 20, outputTokens);
     scanner.push(Buffer.from(JSON.stringify({ object: "response", output: [], usage: { input_tokens: 7, output_tokens: 3 } })));
     expect(scanner.end()).toEqual({ generated: 0, usage: { promptTokens: 7, completionTokens: 3 } });
   });
@@ -108,7 +110,7 @@ describe("response scanning", () => {
   });
 
   it("reads usage from a plain JSON response at its end", () => {
-    const scanner = scannerFor("application/json", 1 << 20);
+    const scanner = openAi.scanner("application/json", 1 << 20, outputTokens);
     const body = Buffer.from(JSON.stringify({ choices: [{ message: { content: "hi" } }], usage: { prompt_tokens: 5, completion_tokens: 2 } }));
     // The body is sent whole after generation: its first byte is the first token.
     expect(scanner.push(body.subarray(0, 0))).toEqual({ generated: 0 });
@@ -123,13 +125,13 @@ describe("response scanning", () => {
   });
 
   it("takes the first byte of an unknown content type as the first token", () => {
-    const scanner = scannerFor("application/octet-stream", 8);
+    const scanner = openAi.scanner("application/octet-stream", 8, outputTokens);
     expect(scanner.push(Buffer.from("ab"))).toEqual({ generated: 0, firstToken: true });
     expect(scanner.push(Buffer.from("cd"))).toEqual({ generated: 0 });
   });
 
   it("does not keep a JSON response larger than the limit", () => {
-    const scanner = scannerFor("application/json", 8);
+    const scanner = openAi.scanner("application/json", 8, outputTokens);
     scanner.push(Buffer.from('{"usage": {"prompt_tokens": 1, "completion_tokens": 1}}'));
     expect(scanner.end()).toEqual({ generated: 0 });
   });
