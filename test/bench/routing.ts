@@ -1,7 +1,7 @@
 import { schedulingDefaults } from "../support/scheduling.js";
 import { mulberry32 } from "../support/random.js";
 import { EngineScheduler, type EngineModel } from "../engine-sim/scheduler.js";
-import { LLAMA_8B_H100 } from "../sim/models.js";
+import { LLAMA_8B_H100 } from "../engine-sim/models.js";
 import { AigwRouter, GieDefaultRouter, PolledLeastRequestsRouter, RandomRouter, RoundRobinRouter, SglangCacheAwareRouter } from "../sim/peers.js";
 import { SidecarRouter, type Router, type SimRequest } from "../sim/routers.js";
 import { quantile, runWorkload, summarize, type RequestOutcome, type Summary } from "../sim/run.js";
