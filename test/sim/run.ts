@@ -72,7 +72,11 @@ export function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-export function summarize(outcomes: readonly RequestOutcome[], engines: number, outputTokens: number): Summary {
+export function summarize(
+  outcomes: ReadonlyArray<Pick<RequestOutcome, "engine" | "arrivalMs" | "firstTokenMs" | "finishedMs">>,
+  engines: number,
+  outputTokens: number,
+): Summary {
   const ttft = outcomes.map((o) => o.firstTokenMs - o.arrivalMs).sort((a, b) => a - b);
   const e2e = outcomes.map((o) => o.finishedMs - o.arrivalMs).sort((a, b) => a - b);
   const start = Math.min(...outcomes.map((o) => o.arrivalMs));
