@@ -3,7 +3,7 @@ import { startEngineSim, type EngineSim } from "../engine-sim/engine.js";
 import { LLAMA_8B_H100, slowedDown } from "../engine-sim/models.js";
 import { idle, startTestSidecar, totalLoad } from "../support/sidecar.js";
 import { RoundRobinRouter } from "./peers.js";
-import { runRealTime, type Chooser } from "./realtime.js";
+import { runRealTime, warmUpRequests, type Chooser } from "./realtime.js";
 import { runWorkload } from "./run.js";
 import { mixed } from "./workloads.js";
 
@@ -29,10 +29,7 @@ async function cluster(): Promise<{ engines: EngineSim[]; sidecar: Awaited<Retur
   return { engines, sidecar };
 }
 
-/** Cold, the first exchanges pay for connections, compiling and the tokenizers' tables: warmed up on prompts sharing nothing with the list. */
-const warmUp = mixed
-  .requests(8, { rate: 50 }, 99)
-  .map((request, i) => ({ ...request, id: `warm${i}`, blockHashes: request.blockHashes.map((hash) => `warm/${hash}`), outputTokens: 4 }));
+const warmUp = warmUpRequests(mixed.requests(8, { rate: 50 }, 99), 4);
 
 async function run(chooser: Chooser, engines: EngineSim[], extProc: number) {
   const settings = { extProc: `127.0.0.1:${extProc}`, engines: engines.map((engine) => engine.address), chooser, timeScale: 1, model: "llama" };

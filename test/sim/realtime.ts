@@ -37,6 +37,20 @@ export interface LiveOutcome extends Omit<RequestOutcome, "cachedTokens"> {
   readonly sendLateMs: number;
 }
 
+/**
+ * A list's requests renamed so that they share no block with any other list, their answers cut to
+ * `outputTokens`: run first, they pay what a cold cluster pays once (connections, compiling, the
+ * tokenizers' tables) before the requests measured.
+ */
+export function warmUpRequests(requests: readonly SimRequest[], outputTokens: number): SimRequest[] {
+  return requests.map((request, i) => ({
+    ...request,
+    id: `warm${i}`,
+    blockHashes: request.blockHashes.map((hash) => `warm/${hash}`),
+    outputTokens: Math.min(request.outputTokens, outputTokens),
+  }));
+}
+
 const SUBSET_HINT = "envoy.lb.subset_hint";
 const SUBSET_KEY = "x-gateway-destination-endpoint-subset";
 

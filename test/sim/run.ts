@@ -1,8 +1,9 @@
 import type { EngineModel } from "../engine-sim/scheduler.js";
 import { VirtualCluster } from "./cluster.js";
 import { EventQueue } from "./events.js";
-import { isPolling } from "./peers.js";
+import { isPolling, RoundRobinRouter } from "./peers.js";
 import type { Router, SimRequest } from "./routers.js";
+import type { Workload } from "./workloads.js";
 
 /** How one request went (virtual ms). */
 export interface RequestOutcome {
@@ -55,6 +56,12 @@ export async function runWorkload(models: readonly EngineModel[], router: Router
   await events.drain();
   if (open.size > 0) throw new Error(`${open.size} requests never finished`);
   return done;
+}
+
+/** Requests per second (model time) the engines complete when `count` of the workload are there at once (round robin): their capacity for it. */
+export async function capacity(models: readonly EngineModel[], workload: Workload, count: number, seed: number): Promise<number> {
+  const outcomes = await runWorkload(models, new RoundRobinRouter(models.length), workload.requests(count, { rate: 1e9 }, seed));
+  return outcomes.length / (Math.max(...outcomes.map((o) => o.finishedMs)) / 1000);
 }
 
 export interface Summary {
