@@ -162,7 +162,9 @@ async function main(): Promise<void> {
   for (const { name, run } of rows) {
     console.log(`    ${name.padEnd(16)} p50 ≤ ${run.pick.p50} ms, p99 ≤ ${run.pick.p99} ms (target p99 ≤ ${PICK_TARGET_MS} ms: ${verdict(run.pick.p99 <= PICK_TARGET_MS)})`);
   }
-  console.log(`\n  the machine's share: real minus virtual TTFT per request (wall ms), engine steps applied late, this process's event-loop delay, the sidecar's CPU`);
+  console.log(
+    `\n  the machine's share: real minus virtual TTFT per request (wall ms: the hops, this machine, and batches formed a little differently), engine steps applied late, this process's event-loop delay, the sidecar's CPU`,
+  );
   for (const { name, run, gaps } of rows) {
     const late = run.outcomes.map((o) => o.sendLateMs).sort((a, b) => a - b);
     console.log(
