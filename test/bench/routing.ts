@@ -1,10 +1,10 @@
 import { schedulingDefaults } from "../support/scheduling.js";
 import { mulberry32 } from "../support/random.js";
 import { EngineScheduler, type EngineModel } from "../engine-sim/scheduler.js";
-import { LLAMA_8B_H100 } from "../sim/models.js";
+import { LLAMA_8B_H100 } from "../engine-sim/models.js";
 import { AigwRouter, GieDefaultRouter, PolledLeastRequestsRouter, RandomRouter, RoundRobinRouter, SglangCacheAwareRouter } from "../sim/peers.js";
 import { SidecarRouter, type Router, type SimRequest } from "../sim/routers.js";
-import { quantile, runWorkload, summarize, type RequestOutcome, type Summary } from "../sim/run.js";
+import { capacity, quantile, runWorkload, summarize, type RequestOutcome, type Summary } from "../sim/run.js";
 import { WORKLOADS, type Arrivals, type Workload } from "../sim/workloads.js";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -57,13 +57,6 @@ function routers(seed: number): Router[] {
     new AigwRouter(ENGINES, mulberry32(seed + 4)),
     new SglangCacheAwareRouter(ENGINES, mulberry32(seed + 5)),
   ];
-}
-
-/** Requests per second the cluster completes when every request is there at once (round robin): its capacity for this workload. */
-async function capacity(workload: Workload): Promise<number> {
-  const all = workload.requests(Math.min(REQUESTS, 2000), { rate: 1e9 }, SEED + 100);
-  const outcomes = await runWorkload(models, new RoundRobinRouter(ENGINES), all);
-  return outcomes.length / (Math.max(...outcomes.map((o) => o.finishedMs)) / 1000);
 }
 
 /**
@@ -120,7 +113,7 @@ async function main(): Promise<void> {
     { workload: WORKLOADS.find((w) => w.name === "mixed")!, bursts: true },
   ];
   for (const { workload, bursts } of cases) {
-    const full = await capacity(workload);
+    const full = await capacity(models, workload, Math.min(REQUESTS, 2000), SEED + 100);
     const label = `${workload.name}${bursts ? " with on/off bursts (2 s on, 4 s off)" : ""}`;
     console.log(`\n${label}: ${workload.description}; capacity ${full.toFixed(1)} requests/s (all at once, round robin)`);
     for (const load of LOADS) {

@@ -4,7 +4,7 @@
 import { parseConfig } from "../../src/config/load.js";
 import { createLogger } from "../../src/log.js";
 import { startSidecar } from "../../src/sidecar.js";
-import { ENGINE_HEADER, REALISTIC_TIMING, startEngineSim } from "../engine-sim/engine.js";
+import { ENGINE_HEADER, LLAMA_8B_H100, startEngineSim } from "../engine-sim/engine.js";
 import { startEnvoyStandIn } from "../envoy/proxy.js";
 
 const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
@@ -80,7 +80,7 @@ function printLoad(title: string, rows: EngineRow[], label: (endpoint: string) =
 }
 
 async function main(): Promise<void> {
-  const engines = await Promise.all(Array.from({ length: 4 }, () => startEngineSim({ ...REALISTIC_TIMING })));
+  const engines = await Promise.all(Array.from({ length: 4 }, () => startEngineSim({ model: LLAMA_8B_H100 })));
   const label = (endpoint: string) => `E${engines.findIndex((engine) => engine.address === endpoint) + 1}`;
   const config = parseConfig(
     JSON.stringify({

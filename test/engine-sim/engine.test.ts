@@ -10,6 +10,7 @@ import {
   type EngineSim,
   type EngineSimOptions,
 } from "./engine.js";
+import { generatedToken } from "./tokens.js";
 
 // ---- helpers ------------------------------------------------------------------------------
 
@@ -142,6 +143,7 @@ function settled(sim: EngineSim, timeout = 2000): Promise<void> {
       expect(stats.inFlight).toBe(0);
       expect(stats.running).toBe(0);
       expect(stats.queued).toBe(0);
+      expect(stats.hanging).toBe(0);
     },
     { timeout, interval: 5 },
   );
@@ -364,12 +366,14 @@ describe("other endpoints and refusals", () => {
   });
 });
 
-describe("timing model", () => {
+describe("engine model: vLLM V1 steps in real time", () => {
   // The machine is shared: a client can see an event late but never before the server made it,
   // so every timing assertion is a lower bound measured from a send, or an ordering with margin.
 
-  it("makes time to first token grow with the prompt at prefillTokensPerSecond", async () => {
-    const sim = await start({ prefillTokensPerSecond: 10_000, overheadMs: 5 });
+  it("makes time to first token grow with the prompt: its prefill step costs prefillMsPerToken a token", async () => {
+    const sim = await start({ model: { stepBaseMs: 5, prefillMsPerToken: 0.1 } });
+    // The tokenizer's first use loads its tables (~100 ms): not part of any prefill.
+    await stream(sim, "/v1/chat/completions", chatBody("warm up", { max_tokens: 1 }));
     const long = await stream(sim, "/v1/chat/completions", chatBody(promptOf(1500), { max_tokens: 1 }));
     const short = await stream(sim, "/v1/chat/completions", chatBody(promptOf(10), { max_tokens: 1 }));
 
@@ -380,29 +384,32 @@ describe("timing model", () => {
     expect(shortTtft).toBeLessThan(longTtft);
   });
 
-  it("produces a token every 1 / decodeTokensPerSecond after the first", async () => {
-    const sim = await start({ decodeTokensPerSecond: 50 });
+  it("produces one token per step, each step costing at least stepBaseMs", async () => {
+    const sim = await start({ model: { stepBaseMs: 20 } });
     const { events } = await stream(sim, "/v1/completions", { model: "m", prompt: "x", max_tokens: 6 });
 
     const tokens = tokenEvents(events);
     expect(tokens).toHaveLength(6);
-    expect(tokens.at(-1)?.at).toBeGreaterThanOrEqual(5 * 20 - SLACK_MS);
+    expect(tokens[0]?.at).toBeGreaterThanOrEqual(20 - SLACK_MS);
+    expect(tokens.at(-1)?.at).toBeGreaterThanOrEqual(6 * 20 - SLACK_MS);
+    expect(sim.steps().steps).toBe(6);
   });
 
-  it("prefills one prompt at a time, so concurrent prompts wait for each other", async () => {
-    const sim = await start({ prefillTokensPerSecond: 10_000 });
+  it("prefills in chunks of the token budget, shared by the prompts waiting: a long prompt takes several steps", async () => {
+    const sim = await start({ model: { stepBaseMs: 5, prefillMsPerToken: 0.1, tokenBudget: 600, prefixCaching: false } });
     const body = chatBody(promptOf(1000), { max_tokens: 1 });
     const results = await Promise.all([stream(sim, "/v1/chat/completions", body), stream(sim, "/v1/chat/completions", body)]);
 
-    // Each prefill takes 100 ms and neither starts before the first send.
+    // 2,000 prompt tokens in steps of at most 600: the first prompt's last chunk ends the second
+    // step (5 + 60 ms each), the other's the fourth (its last 200 tokens: 5 + 20 ms).
     const firstSend = Math.min(...results.map((r) => r.sentAt));
     const firstTokens = results.map((r) => r.sentAt + (r.events[0]?.at ?? 0) - firstSend).sort((a, b) => a - b);
-    expect(firstTokens[0]).toBeGreaterThanOrEqual(100 - SLACK_MS);
-    expect(firstTokens[1]).toBeGreaterThanOrEqual(200 - SLACK_MS);
+    expect(firstTokens[0]).toBeGreaterThanOrEqual(2 * 65 - SLACK_MS);
+    expect(firstTokens[1]).toBeGreaterThanOrEqual(3 * 65 + 25 - SLACK_MS);
   });
 
-  it("queues requests beyond maxConcurrent", async () => {
-    const sim = await start({ maxConcurrent: 1, decodeTokensPerSecond: 100 });
+  it("runs at most maxRunning sequences; the rest wait, queued", async () => {
+    const sim = await start({ model: { maxRunning: 1, stepBaseMs: 10 } });
     const body = { model: "m", prompt: "x", max_tokens: 6 };
     const first = stream(sim, "/v1/completions", body);
     await vi.waitFor(() => expect(sim.stats().running).toBe(1), { interval: 2 });
@@ -410,23 +417,78 @@ describe("timing model", () => {
     await vi.waitFor(() => expect(sim.stats()).toMatchObject({ running: 1, queued: 1 }), { interval: 2 });
     const [a, b] = await Promise.all([first, second]);
 
-    // One after the other: 2 x 5 decode steps of 10 ms from the first send (in parallel: ~50 ms).
+    // One after the other: 2 x 6 steps of 10 ms from the first send (side by side: ~60 ms).
     const secondEnd = b.sentAt + (tokenEvents(b.events).at(-1)?.at ?? 0);
-    expect(secondEnd - a.sentAt).toBeGreaterThanOrEqual(100 - SLACK_MS);
+    expect(secondEnd - a.sentAt).toBeGreaterThanOrEqual(120 - SLACK_MS);
     expect(sim.stats()).toMatchObject({ queued: 0, running: 0, completed: 2 });
   });
 
-  it("slows decoding down with the number of running requests", async () => {
-    const options = { decodeTokensPerSecond: 200, decodeSlowdownPerRequest: 1 };
+  it("makes a step slower with every sequence it decodes", async () => {
+    const model = { stepBaseMs: 5, decodeMsPerSequence: 5 };
     const body = { model: "m", prompt: "x", max_tokens: 11 };
-    const lastToken = (r: StreamRead): number => tokenEvents(r.events).at(-1)?.at ?? 0;
-    const alone = await stream(await start(options), "/v1/completions", body);
-    const loaded = await start(options);
+    const lastToken = (r: StreamRead & { sentAt: number }): number => r.sentAt + (tokenEvents(r.events).at(-1)?.at ?? 0);
+    const alone = await stream(await start({ model }), "/v1/completions", body);
+    const loaded = await start({ model });
     const batch = await Promise.all([0, 1, 2, 3].map(() => stream(loaded, "/v1/completions", body)));
 
-    // Alone: 10 steps of 5 ms. Four together: 10 steps of 5 ms * (1 + 3) = 200 ms.
-    expect(lastToken(alone)).toBeGreaterThanOrEqual(50 - SLACK_MS);
-    expect(Math.max(...batch.map(lastToken))).toBeGreaterThanOrEqual(200 - 10 * SLACK_MS);
+    // Alone: a prefill step of 5 ms, then 10 decode steps of 5 + 5. Four: 40 decodes of 5 ms
+    // over at least 11 steps of 5 ms, whatever way they are batched: ≥ 255 ms.
+    expect(lastToken(alone) - alone.sentAt).toBeGreaterThanOrEqual(5 + 10 * 10 - SLACK_MS);
+    const firstSend = Math.min(...batch.map((r) => r.sentAt));
+    expect(Math.max(...batch.map(lastToken)) - firstSend).toBeGreaterThanOrEqual(255 - SLACK_MS);
+  });
+
+  it("serves a prompt's leading 16-token blocks it already holds from its prefix cache", async () => {
+    const sim = await start();
+    const system = { role: "system", content: promptOf(100) };
+    const ask = (question: string) => post(sim, "/v1/chat/completions", { model: "m", messages: [system, { role: "user", content: question }], max_tokens: 1 });
+    await ask("first question");
+    expect(sim.stats().cachedPromptTokens).toBe(0);
+    await ask("another one");
+    // The system prompt's 6 full blocks; its 7th block also holds the question.
+    expect(sim.stats().cachedPromptTokens).toBe(96);
+    const promptIds = (count: number) => Array.from({ length: count }, (_, i) => 1000 + i);
+    const ids = (head: number[]) => post(sim, "/v1/completions", { model: "m", prompt: [...head, ...promptIds(40)], max_tokens: 1 });
+    await ids([1, 2, 3]);
+    await ids([1, 2, 4]);
+    expect(sim.stats().cachedPromptTokens).toBe(96);
+    await ids([1, 2, 3]);
+    // 43 tokens: 2 full blocks, both held.
+    expect(sim.stats().cachedPromptTokens).toBe(96 + 32);
+    // The second block's tokens, now first: the hashes chain, so a block is known by its whole prefix.
+    await post(sim, "/v1/completions", { model: "m", prompt: [...Array.from({ length: 16 }, (_, i) => 1013 + i), ...promptIds(20)], max_tokens: 1 });
+    expect(sim.stats().cachedPromptTokens).toBe(96 + 32);
+
+    const uncached = await start({ model: { prefixCaching: false } });
+    for (let i = 0; i < 2; i++) await post(uncached, "/v1/completions", { model: "m", prompt: promptOf(100), max_tokens: 1 });
+    expect(uncached.stats().cachedPromptTokens).toBe(0);
+  });
+
+  it("preempts a sequence when its KV blocks run out and still streams every token once, in order", async () => {
+    // 10 blocks of 16 tokens; each request needs 7 by its end: two cannot run to the end side by side.
+    const sim = await start({ model: { kvBlocks: 10, prefixCaching: false } });
+    const body = (first: number) => ({ model: "m", prompt: Array.from({ length: 64 }, (_, i) => first + i), max_tokens: 40, stream_options: { include_usage: true } });
+    const results = await Promise.all([stream(sim, "/v1/completions", body(0)), stream(sim, "/v1/completions", body(100))]);
+
+    for (const { events, error } of results) {
+      expect(error).toBeUndefined();
+      const texts = tokenEvents(events).map((e) => (JSON.parse(e.data) as Chunk).choices[0]?.text);
+      expect(texts).toEqual(Array.from({ length: 40 }, (_, step) => generatedToken(step)));
+      expect(chunks(events).at(-1)?.usage?.completion_tokens).toBe(40);
+    }
+    expect(sim.stats()).toMatchObject({ completed: 2, completionTokens: 80 });
+  });
+
+  it("refuses with 400 a request its KV cache could never hold, as vLLM refuses one longer than its context", async () => {
+    const sim = await start({ model: { kvBlocks: 4 } });
+    const tooLong = await post(sim, "/v1/chat/completions", chatBody(promptOf(60), { max_tokens: 10, stream: true }));
+    const body = (await tooLong.json()) as ErrorBody;
+    const fits = await post(sim, "/v1/chat/completions", chatBody(promptOf(50), { max_tokens: 10 }));
+
+    expect(tooLong.status).toBe(400);
+    expect(body.error).toMatchObject({ type: "BadRequestError", param: "messages", code: 400 });
+    expect(body.error.message).toMatch(/70 tokens .* do not fit/);
+    expect(fits.status).toBe(200);
   });
 });
 
@@ -522,7 +584,7 @@ describe("faults", () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
 
     expect(res.status).toBe(200);
-    expect(sim.stats()).toMatchObject({ inFlight: 1, running: 1 });
+    expect(sim.stats()).toMatchObject({ inFlight: 1, hanging: 1, running: 0, queued: 0 });
     controller.abort();
     expect((await read).events).toHaveLength(0);
     await settled(sim);
@@ -574,8 +636,8 @@ describe("faults", () => {
 
 describe("client disconnect and shutdown", () => {
   it("stops generating when the client goes away mid-stream", async () => {
-    // 2 s per token: the slot can only be freed this fast if the pending decode timer is cancelled.
-    const sim = await start({ decodeTokensPerSecond: 0.5 });
+    // 2 s per decode step: the sequence can only leave this fast if aborting drops it from the batch.
+    const sim = await start({ model: { decodeMsPerSequence: 2000 } });
     const controller = new AbortController();
     const sentAt = performance.now();
     const body = { model: "m", prompt: "x", max_tokens: 100, stream: true };
@@ -588,24 +650,25 @@ describe("client disconnect and shutdown", () => {
   });
 
   it("drops a queued request whose client went away, without taking a slot later", async () => {
-    const sim = await start({ maxConcurrent: 1 });
-    const hung = new AbortController();
+    // One sequence at a time, decoding a token a second: the first holds the only slot.
+    const sim = await start({ model: { maxRunning: 1, decodeMsPerSequence: 1000 } });
+    const holding = new AbortController();
     const queued = new AbortController();
-    const body = { model: "m", prompt: "x", stream: true };
-    await post(sim, "/v1/completions", body, { headers: faultHeader("hang"), signal: hung.signal });
+    const body = { model: "m", prompt: "x", max_tokens: 100, stream: true };
+    await post(sim, "/v1/completions", body, { signal: holding.signal });
     await post(sim, "/v1/completions", body, { signal: queued.signal });
     expect(sim.stats()).toMatchObject({ inFlight: 2, running: 1, queued: 1 });
 
     queued.abort();
     await vi.waitFor(() => expect(sim.stats()).toMatchObject({ inFlight: 1, queued: 0 }), { timeout: 1000, interval: 5 });
     expect(sim.stats().running).toBe(1);
-    hung.abort();
+    holding.abort();
     await settled(sim);
   });
 
   it("close() ends open streams, leaves nothing in flight and can be called twice", async () => {
-    // 5 s per token: settling fast proves close() cancelled the pending decode timer.
-    const sim = await start({ decodeTokensPerSecond: 0.2 });
+    // 5 s per decode step: settling fast proves close() dropped the step under way.
+    const sim = await start({ model: { decodeMsPerSequence: 5000 } });
     const body = { model: "m", prompt: "x", stream: true };
     const hanging = await post(sim, "/v1/completions", body, { headers: faultHeader("hang") });
     const decoding = await post(sim, "/v1/completions", body);
@@ -613,7 +676,7 @@ describe("client disconnect and shutdown", () => {
     const firstToken = new Promise<void>((resolve) => (onFirstToken = resolve));
     const reads = [readSse(hanging, 0), readSse(decoding, 0, () => onFirstToken())];
     await firstToken;
-    expect(sim.stats()).toMatchObject({ inFlight: 2, running: 2 });
+    expect(sim.stats()).toMatchObject({ inFlight: 2, running: 1, hanging: 1 });
 
     await Promise.all([sim.close(), sim.close()]);
     const [a, b] = await Promise.all(reads);
@@ -642,6 +705,7 @@ describe("stats", () => {
       inFlight: 0,
       queued: 0,
       running: 0,
+      hanging: 0,
       completed: 4,
       errored: 1,
       aborted: 0,
@@ -649,12 +713,14 @@ describe("stats", () => {
       // A stream without include_usage still counts what its usage would have said.
       promptTokens: countTokens("ab cd") + countTokens("hello world"),
       completionTokens: 3 + 4,
+      cachedPromptTokens: 0,
     });
   });
 
   it("refuses nonsensical options", async () => {
-    await expect(startEngineSim({ decodeTokensPerSecond: 0 })).rejects.toThrow(/decodeTokensPerSecond/);
-    await expect(startEngineSim({ maxConcurrent: 1.5 })).rejects.toThrow(/maxConcurrent/);
+    await expect(startEngineSim({ model: { stepBaseMs: 0 } })).rejects.toThrow(/model.stepBaseMs/);
+    await expect(startEngineSim({ model: { maxRunning: 1.5 } })).rejects.toThrow(/model.maxRunning/);
+    await expect(startEngineSim({ model: { prefillMsPerToken: -1 } })).rejects.toThrow(/model.prefillMsPerToken/);
     await expect(startEngineSim({ defaultMaxTokens: 0 })).rejects.toThrow(/defaultMaxTokens/);
   });
 });

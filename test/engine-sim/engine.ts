@@ -5,11 +5,13 @@ import { generate, sendJson, type GenerationOutcome } from "./generation.js";
 import { resolveOptions, type EngineSimOptions } from "./options.js";
 import { parseGenerationRequest, RequestError, type Endpoint } from "./request.js";
 import { errorBody, modelList } from "./responses.js";
-import { EngineClock } from "./timing.js";
+import { StepLoop, type StepTiming } from "./step-loop.js";
 
-export { DEFAULT_OPTIONS, REALISTIC_TIMING, type EngineSimOptions } from "./options.js";
+export { DEFAULT_OPTIONS, type EngineSimOptions } from "./options.js";
 export { FAULT_HEADER, FAULT_MESSAGE, parseFault, type Fault } from "./faults.js";
-export type { TimingOptions } from "./timing.js";
+export { FAST_MODEL, LLAMA_8B_H100, slowedDown } from "./models.js";
+export type { EngineModel } from "./scheduler.js";
+export type { StepTiming } from "./step-loop.js";
 
 /** Response header naming the simulator that answered, so a client behind a proxy can tell. */
 export const ENGINE_HEADER = "x-sim-engine";
@@ -23,10 +25,12 @@ export interface EngineStats {
   readonly received: number;
   /** Received and not yet ended (includes queued and hanging requests). */
   readonly inFlight: number;
-  /** In flight and waiting for a batch slot (`maxConcurrent`). */
+  /** Sequences waiting for the engine to admit them (vLLM's num_requests_waiting); a batched completion has one per prompt. */
   readonly queued: number;
-  /** Holding a batch slot: in prefill or decode (or hanging). Drops as soon as a timer is cancelled. */
+  /** Sequences in the running batch, in prefill or decode (num_requests_running); out as soon as their last token is or they are aborted. */
   readonly running: number;
+  /** Requests playing the `hang` fault: held open, never on the engine's scheduler. */
+  readonly hanging: number;
   /** Responses sent to their end without an error. */
   readonly completed: number;
   /** Responses sent to their end carrying an error: error status or in-stream error event. */
@@ -38,6 +42,8 @@ export interface EngineStats {
   /** Prompt / completion tokens of completed generations, as their usage reports (or would). */
   readonly promptTokens: number;
   readonly completionTokens: number;
+  /** Prompt tokens of completed generations that the prefix cache served (vLLM's cached_tokens). */
+  readonly cachedPromptTokens: number;
 }
 
 export interface EngineSim {
@@ -45,13 +51,15 @@ export interface EngineSim {
   readonly address: string;
   readonly port: number;
   stats(): EngineStats;
+  /** How many steps ran and how late their results went out against the model's clock (the machine's delay). */
+  steps(): StepTiming;
   /** Replaces the fault played by requests without an `x-sim-fault` header; undefined clears it. */
   setFault(fault: Fault | undefined): void;
   /** Aborts every open response and timer and closes the server. Idempotent. */
   close(): Promise<void>;
 }
 
-/** The counters the server keeps; `queued` and `running` are read from the clock. */
+/** The counters the server keeps; `queued` and `running` are read from the step loop. */
 type Counters = { -readonly [K in Exclude<keyof EngineStats, "queued" | "running" | "byPath">]: number } & {
   byPath: Record<string, number>;
 };
@@ -59,20 +67,21 @@ type Counters = { -readonly [K in Exclude<keyof EngineStats, "queued" | "running
 /** Starts an OpenAI-compatible engine simulator on 127.0.0.1. */
 export async function startEngineSim(options: EngineSimOptions = {}): Promise<EngineSim> {
   const config = resolveOptions(options);
-  const clock = new EngineClock(config);
+  const engine = new StepLoop(config.model);
   const startedAt = Math.floor(Date.now() / 1000);
   const open = new Set<AbortController>();
   const counters: Counters = {
-    received: 0, inFlight: 0, completed: 0, errored: 0, aborted: 0,
-    byPath: {}, promptTokens: 0, completionTokens: 0,
+    received: 0, inFlight: 0, hanging: 0, completed: 0, errored: 0, aborted: 0,
+    byPath: {}, promptTokens: 0, completionTokens: 0, cachedPromptTokens: 0,
   };
+  let generations = 0;
   let fault = config.fault;
   let address = "";
 
   const server = createServer((req, res) => {
     const path = new URL(req.url ?? "/", "http://engine-sim").pathname;
     const controller = new AbortController();
-    const outcome: GenerationOutcome = { usage: undefined, failed: false };
+    const outcome: GenerationOutcome = { usage: undefined, cachedTokens: 0, failed: false };
     counters.received++;
     counters.inFlight++;
     counters.byPath[path] = (counters.byPath[path] ?? 0) + 1;
@@ -88,6 +97,7 @@ export async function startEngineSim(options: EngineSimOptions = {}): Promise<En
         counters.completed++;
         counters.promptTokens += outcome.usage?.prompt_tokens ?? 0;
         counters.completionTokens += outcome.usage?.completion_tokens ?? 0;
+        counters.cachedPromptTokens += outcome.cachedTokens;
       }
     });
     res.setHeader(ENGINE_HEADER, address);
@@ -127,8 +137,14 @@ export async function startEngineSim(options: EngineSimOptions = {}): Promise<En
     // Without a limit in the request the default-length answer "ends by itself"; an answer cut
     // by any limit (the request's or the engine's cap) stops for length, as vLLM reports it.
     const finishReason = request.maxTokens === undefined && outputTokens === wanted ? "stop" : "length";
-    const plan = { request, outputTokens, finishReason, fault: requestFault } as const;
-    await generate(plan, res, clock, exchange.signal, exchange.outcome);
+    const plan = { id: `g${(generations += 1)}`, request, outputTokens, finishReason, fault: requestFault } as const;
+    const hanging = requestFault?.kind === "hang";
+    if (hanging) counters.hanging++;
+    try {
+      await generate(plan, res, engine, exchange.signal, exchange.outcome);
+    } finally {
+      if (hanging) counters.hanging--;
+    }
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -145,13 +161,15 @@ export async function startEngineSim(options: EngineSimOptions = {}): Promise<En
   return {
     address,
     port,
-    stats: () => ({ ...counters, queued: clock.queued, running: clock.running, byPath: { ...counters.byPath } }),
+    stats: () => ({ ...counters, queued: engine.waiting, running: engine.running, byPath: { ...counters.byPath } }),
+    steps: () => engine.steps,
     setFault: (next) => {
       fault = next;
     },
     close: () => {
       closing ??= new Promise<void>((resolve) => {
         for (const controller of open) controller.abort(new Error("engine simulator closed"));
+        engine.close();
         server.close(() => resolve());
         server.closeAllConnections();
       });

@@ -1,6 +1,6 @@
 import type { ServerResponse } from "node:http";
 import { FAULT_MESSAGE, type Fault } from "./faults.js";
-import type { GenerationRequest } from "./request.js";
+import { RequestError, type GenerationRequest } from "./request.js";
 import {
   completeBody,
   errorBody,
@@ -13,11 +13,13 @@ import {
   type FinishReason,
   type Usage,
 } from "./responses.js";
-import { EngineClock, untilAborted } from "./timing.js";
-import { generatedText, generatedToken } from "./tokens.js";
+import type { SequenceListener, StepLoop } from "./step-loop.js";
+import { blockHashes, generatedText, generatedToken } from "./tokens.js";
 
 /** One generation to play: the parsed request, its length, and the fault to inject, if any. */
 export interface GenerationPlan {
+  /** Names the request's sequences on the engine (one per choice). */
+  readonly id: string;
   readonly request: GenerationRequest;
   /** Tokens generated per choice (>= 1). */
   readonly outputTokens: number;
@@ -33,48 +35,84 @@ export interface GenerationPlan {
 export interface GenerationOutcome {
   /** Set when the response completed normally: the usage it reported (or would have). */
   usage: Usage | undefined;
+  /** Prompt tokens the engine's prefix cache served, over every choice. */
+  cachedTokens: number;
   /** Set when a fault made the response carry an error (in-stream error event or 500 body). */
   failed: boolean;
 }
 
 /**
- * Plays one generation on `res` following the engine's clock. Rejects with the abort reason when
- * `signal` aborts (client gone, simulator closing); the caller then destroys the response.
+ * Plays one generation on `res` as the engine's steps produce it: each choice is one sequence on
+ * the engine, and each token it produces goes out as the step that made it ends. Rejects with
+ * the abort reason when `signal` aborts (client gone, simulator closing); the caller then
+ * destroys the response. Refuses (RequestError 400, nothing sent) a prompt the engine could never hold.
  */
 export async function generate(
   plan: GenerationPlan,
   res: ServerResponse,
-  clock: EngineClock,
+  engine: StepLoop,
   signal: AbortSignal,
   outcome: GenerationOutcome,
 ): Promise<void> {
-  const output = plan.request.stream ? new StreamOutput(plan, res) : new BodyOutput(plan, res);
-  const { fault, outputTokens } = plan;
+  const { fault, outputTokens, request } = plan;
+  for (const prompt of request.prompts) {
+    if (!engine.fits(prompt.length + outputTokens)) {
+      const param = request.endpoint === "chat" ? "messages" : "prompt";
+      throw new RequestError(400, `${prompt.length + outputTokens} tokens (${prompt.length} in the prompt, ${outputTokens} to generate) do not fit the engine's KV cache`, param);
+    }
+  }
+  const output = request.stream ? new StreamOutput(plan, res) : new BodyOutput(plan, res);
+  if (fault?.kind === "hang") return untilAborted(signal);
   // A fault after N tokens fires when token N+1 would be sent, at the latest one decode step
   // after the last token: before the end of stream, so the response never completes.
-  const timed =
-    fault !== undefined && fault.kind !== "hang"
-      ? { fault, at: Math.min(fault.afterTokens, outputTokens) }
-      : undefined;
-
-  await clock.enter(signal);
-  try {
-    if (fault?.kind === "hang") await untilAborted(signal);
-    await clock.prefill(sum(plan.request.promptTokens), signal);
-    for (let step = 0; step < outputTokens; step++) {
-      if (step > 0) await clock.decodeStep(signal);
-      if (timed?.at === step) return playFault(timed.fault, res, output, outcome);
-      output.token(step);
-    }
-    if (timed !== undefined) {
-      await clock.decodeStep(signal);
-      return playFault(timed.fault, res, output, outcome);
-    }
-    outcome.usage = output.usage;
-    output.finish();
-  } finally {
-    clock.leave();
-  }
+  const timed = fault !== undefined ? { fault, at: Math.min(fault.afterTokens, outputTokens) } : undefined;
+  const sequences = request.prompts.map((prompt, choice) => ({
+    id: `${plan.id}/${choice}`,
+    promptTokens: prompt.length,
+    blockHashes: engine.model.prefixCaching ? blockHashes(prompt, engine.model.blockSize) : [],
+    outputTokens: timed === undefined ? outputTokens : timed.at + 1,
+  }));
+  signal.throwIfAborted();
+  await new Promise<void>((resolve, reject) => {
+    const produced = sequences.map(() => 0);
+    let unfinished = sequences.length;
+    const leave = (): void => {
+      signal.removeEventListener("abort", onAbort);
+      for (const sequence of sequences) engine.abort(sequence.id);
+    };
+    const onAbort = (): void => {
+      leave();
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    const listenerOf = (choice: number): SequenceListener => ({
+      admitted: (cachedTokens) => {
+        outcome.cachedTokens += cachedTokens;
+      },
+      tokens: (count) => {
+        for (let k = 0; k < count; k++) {
+          const step = produced[choice]!;
+          if (timed?.at === step) {
+            leave();
+            playFault(timed.fault, res, output, outcome);
+            resolve();
+            return;
+          }
+          output.token(choice, step);
+          produced[choice] = step + 1;
+        }
+      },
+      finished: () => {
+        unfinished -= 1;
+        if (unfinished > 0) return;
+        leave();
+        outcome.usage = output.usage;
+        output.finish();
+        resolve();
+      },
+    });
+    engine.add(sequences.map((request, choice) => ({ request, listener: listenerOf(choice) })));
+  });
 }
 
 function playFault(
@@ -84,22 +122,28 @@ function playFault(
   outcome: GenerationOutcome,
 ): void {
   if (fault.kind === "reset") {
-    res.destroy();
+    // Tokens written in this tick stay corked until Node's own next-tick flush, queued before
+    // this one: a reset must not take back the tokens already sent.
+    process.nextTick(() => res.destroy());
     return;
   }
   outcome.failed = true;
   output.fail(FAULT_MESSAGE);
 }
 
-function sum(values: readonly number[]): number {
-  return values.reduce((total, value) => total + value, 0);
+/** Resolves never; rejects with the abort reason once `signal` aborts. Holds no timer. */
+function untilAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    signal.throwIfAborted();
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
 }
 
 /** How a generation reaches the client: streamed token by token, or as one body at the end. */
 interface Output {
   readonly usage: Usage;
-  /** Emits the token at `step` for every choice. */
-  token(step: number): void;
+  /** Emits token `step` (0-based) of one choice. */
+  token(choice: number, step: number): void;
   finish(): void;
   fail(message: string): void;
 }
@@ -112,9 +156,10 @@ abstract class BaseOutput {
     protected readonly plan: GenerationPlan,
     protected readonly res: ServerResponse,
   ) {
-    const { endpoint, model, promptTokens } = plan.request;
+    const { endpoint, model, prompts } = plan.request;
     this.envelope = newEnvelope(endpoint, model);
-    this.usage = usageOf(sum(promptTokens), plan.outputTokens * promptTokens.length);
+    const promptTokens = prompts.reduce((total, prompt) => total + prompt.length, 0);
+    this.usage = usageOf(promptTokens, plan.outputTokens * prompts.length);
   }
 }
 
@@ -126,14 +171,11 @@ class StreamOutput extends BaseOutput implements Output {
     res.flushHeaders();
   }
 
-  token(step: number): void {
-    const { endpoint, promptTokens } = this.plan.request;
+  token(choice: number, step: number): void {
+    const { endpoint } = this.plan.request;
     const last = step === this.plan.outputTokens - 1;
-    const text = generatedToken(step);
-    for (let index = 0; index < promptTokens.length; index++) {
-      if (step === 0 && endpoint === "chat") this.send(roleChunk(this.envelope, index));
-      this.send(tokenChunk(endpoint, this.envelope, index, text, last ? this.plan.finishReason : null));
-    }
+    if (step === 0 && endpoint === "chat") this.send(roleChunk(this.envelope, choice));
+    this.send(tokenChunk(endpoint, this.envelope, choice, generatedToken(step), last ? this.plan.finishReason : null));
   }
 
   finish(): void {
@@ -158,8 +200,8 @@ class BodyOutput extends BaseOutput implements Output {
   }
 
   finish(): void {
-    const { endpoint, promptTokens } = this.plan.request;
-    const texts = promptTokens.map(() => generatedText(this.plan.outputTokens));
+    const { endpoint, prompts } = this.plan.request;
+    const texts = prompts.map(() => generatedText(this.plan.outputTokens));
     sendJson(this.res, 200, completeBody(endpoint, this.envelope, texts, this.plan.finishReason, this.usage));
   }
 

@@ -1,7 +1,8 @@
 import type { Fault } from "./faults.js";
-import type { TimingOptions } from "./timing.js";
+import { FAST_MODEL } from "./models.js";
+import type { EngineModel } from "./scheduler.js";
 
-export interface EngineSimOptions extends Partial<TimingOptions> {
+export interface EngineSimOptions {
   /** TCP port on 127.0.0.1; 0 (default) picks a free one. */
   readonly port?: number;
   /** Models served. When set, other models get 404; when unset, any model is accepted. */
@@ -12,48 +13,34 @@ export interface EngineSimOptions extends Partial<TimingOptions> {
   readonly maxTokensLimit?: number;
   /** Fault played by every generation request without an `x-sim-fault` header. */
   readonly fault?: Fault;
+  /** The engine's speed and capacity, in vLLM V1's scheduler terms; what is left out is FAST_MODEL's. */
+  readonly model?: Partial<EngineModel>;
 }
 
-export type ResolvedOptions = TimingOptions &
-  Required<Pick<EngineSimOptions, "port" | "defaultMaxTokens" | "maxTokensLimit">> &
-  Pick<EngineSimOptions, "models" | "fault">;
+export type ResolvedOptions = Required<Pick<EngineSimOptions, "port" | "defaultMaxTokens" | "maxTokensLimit">> &
+  Pick<EngineSimOptions, "models" | "fault"> & { readonly model: EngineModel };
 
-/** Fast defaults so tests spend little time waiting: ~8 ms for a default 16-token answer. */
 export const DEFAULT_OPTIONS = {
   port: 0,
-  prefillTokensPerSecond: 1_000_000,
-  decodeTokensPerSecond: 2_000,
-  overheadMs: 0,
-  maxConcurrent: Infinity,
-  decodeSlowdownPerRequest: 0,
   defaultMaxTokens: 16,
   maxTokensLimit: 4096,
+  model: FAST_MODEL,
 } as const satisfies ResolvedOptions;
-
-/**
- * Speeds in the range of an 8B model on one GPU, for the demo and the standalone CLI: a loaded
- * engine is visibly slower (queueing, shared prefill, batch slowdown).
- */
-export const REALISTIC_TIMING = {
-  prefillTokensPerSecond: 8_000,
-  decodeTokensPerSecond: 40,
-  overheadMs: 5,
-  maxConcurrent: 64,
-  decodeSlowdownPerRequest: 0.02,
-} as const satisfies TimingOptions;
 
 /** Fills in defaults and refuses nonsensical values with a RangeError naming the option. */
 export function resolveOptions(options: EngineSimOptions): ResolvedOptions {
-  const resolved: ResolvedOptions = { ...DEFAULT_OPTIONS, ...withoutUndefined(options) };
-  const { port, maxConcurrent } = resolved;
+  const { model, ...rest } = withoutUndefined(options);
+  const resolved: ResolvedOptions = { ...DEFAULT_OPTIONS, ...rest, model: { ...FAST_MODEL, ...withoutUndefined(model ?? {}) } };
+  const { port } = resolved;
   check(Number.isInteger(port) && port >= 0 && port <= 65535, "port", port);
-  check(resolved.prefillTokensPerSecond > 0, "prefillTokensPerSecond", resolved.prefillTokensPerSecond);
-  check(resolved.decodeTokensPerSecond > 0, "decodeTokensPerSecond", resolved.decodeTokensPerSecond);
-  check(resolved.overheadMs >= 0, "overheadMs", resolved.overheadMs);
-  check(maxConcurrent === Infinity || isCount(maxConcurrent), "maxConcurrent", maxConcurrent);
-  check(resolved.decodeSlowdownPerRequest >= 0, "decodeSlowdownPerRequest", resolved.decodeSlowdownPerRequest);
   check(isCount(resolved.defaultMaxTokens), "defaultMaxTokens", resolved.defaultMaxTokens);
   check(isCount(resolved.maxTokensLimit), "maxTokensLimit", resolved.maxTokensLimit);
+  const m = resolved.model;
+  for (const field of ["tokenBudget", "maxRunning", "kvBlocks", "blockSize"] as const) check(isCount(m[field]), `model.${field}`, m[field]);
+  // A step of no time would let the real-time loop catch up forever.
+  check(m.stepBaseMs > 0, "model.stepBaseMs", m.stepBaseMs);
+  check(m.decodeMsPerSequence >= 0, "model.decodeMsPerSequence", m.decodeMsPerSequence);
+  check(m.prefillMsPerToken >= 0, "model.prefillMsPerToken", m.prefillMsPerToken);
   return resolved;
 }
 

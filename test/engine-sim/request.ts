@@ -1,4 +1,4 @@
-import { countTextTokens } from "./tokens.js";
+import { textTokens } from "./tokens.js";
 
 /** The two generation APIs the simulator serves. */
 export type Endpoint = "chat" | "completion";
@@ -10,8 +10,8 @@ export interface GenerationRequest {
   readonly stream: boolean;
   /** `stream_options.include_usage`: send a final usage chunk before `[DONE]`. */
   readonly includeUsage: boolean;
-  /** Prompt tokens of each choice: one for chat, one per prompt for a batched completion. */
-  readonly promptTokens: readonly number[];
+  /** The prompt's token ids for each choice: one for chat, one per prompt for a batched completion. */
+  readonly prompts: readonly (readonly number[])[];
   /** `max_completion_tokens` / `max_tokens` as sent, before the engine applies its cap. */
   readonly maxTokens: number | undefined;
 }
@@ -59,9 +59,8 @@ export function parseGenerationRequest(endpoint: Endpoint, body: string): Genera
     endpoint === "chat"
       ? (optionalTokenLimit(json, "max_completion_tokens") ?? optionalTokenLimit(json, "max_tokens"))
       : optionalTokenLimit(json, "max_tokens");
-  const promptTokens =
-    endpoint === "chat" ? [chatPromptTokens(json.messages)] : completionPromptTokens(json.prompt);
-  return { endpoint, model, stream, includeUsage, promptTokens, maxTokens };
+  const prompts = endpoint === "chat" ? [chatPrompt(json.messages)] : completionPrompts(json.prompt);
+  return { endpoint, model, stream, includeUsage, prompts, maxTokens };
 }
 
 function optionalBoolean(json: JsonObject, field: string): boolean | undefined {
@@ -81,53 +80,47 @@ function optionalTokenLimit(json: JsonObject, field: string): number | undefined
 }
 
 /**
- * Chat prompt size: the sum of the o200k counts of every message's text (a string content, or
- * each `text` part of an array content). Real engines add chat-template tokens on top; the
- * simulator does not, so tests can compute the expected number from the messages alone.
+ * Chat prompt: the o200k tokens of every message's text (a string content, or each `text` part of
+ * an array content), in order. Real engines add chat-template tokens on top; the simulator does
+ * not, so tests can compute the expected number from the messages alone.
  */
-function chatPromptTokens(messages: unknown): number {
+function chatPrompt(messages: unknown): number[] {
   if (!Array.isArray(messages) || messages.length === 0) {
     throw new RequestError(400, "`messages` must be a non-empty array", "messages");
   }
-  let tokens = 0;
+  const texts: string[] = [];
   for (const message of messages) {
     if (!isObject(message)) throw new RequestError(400, "each message must be an object", "messages");
-    tokens += contentTokens(message.content);
+    texts.push(...contentTexts(message.content));
   }
-  return tokens;
+  return texts.flatMap((text) => textTokens(text));
 }
 
-function contentTokens(content: unknown): number {
+function contentTexts(content: unknown): string[] {
   // Assistant messages carrying only tool calls have no content.
-  if (content === undefined || content === null) return 0;
-  if (typeof content === "string") return countTextTokens(content);
+  if (content === undefined || content === null) return [];
+  if (typeof content === "string") return [content];
   if (!Array.isArray(content)) {
     throw new RequestError(400, "message `content` must be a string or an array of parts", "messages");
   }
-  let tokens = 0;
-  for (const part of content) {
-    if (isObject(part) && typeof part.text === "string") tokens += countTextTokens(part.text);
-  }
-  return tokens;
+  return content.flatMap((part: unknown) => (isObject(part) && typeof part.text === "string" ? [part.text] : []));
 }
 
 /**
- * Completion prompt sizes, one per prompt: a string, an array of strings, an array of token ids,
- * or an array of token-id arrays (ids are counted exactly, as the engine would see them).
+ * Completion prompts, one per choice: a string, an array of strings, an array of token ids, or an
+ * array of token-id arrays (ids are taken as they are, as the engine would see them).
  */
-function completionPromptTokens(prompt: unknown): number[] {
-  if (typeof prompt === "string") return [countTextTokens(prompt)];
+function completionPrompts(prompt: unknown): number[][] {
+  if (typeof prompt === "string") return [textTokens(prompt)];
   if (!Array.isArray(prompt) || prompt.length === 0) {
     throw new RequestError(400, "`prompt` must be a string, or a non-empty array of strings or token ids", "prompt");
   }
-  if (prompt.every(isTokenId)) return [prompt.length];
-  if (prompt.every((p): p is string => typeof p === "string")) return prompt.map(countTextTokens);
-  if (prompt.every((p): p is unknown[] => Array.isArray(p) && p.length > 0 && p.every(isTokenId))) {
-    return prompt.map((ids) => ids.length);
-  }
+  if (prompt.every(isTokenId)) return [prompt];
+  if (prompt.every((p): p is string => typeof p === "string")) return prompt.map(textTokens);
+  if (prompt.every((p): p is number[] => Array.isArray(p) && p.length > 0 && p.every(isTokenId))) return prompt;
   throw new RequestError(400, "`prompt` mixes types or holds an invalid token id", "prompt");
 }
 
-function isTokenId(value: unknown): boolean {
+function isTokenId(value: unknown): value is number {
   return typeof value === "number" && Number.isInteger(value) && value >= 0;
 }

@@ -91,11 +91,15 @@ export class EngineScheduler {
     return this.running.length > 0 || this.waiting.length > 0;
   }
 
+  /** Whether a sequence of `tokens` (prompt and answer) fits the KV cache at all: as vLLM refuses a request longer than the model's context, one that never fits would stall the queue. */
+  fits(tokens: number): boolean {
+    return blocksFor(tokens, this.model.blockSize) <= this.model.kvBlocks;
+  }
+
   add(request: EngineRequest): void {
     if (this.known.has(request.id)) throw new Error(`request ${request.id} is already on this engine`);
     if (request.outputTokens < 1) throw new RangeError(`request ${request.id}: outputTokens must be ≥ 1`);
-    // As vLLM refuses a request longer than the model's context: one that could never fit would stall the queue.
-    if (blocksFor(request.promptTokens + request.outputTokens, this.model.blockSize) > this.model.kvBlocks) {
+    if (!this.fits(request.promptTokens + request.outputTokens)) {
       throw new RangeError(`request ${request.id}: ${request.promptTokens + request.outputTokens} tokens do not fit in the KV cache`);
     }
     const sequence: Sequence = { request, computed: 0, generated: 0, named: [], anonymous: 0 };

@@ -99,7 +99,7 @@ describe("metadata-center serve", () => {
   });
 
   it("on SIGTERM stops taking streams, lets an open exchange finish, and exits 0", async () => {
-    engine = await startEngineSim({ decodeTokensPerSecond: 20 });
+    engine = await startEngineSim({ model: { stepBaseMs: 50 } });
     const file = configFile(`pools: [{ name: a, models: ['*'], endpoints: ['${engine.address}'] }]\nshutdown: { graceSeconds: 10 }\n`);
     running = await serve(["--config", file, "--extproc-port", "0", "--health-port", "0", "--http-port", "0"]);
     const client = new EnvoyExtProcClient(`127.0.0.1:${running.ports.extproc}`);

@@ -55,7 +55,7 @@ describe("fallbacks", () => {
 
 describe("served endpoint", () => {
   it("moves the load to the engine the gateway says served the request", async () => {
-    rig = await startRig({ engines: 2, engine: { decodeTokensPerSecond: 40 } });
+    rig = await startRig({ engines: 2, engine: { model: { stepBaseMs: 25 } } });
     const r = rig;
     const [a, b] = r.engines.map((engine) => engine.address) as [string, string];
     // Load b first, so the pick goes to a; then report b as the engine that served.

@@ -7,7 +7,7 @@ import { chat, chatRequest, startRig, type Rig } from "./harness.js";
 
 let rig: Rig;
 beforeAll(async () => {
-  rig = await startRig({ engines: 3, engine: { decodeTokensPerSecond: 500 } });
+  rig = await startRig({ engines: 3, engine: { model: { stepBaseMs: 2 } } });
 });
 afterAll(() => rig.close());
 

@@ -42,7 +42,7 @@ describe("refusals", () => {
 
 describe("the load numbers follow the exchange", () => {
   it("prefill is held until the first token, tokens held grow while decoding, all released at the end", async () => {
-    rig = await startRig({ engines: 1, engine: { decodeTokensPerSecond: 40 } });
+    rig = await startRig({ engines: 1, engine: { model: { stepBaseMs: 25 } } });
     const { sidecar, engines } = rig;
     const hanging = new AbortController();
     const hung = rig.exchange({

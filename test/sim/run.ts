@@ -1,8 +1,9 @@
 import type { EngineModel } from "../engine-sim/scheduler.js";
 import { VirtualCluster } from "./cluster.js";
 import { EventQueue } from "./events.js";
-import { isPolling } from "./peers.js";
+import { isPolling, RoundRobinRouter } from "./peers.js";
 import type { Router, SimRequest } from "./routers.js";
+import type { Workload } from "./workloads.js";
 
 /** How one request went (virtual ms). */
 export interface RequestOutcome {
@@ -57,6 +58,12 @@ export async function runWorkload(models: readonly EngineModel[], router: Router
   return done;
 }
 
+/** Requests per second (model time) the engines complete when `count` of the workload are there at once (round robin): their capacity for it. */
+export async function capacity(models: readonly EngineModel[], workload: Workload, count: number, seed: number): Promise<number> {
+  const outcomes = await runWorkload(models, new RoundRobinRouter(models.length), workload.requests(count, { rate: 1e9 }, seed));
+  return outcomes.length / (Math.max(...outcomes.map((o) => o.finishedMs)) / 1000);
+}
+
 export interface Summary {
   requests: number;
   ttft: { mean: number; p50: number; p90: number; p99: number };
@@ -72,7 +79,11 @@ export function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
 
-export function summarize(outcomes: readonly RequestOutcome[], engines: number, outputTokens: number): Summary {
+export function summarize(
+  outcomes: ReadonlyArray<Pick<RequestOutcome, "engine" | "arrivalMs" | "firstTokenMs" | "finishedMs">>,
+  engines: number,
+  outputTokens: number,
+): Summary {
   const ttft = outcomes.map((o) => o.firstTokenMs - o.arrivalMs).sort((a, b) => a - b);
   const e2e = outcomes.map((o) => o.finishedMs - o.arrivalMs).sort((a, b) => a - b);
   const start = Math.min(...outcomes.map((o) => o.arrivalMs));
