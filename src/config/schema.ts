@@ -294,7 +294,7 @@ export const configSchema = z
     tokenizer: z
       .strictObject({
         /** o200k pools: texts costing more (countingCost) are priced from a sample; 0: estimate all. */
-        countWholeUpTo: z.number().int().min(0).default(65_536),
+        countWholeUpTo: z.number().int().min(0).default(16_384),
         /** OpenAI's price of one high-detail 1024×1024 image (85 + 4 tiles × 170); open VLMs are in the same range. */
         imageTokens: z.number().int().min(0).default(765),
         /** About 8 s of audio at the 25 tokens/s of Whisper-style encoders (Qwen2-Audio). */

@@ -68,9 +68,9 @@ export class TokenCounter {
     return this.exact(this.tokenizer, text);
   }
 
-  /** A quarter of what is counted whole: the thresholds are set by each tokenizer's speed. */
+  /** As much as a text counted whole at the threshold (set by each tokenizer's speed): no prompt costs more. */
   private sampleCost(): number {
-    return Math.min(SAMPLE_COST, Math.floor(this.options.countWholeUpTo / 4));
+    return Math.min(SAMPLE_COST, this.options.countWholeUpTo);
   }
 
   private sampled(sample: PromptSample): number | Promise<number> {
