@@ -42,7 +42,16 @@ export async function startEnvoyStandIn(options: StandInOptions): Promise<EnvoyS
   const server = http.createServer((req, res) => {
     void handle(client, upstream, options, req, res).then((result) => options.onExchange?.(result));
   });
-  await new Promise<void>((resolve) => server.listen(options.listenPort ?? 0, "127.0.0.1", resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.listenPort ?? 0, "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  }).catch((error: unknown) => {
+    client.close();
+    throw error;
+  });
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
