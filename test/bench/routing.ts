@@ -9,7 +9,7 @@ import { WORKLOADS, type Arrivals, type Workload } from "../sim/workloads.js";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cdf, lineChartPng, type Series } from "./plots.js";
-import { machine } from "./store/figures.js";
+import { BenchRun } from "./report.js";
 
 // bench:routing, virtual time: every policy on the same request lists over simulated engines.
 
@@ -103,9 +103,10 @@ function line(name: string, s: Summary): string {
 }
 
 async function main(): Promise<void> {
-  const started = performance.now();
-  console.log(`bench:routing (virtual time): ${ENGINES} engines of Llama-3.1-8B on H100 (vLLM v0.8.4 step times fitted by inference-sim), ${REQUESTS} requests per run, seed ${SEED}`);
-  console.log(`machine: ${machine()}`);
+  const run = new BenchRun(
+    "bench:routing (virtual time)",
+    `${ENGINES} engines of Llama-3.1-8B on H100 (vLLM v0.8.4 step times fitted by inference-sim), ${REQUESTS} requests per run, seed ${SEED}`,
+  );
   for (const source of routers(0)) console.log(`  ${source.name}: ${source.source}`);
   mkdirSync(PLOTS, { recursive: true });
   const cases: Array<{ workload: Workload; bursts: boolean }> = [
@@ -115,6 +116,7 @@ async function main(): Promise<void> {
   for (const { workload, bursts } of cases) {
     const full = await capacity(models, workload, Math.min(REQUESTS, 2000), SEED + 100);
     const label = `${workload.name}${bursts ? " with on/off bursts (2 s on, 4 s off)" : ""}`;
+    run.progress(`${label}…`);
     console.log(`\n${label}: ${workload.description}; capacity ${full.toFixed(1)} requests/s (all at once, round robin)`);
     for (const load of LOADS) {
       const arrivals: Arrivals = bursts ? { rate: load * full, bursts: BURSTS } : { rate: load * full };
@@ -152,9 +154,21 @@ async function main(): Promise<void> {
         return `mean ${(bestMean / ours.ttft.mean).toFixed(2)}×, p99 ${(bestP99 / ours.ttft.p99).toFixed(2)}×`;
       };
       console.log(`    against the best peer: ${OURS} ${ratio(OURS)}; ${OURS_WITH_PREFIX} ${ratio(OURS_WITH_PREFIX)} better`);
+      // Issue #11's goals, judged on the default policy.
+      const ours = results.get(OURS)!;
+      const at = `${label} at ${Math.round(load * 100)} %`;
+      run.target(ours.ttft.mean <= bestMean && ours.ttft.p99 <= bestP99, `    never worse than the best peer (${at}): ${ratio(OURS)}`);
+      if (bursts && load === DRAWN_LOAD) {
+        run.target(bestMean / ours.ttft.mean >= 2 && bestP99 / ours.ttft.p99 >= 2, `    ≥ 2× the best peer on mean and p99 TTFT (${at}): ${ratio(OURS)}`);
+      }
+      const gie = results.get("gie-default");
+      if (workload.name === "shared-prefix" && load === DRAWN_LOAD && gie !== undefined) {
+        run.target(gie.ttft.mean / ours.ttft.mean >= 2, `    ≥ 2× the GIE/llm-d default scorer's mean TTFT (${at}): ${(gie.ttft.mean / ours.ttft.mean).toFixed(2)}×`);
+      }
     }
   }
-  console.log(`\ncharts in ${PLOTS}\n${((performance.now() - started) / 1000).toFixed(0)} s`);
+  console.log(`\ncharts in ${PLOTS}`);
+  run.finish();
 }
 
 await main();
