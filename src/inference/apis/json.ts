@@ -25,6 +25,17 @@ export function pushJson(value: Json, field: string, into: string[]): void {
   into.push(text);
 }
 
+/** `tools`, in every shape: each definition (name, description, schema) reaches the model as JSON text. */
+export function toolDefinitions(body: JsonObject, into: string[]): void {
+  const list = body["tools"];
+  if (list === undefined || list === null) return;
+  if (!Array.isArray(list)) throw new RequestError("'tools' must be an array");
+  list.forEach((tool, i) => {
+    if (!isObject(tool)) throw new RequestError(`'tools[${i}]' must be an object`);
+    pushJson(tool, `tools[${i}]`, into);
+  });
+}
+
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 export type JsonBody = { ok: true; body: JsonObject; text: string } | { ok: false; message: string };

@@ -1,5 +1,5 @@
 import { bodilessRequest, type InferenceRequest, type ParseResult } from "../../request.js";
-import { isObject, modelOf, pushJson, readJsonObject, RequestError, type Json, type JsonObject } from "../json.js";
+import { isObject, modelOf, pushJson, readJsonObject, RequestError, toolDefinitions, type Json, type JsonObject } from "../json.js";
 
 /** Blocks a tool result or a document may hold: these do not nest further, so no body can recurse deeply here. */
 type Depth = "message" | "nested";
@@ -91,16 +91,6 @@ function messages(body: JsonObject, into: InferenceRequest): void {
   });
 }
 
-/** `tools`: each definition (name, description, input schema) reaches the model as JSON text. */
-function tools(body: JsonObject, into: InferenceRequest): void {
-  const list = body["tools"];
-  if (list === undefined || list === null) return;
-  if (!Array.isArray(list)) throw new RequestError("'tools' must be an array");
-  list.forEach((tool, i) => {
-    if (!isObject(tool)) throw new RequestError(`'tools[${i}]' must be an object`);
-    pushJson(tool, `tools[${i}]`, into.texts);
-  });
-}
 
 /**
  * Parses a Messages API body: `model`, `stream`, and the prompt in the order the model reads it —
@@ -116,7 +106,7 @@ export function parseMessagesRequest(path: string, body: Buffer | undefined): Pa
   request.model = model.model;
   request.stream = read.body["stream"] === true;
   try {
-    tools(read.body, request);
+    toolDefinitions(read.body, request.texts);
     system(read.body, request);
     messages(read.body, request);
   } catch (error) {

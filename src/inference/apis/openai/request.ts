@@ -1,6 +1,6 @@
 import { approximateTokens } from "../../estimate.js";
 import { bodilessRequest, type InferenceRequest, type ParseResult } from "../../request.js";
-import { isObject, modelOf, pushJson, readJsonObject, RequestError, type Json, type JsonObject } from "../json.js";
+import { isObject, modelOf, pushJson, readJsonObject, RequestError, toolDefinitions, type Json, type JsonObject } from "../json.js";
 
 /**
  * Content parts of chat and Responses messages: text counted by the tokenizer, images and
@@ -25,16 +25,6 @@ function content(value: Json | undefined, field: string, into: InferenceRequest)
   }
 }
 
-/** `tools`: each definition reaches the model as JSON text inside the chat template. */
-function tools(body: JsonObject, into: InferenceRequest): void {
-  const list = body["tools"];
-  if (list === undefined || list === null) return;
-  if (!Array.isArray(list)) throw new RequestError("'tools' must be an array");
-  list.forEach((tool, i) => {
-    if (!isObject(tool)) throw new RequestError(`'tools[${i}]' must be an object`);
-    pushJson(tool, `tools[${i}]`, into.texts);
-  });
-}
 
 /** Reads a chat prompt: every role's content, assistant tool calls, tool definitions. */
 function chatPrompt(body: JsonObject, into: InferenceRequest): void {
@@ -57,7 +47,7 @@ function chatPrompt(body: JsonObject, into: InferenceRequest): void {
       if (fn["arguments"] !== undefined) pushJson(fn["arguments"], `${field}.function.arguments`, into.texts);
     });
   });
-  tools(body, into);
+  toolDefinitions(body, into.texts);
 }
 
 /** The four prompt forms of completions and embeddings: a string, strings, token ids, arrays of token ids. */
@@ -110,7 +100,7 @@ function responsesPrompt(body: JsonObject, into: InferenceRequest): void {
     into.texts.push(input);
   } else if (Array.isArray(input)) input.forEach((item, i) => responsesItem(item, `input[${i}]`, into));
   else throw new RequestError("'input' must be a string or an array of items");
-  tools(body, into);
+  toolDefinitions(body, into.texts);
 }
 
 const promptReaders: Record<string, (body: JsonObject, into: InferenceRequest) => void> = {
