@@ -243,18 +243,28 @@ describe("the CLI's manners", () => {
     const npm = spawn("npm", ["start", "--silent", "--", "--config", file, "--extproc-port", "0", "--health-port", "0", "--http-port", "0"], {
       cwd: root,
       stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group: whatever the outcome, the cleanup ends everything npm started.
+      detached: true,
     });
-    const exit = new Promise<number | null>((resolve) => npm.on("exit", resolve));
-    const lines = createInterface({ input: npm.stdout });
-    const http = await new Promise<number>((resolve) =>
-      lines.on("line", (line) => {
-        const entry = JSON.parse(line) as { msg?: string; http?: number };
-        if (entry.msg === "metadata-center serving" && entry.http !== undefined) resolve(entry.http);
-      }),
-    );
-    expect((await fetch(`http://127.0.0.1:${http}/healthz`)).status).toBe(200);
-    npm.kill("SIGTERM");
-    await exit;
-    await expect.poll(() => fetch(`http://127.0.0.1:${http}/healthz`).then(() => "up", () => "down")).toBe("down");
+    try {
+      const exit = new Promise<number | null>((resolve) => npm.on("exit", resolve));
+      const lines = createInterface({ input: npm.stdout });
+      const http = await new Promise<number>((resolve) =>
+        lines.on("line", (line) => {
+          const entry = JSON.parse(line) as { msg?: string; http?: number };
+          if (entry.msg === "metadata-center serving" && entry.http !== undefined) resolve(entry.http);
+        }),
+      );
+      expect((await fetch(`http://127.0.0.1:${http}/healthz`)).status).toBe(200);
+      npm.kill("SIGTERM");
+      await exit;
+      await expect.poll(() => fetch(`http://127.0.0.1:${http}/healthz`).then(() => "up", () => "down")).toBe("down");
+    } finally {
+      try {
+        process.kill(-npm.pid!, "SIGKILL");
+      } catch {
+        // The group is gone already: the server stopped as it should.
+      }
+    }
   });
 });
