@@ -8,18 +8,18 @@
  */
 import autocannon from "autocannon";
 import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { tempFolder } from "../support/temp.js";
 import { BenchRun } from "./report.js";
+import { cpuSeconds } from "./process-stats.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 // Ten connections, like a gateway's client pool: with many more, the saturated server's queue
 // is all the tail latency measures (50 connections: p99 ~10 ms at the same throughput).
 const CONNECTIONS = Number(process.env["BENCH_CONNECTIONS"] ?? 10);
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 10);
-const CLOCK_TICKS = 100; // USER_HZ on Linux
 
 const run = new BenchRun("bench:api", `the v1 write API: ${CONNECTIONS} connections each adding and deleting a request, ${SECONDS} s`);
 const config = join(tempFolder("mc-bench-api-"), "bench.yaml");
@@ -44,10 +44,6 @@ const port = await new Promise<number>((resolve, reject) => {
 });
 const base = `http://127.0.0.1:${port}`;
 
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
 
 let sequence = 0;
 const ips = ["10.0.0.1", "10.0.0.2"];

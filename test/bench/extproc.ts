@@ -3,7 +3,7 @@
 // a bare grpc-js echo server carrying the same messages (the floor). Both run as their own
 // processes so their CPU and memory are measured alone. A benchmark, not a test: it prints.
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { ProcessingRequest, ProcessingResponse } from "../../src/extproc/messages.js";
@@ -11,12 +11,12 @@ import { EnvoyExtProcClient, type ExchangeResult, type Upstream } from "../envoy
 import { histogramBuckets, quantileBetween } from "./prometheus.js";
 import { tempFolder } from "../support/temp.js";
 import { BenchRun } from "./report.js";
+import { cpuSeconds, rssMb } from "./process-stats.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 const EXCHANGES = Number(process.env["BENCH_EXCHANGES"] ?? 3000);
 const CONCURRENCY = Number(process.env["BENCH_CONCURRENCY"] ?? 64);
 const SSE_CHUNKS = 200;
-const CLOCK_TICKS = 100; // USER_HZ on Linux
 
 const prompt = JSON.stringify({
   model: "bench",
@@ -47,15 +47,7 @@ async function startTarget(name: string, command: string, args: string[]): Promi
   return { name, child, port: ports.extproc, httpPort: ports.http };
 }
 
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
 
-function rssMb(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"))!;
-  return Number(line.split(/\s+/)[1]) / 1024;
-}
 
 /** An engine answering at once with the 200-chunk stream; `hold` keeps it open midway until released. */
 function benchUpstream(hold?: Promise<void>): Upstream {

@@ -1,4 +1,10 @@
-import { machine } from "./store/figures.js";
+import { cpus, loadavg } from "node:os";
+
+/** The machine the figures come from: a shared 2-core box and a quiet 16-core one give different numbers. */
+export function machine(): string {
+  const [one, five, fifteen] = loadavg().map((load) => load.toFixed(2));
+  return `${cpus().length} cores (${cpus()[0]?.model.trim() ?? "?"}), load average ${one} ${five} ${fifteen}, Node ${process.version}`;
+}
 
 /**
  * A benchmark's frame, the same in every one: what it measures and on which machine (cores, load

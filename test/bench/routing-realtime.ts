@@ -3,7 +3,7 @@
 // keeps up), the real sidecar in its own process, the Envoy-faithful ext_proc client in front.
 // The sidecar's choice against round robin driven the same way, each beside the virtual-time run
 // of the same request list and model.
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { startEngineSim, type EngineSim } from "../engine-sim/engine.js";
@@ -18,7 +18,9 @@ import { mulberry32 } from "../support/random.js";
 import { schedulingDefaults } from "../support/scheduling.js";
 import { tempFolder } from "../support/temp.js";
 import { histogramBuckets, quantileBetween } from "./prometheus.js";
-import { machine, verdict } from "./store/figures.js";
+import { machine } from "./report.js";
+import { verdict } from "./store/figures.js";
+import { cpuSeconds } from "./process-stats.js";
 
 const ENGINES = Number(process.env["BENCH_ENGINES"] ?? 4);
 /** Wall ms per model ms. At 1 the cluster takes ~100 requests and ~18,000 streamed tokens a second: more than a small machine pushes through the client and the sidecar. */
@@ -33,12 +35,7 @@ const PICK_HISTOGRAM = "metadata_center_pick_latency_seconds";
 /** Requests sent, not measured, before each run: a cold sidecar and cold engines pay once for connections, compiling and the tokenizers' tables. */
 const WARM_UP = 20;
 const PICK_TARGET_MS = 2;
-const CLOCK_TICKS = 100; // USER_HZ on Linux
 
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
 
 interface LiveRun {
   outcomes: LiveOutcome[];

@@ -5,7 +5,7 @@
 // end every counter must be back at zero (drift 0), and the sidecar's memory after warm-up must
 // not have grown by more than 5 %. A benchmark, not a test: it prints its figures and met/MISSED.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { createInterface } from "node:readline";
 import { mulberry32 } from "../support/random.js";
 import { EnvoyExtProcClient, RESET_POINTS, type ExchangeSpec, type Upstream } from "../envoy/ext-proc-client.js";
 import { BenchRun } from "./report.js";
+import { rssMb } from "./process-stats.js";
 
 const root = new URL("../..", import.meta.url).pathname;
 const EXCHANGES = Number(process.env["BENCH_SOAK_EXCHANGES"] ?? 1_000_000);
@@ -105,10 +106,6 @@ function draw(random: () => number): Kind {
   return KINDS[0]!;
 }
 
-function rssMb(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith("VmRSS:"))!;
-  return Number(line.split(/\s+/)[1]) / 1024;
-}
 
 /** Open reservations and the sum of every engine's numbers, from the sidecar's own view. */
 async function counters(httpPort: number): Promise<{ ledger: number; requests: number; prefillRequests: number; prefillTokens: number; tokensHeld: number }> {

@@ -6,7 +6,8 @@
 import { redisMissing, startRedis } from "../support/redis.js";
 import { runContention, type ContentionFigures, type ContentionSettings } from "./store/contention.js";
 import { driftTotal, runExchangePhase, type Drift, type Phase, type PhaseFigures, type PhaseSettings, type StoreKind } from "./store/exchanges.js";
-import { calibration, count, machine, ms, quantile, verdict } from "./store/figures.js";
+import { machine } from "./report.js";
+import { calibration, count, ms, quantile, verdict } from "./store/figures.js";
 import { countCommandsSent, RedisProbe, totalOf } from "./store/redis-probe.js";
 import type { PickMethod } from "./store/replica.js";
 

@@ -6,6 +6,7 @@ import { createLogger, type LogLevel } from "../../src/log.js";
 import { startSidecar, type Sidecar } from "../../src/sidecar.js";
 import { startEngineSim, type EngineSim } from "../engine-sim/engine.js";
 import { LLAMA_8B_H100 } from "../engine-sim/models.js";
+import type { MetadataNamespaces } from "../envoy/ext-proc-client.js";
 import { startEnvoyStandIn, type EnvoyStandIn } from "../envoy/proxy.js";
 
 export const MODEL = "meta-llama/Llama-3.1-8B-Instruct";
@@ -49,7 +50,7 @@ export async function startDemoCluster(options: DemoOptions): Promise<DemoCluste
   });
   const extProcAddress = `127.0.0.1:${sidecar.ports.extproc}`;
   const standIns: EnvoyStandIn[] = [];
-  const standIn = async (metadataContext?: Parameters<typeof startEnvoyStandIn>[0]["metadataContext"], listenPort = 0): Promise<EnvoyStandIn> => {
+  const standIn = async (metadataContext?: MetadataNamespaces, listenPort = 0): Promise<EnvoyStandIn> => {
     const started = await startEnvoyStandIn({ extProcAddress, listenPort, ...(metadataContext === undefined ? {} : { metadataContext }) });
     standIns.push(started);
     return started;

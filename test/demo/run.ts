@@ -5,6 +5,7 @@
 // where each went, the load view, and the time to first token of both side by side.
 import { ENGINE_HEADER } from "../engine-sim/engine.js";
 import type { EnvoyStandIn } from "../envoy/proxy.js";
+import { quantile } from "../bench/store/figures.js";
 import { MODEL, POOL, startDemoCluster } from "./cluster.js";
 
 const REQUESTS = 48;
@@ -82,8 +83,6 @@ async function burst(run: string, target: (index: number) => string, during?: ()
   }
   return Promise.all(pending);
 }
-
-const quantile = (values: number[], q: number): number => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))] ?? 0;
 
 async function main(): Promise<void> {
   const cluster = await startDemoCluster({ engines: 4, httpPort: 0, envoyPort: 0, logLevel: "warn" });

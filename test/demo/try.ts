@@ -11,10 +11,8 @@ async function main(): Promise<void> {
   try {
     cluster = await startDemoCluster({ engines: 3, httpPort: HTTP_PORT, envoyPort: ENVOY_PORT, logLevel: "warn" });
   } catch (error) {
-    const taken = error instanceof ListenError || (error as NodeJS.ErrnoException).code === "EADDRINUSE";
-    if (!taken) throw error;
-    const what = error instanceof ListenError ? error.message : `cannot listen for the Envoy stand-in on 127.0.0.1:${ENVOY_PORT}: the port is already in use`;
-    console.error(`${what} (choose others with TRY_PORT=… TRY_HTTP_PORT=…)`);
+    if (!(error instanceof ListenError)) throw error;
+    console.error(`${error.message} (choose others with TRY_PORT=… TRY_HTTP_PORT=…)`);
     process.exit(1);
   }
   const { engines, envoy, sidecar } = cluster;

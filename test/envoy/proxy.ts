@@ -12,6 +12,7 @@ import {
   type MetadataNamespaces,
   type Upstream,
 } from "./ext-proc-client.js";
+import { ListenError } from "../../src/listen-error.js";
 
 export interface StandInOptions {
   /** host:port of the ext_proc server. */
@@ -50,7 +51,7 @@ export async function startEnvoyStandIn(options: StandInOptions): Promise<EnvoyS
     });
   }).catch((error: unknown) => {
     client.close();
-    throw error;
+    throw new ListenError("the Envoy stand-in", "127.0.0.1", options.listenPort ?? 0, error);
   });
   const { port } = server.address() as AddressInfo;
   return {

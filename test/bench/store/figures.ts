@@ -1,5 +1,3 @@
-import { cpus, loadavg } from "node:os";
-
 /** The value at quantile `q` ∈ [0, 1] of `values` (nearest rank); 0 for none. */
 export function quantile(values: readonly number[], q: number): number {
   if (values.length === 0) return 0;
@@ -13,12 +11,6 @@ export const ms = (value: number): string => `${value.toFixed(2)} ms`;
 export const count = (value: number): string => Math.round(value).toLocaleString("en");
 
 export const verdict = (met: boolean): string => (met ? "met" : "MISSED");
-
-/** The machine the figures come from: a shared 2-core box and a quiet 16-core one give different numbers. */
-export function machine(): string {
-  const [one, five, fifteen] = loadavg().map((load) => load.toFixed(2));
-  return `${cpus().length} cores (${cpus()[0]?.model.trim() ?? "?"}), load average ${one} ${five} ${fifteen}, Node ${process.version}`;
-}
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
