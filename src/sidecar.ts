@@ -19,6 +19,7 @@ import { tcpProbe } from "./pools/probe.js";
 import { PickHistory } from "./scheduling/pick-history.js";
 import { Picker } from "./scheduling/picker.js";
 import { PrefixIndex } from "./scheduling/prefix-index.js";
+import { TtftPredictor } from "./scheduling/ttft-predictor.js";
 import { PrefixSharing } from "./scheduling/prefix-sharing.js";
 import { PickQueue } from "./scheduling/queue.js";
 
@@ -103,7 +104,9 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
     shared === undefined ? undefined : new PrefixSharing(prefixes, shared.broadcast("prefix-blocks"), (error) => log.debug({ err: error }, "sharing prefix blocks failed"));
   // So do the last picks explained: a reload resizes them, keeping the newest.
   const picks = new PickHistory(config.scheduling.debugPicks, log);
-  let picker = new Picker(store, () => directory, config.scheduling, { availability: health, prefixes, history: picks });
+  // And the pools' TTFT models, learnt from the traffic.
+  const ttft = new TtftPredictor(prefixes, (predictedMs, observedMs) => metrics.ttftForecast(predictedMs, observedMs));
+  let picker = new Picker(store, () => directory, config.scheduling, { availability: health, prefixes, ttft, history: picks });
   const queue = new PickQueue(() => picker, config.scheduling.queue, {
     held: (pool, count) => metrics.observeQueue(pool, count),
     waited: (seconds) => metrics.observeQueueWait(seconds),
@@ -207,7 +210,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
       warnEmptyPools(next.pools);
       setDirectory(directoryOf(next.pools));
       picks.resize(next.scheduling.debugPicks);
-      picker = new Picker(store, () => directory, next.scheduling, { availability: health, prefixes, history: picks });
+      picker = new Picker(store, () => directory, next.scheduling, { availability: health, prefixes, ttft, history: picks });
       queue.configure(next.scheduling.queue);
       tokens.configure(next.pools).catch((error: unknown) => log.error({ reason: (error as Error).message }, "tokenizer not loaded; its pools keep their previous tokenizer"));
       log.level = next.log.level;

@@ -56,6 +56,12 @@ export class Metrics implements ExchangeEvents {
     buckets: secondBuckets,
     registers: [this.registry],
   });
+  private readonly ttftError = new Histogram({
+    name: "metadata_center_ttft_prediction_error_seconds",
+    help: "How far each pick's predicted time to first token on its engine was from the first token's (absolute)",
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
   private readonly duration = new Histogram({
     name: "metadata_center_request_duration_seconds",
     help: "From the request reaching the sidecar to its release, by outcome",
@@ -196,6 +202,11 @@ export class Metrics implements ExchangeEvents {
     this.totals.firstTokens += 1;
     this.totals.ttftSeconds += seconds;
     this.ttft.observe(seconds);
+  }
+
+  /** A pick's TTFT forecast met its first token: both in ms from the pick. */
+  ttftForecast(predictedMs: number, observedMs: number): void {
+    this.ttftError.observe(Math.abs(observedMs - predictedMs) / 1000);
   }
 
   finished(seconds: number, outcome: Outcome): void {

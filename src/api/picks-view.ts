@@ -20,6 +20,7 @@ export interface PickView {
   weighed: number[];
   scored: Array<{ engine: string; scores: Partial<Record<ScorerName, number>>; bias: number }>;
   load_weights: LoadWeights;
+  unit_weights: LoadWeights;
   max_requests: number;
   outcome: ExplainedOutcome;
   engine: string | null;
@@ -55,6 +56,7 @@ const pickView = (pick: ExplainedPick): PickView => ({
   weighed: pick.weighed,
   scored: pick.scored,
   load_weights: pick.loadWeights,
+  unit_weights: pick.unitWeights,
   max_requests: pick.maxRequests,
   outcome: pick.outcome,
   engine: pick.engine ?? null,

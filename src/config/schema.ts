@@ -189,6 +189,13 @@ export const configSchema = z
              * units, so a hot prefix can crowd one engine (see the README).
              */
             prefix: z.number().min(0).default(0),
+            /**
+             * Predicted time to first token, in seconds, from each pool's model learnt online from
+             * the first tokens seen (queue ahead, requests running, the prompt left to prefill
+             * past a cached prefix). Each pick's forecast is measured against its first token
+             * whether this is on or not (metadata_center_ttft_prediction_error_seconds).
+             */
+            ttft: z.number().min(0).default(0),
           })
           .prefault({}),
         /** Next-best engines named after the pick in the `envoy.lb` metadata (not in the header). */

@@ -2,9 +2,10 @@ import { isEngineAddress } from "../config/schema.js";
 import type { Logger } from "../log.js";
 import type { Awaitable, LoadStore, Outcome, ReportedUsage } from "../load/store.js";
 import type { HealthReporter } from "../pools/health.js";
+import type { Forecast } from "../scheduling/picker.js";
 import type { Scheduler } from "../scheduling/queue.js";
 import { apiRoute, defaultApi, type ApiAdapter, type ApiRoute } from "./apis/index.js";
-import { promptBlocks } from "./prompt-blocks.js";
+import { blockTokens, promptBlocks } from "./prompt-blocks.js";
 import type { Refusal, RefusalReason } from "./refusal.js";
 import { bodilessRequest, type ParseResult } from "./request.js";
 import type { RequestParser } from "./request-parser.js";
@@ -131,6 +132,8 @@ export class InferenceExchange {
   /** The engine sent a `usage` that was not a sane count: warned about once per exchange. */
   private usageRejected = false;
   private readonly startedAt = performance.now();
+  /** The TTFT predicted at the pick, told the first token's time since. */
+  private forecast: { of: Forecast; pickedAt: number } | undefined;
   /** Store operations, applied in order; undefined while none is pending. */
   private chain: Promise<unknown> | undefined;
   /** Why the exchange failed (outcome internal_error), or why its release failed. */
@@ -200,10 +203,11 @@ export class InferenceExchange {
     if (this.context.observe !== undefined) return this.observe(request.chosenEngine, this.context.observe);
     const { picker } = this.context;
     const prefix = picker.usesPrefix ? promptBlocks(parsed.request.texts) : undefined;
+    const prefixBlockTokens = prefix === undefined ? undefined : blockTokens(parsed.request.texts, this.promptTokens);
     const priorityHint = picker.priorityHeader === undefined ? undefined : request.header(picker.priorityHeader);
     const bytes = request.body?.length ?? 0;
     const held = { priorityHint, bytes, signal: this.ended.signal };
-    const result = await picker.pick({ id: this.id, requestId: this.requestId, model: this.model, promptTokens: this.promptTokens, subset: request.subset, prefix, ...held });
+    const result = await picker.pick({ id: this.id, requestId: this.requestId, model: this.model, promptTokens: this.promptTokens, subset: request.subset, prefix, prefixBlockTokens, ...held });
     switch (result.kind) {
       case "no_pool":
         return this.refuse({ status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` }, undefined);
@@ -244,6 +248,7 @@ export class InferenceExchange {
         // Ids are this sidecar's instance and a sequence number: never open twice unless something is broken.
         throw new Error(`ledger id ${this.id} is already open`);
       case "picked": {
+        this.forecast = { of: result.forecast, pickedAt: performance.now() };
         this.reservedOn(result.reservation.pool, result.reservation.engine);
         const body = this.context.forceIncludeUsage ? parsed.request.withUsageBody : undefined;
         return body === undefined
@@ -370,6 +375,9 @@ export class InferenceExchange {
       this.effect(() => this.context.store.firstToken(this.id));
       const seconds = (this.firstTokenAt - this.startedAt) / 1000;
       this.safely(() => this.context.events.firstToken(seconds));
+      const forecast = this.forecast;
+      const at = this.firstTokenAt;
+      if (forecast !== undefined) this.safely(() => forecast.of.seen(at - forecast.pickedAt));
     }
     if (progress.generated > 0) {
       this.generated += progress.generated;

@@ -28,3 +28,9 @@ export function promptBlocks(texts: readonly string[]): number[] {
   }
   return blocks;
 }
+
+/** Prompt tokens one block stands for: the prompt's tokens per character, times a block's characters. */
+export function blockTokens(texts: readonly string[], promptTokens: number): number {
+  const characters = texts.reduce((sum, text) => sum + text.length, Math.max(0, texts.length - 1));
+  return characters === 0 ? 0 : (promptTokens * BLOCK_CHARS) / characters;
+}

@@ -51,13 +51,16 @@ export class MemoryLoadStore implements LoadStore {
       eligible.map(({ engine }) => this.engines.get(engine) ?? zeroLoad()),
       eligible.map(({ bias }) => bias),
       request.loadWeights,
+      request.unitWeights,
       request.tieBreak,
       request.fallbacks + 1,
     ).flatMap((index) => eligible[index]?.engine ?? []);
     const [engine, ...fallbacks] = ranked;
     if (engine === undefined) return { kind: "none" };
+    const { requests, prefillRequests, prefillTokens, tokensHeld } = this.engines.get(engine) ?? zeroLoad();
     const entry = this.open(request.id, request.pool, engine, request.promptTokens);
-    return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: entry.promptTokens }, fallbacks };
+    const load = { requests, prefillRequests, prefillTokens, tokensHeld };
+    return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: entry.promptTokens }, fallbacks, load };
   }
 
   reserve(request: ReserveRequest): ReserveOutcome {

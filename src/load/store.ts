@@ -28,6 +28,9 @@ export type Outcome =
   /** The sidecar failed on this exchange (a store call, a parser, a metric): it ended there, nothing counted against the engine. */
   | "internal_error";
 
+/** The live load numbers, in the order every store weighs them. */
+export const loadDimensions = ["requests", "prefillRequests", "prefillTokens", "tokensHeld"] as const;
+
 /** How much each live load number weighs in a pick; each is normalised by its largest value among the candidates. */
 export interface LoadWeights {
   requests: number;
@@ -50,6 +53,11 @@ export interface PickRequest {
   /** Added to each candidate's score (same order): the request-dependent scorers' share. */
   bias: readonly number[];
   loadWeights: LoadWeights;
+  /**
+   * Cost of one unit of each live number, added as is, not normalised: a scorer that predicts in
+   * its own units (the TTFT predictor's ms) weighs load in the bias's units. Absent = none.
+   */
+  unitWeights?: LoadWeights | undefined;
   promptTokens: number;
   /** Open requests an engine may carry: an engine at the limit is not eligible. 0 = no limit. */
   maxRequests: number;
@@ -65,7 +73,8 @@ export interface PickRequest {
 }
 
 export type PickOutcome =
-  | { kind: "reserved"; reservation: Reservation; fallbacks: string[] }
+  /** `load`: the chosen engine's as the pick weighed it, before this reservation. */
+  | { kind: "reserved"; reservation: Reservation; fallbacks: string[]; load: EngineLoad }
   /** Every candidate is at `maxRequests`: the request must be shed. Nothing reserved. */
   | { kind: "saturated" }
   /** The id is already open. Nothing reserved. */

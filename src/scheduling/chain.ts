@@ -8,10 +8,12 @@ import type { PrefixIndex } from "./prefix-index.js";
 import { loadScorer } from "./scorers/load.js";
 import { prefixScorer } from "./scorers/prefix.js";
 import { slowStartScorer } from "./scorers/slow-start.js";
+import { ttftScorer } from "./scorers/ttft.js";
+import type { TtftPredictor } from "./ttft-predictor.js";
 
 
 /** The scorers config may weigh (`scheduling.scorers`). */
-export type ScorerName = "load" | "slowStart" | "prefix";
+export type ScorerName = "load" | "slowStart" | "prefix" | "ttft";
 
 /** The `scheduling` settings the chain is built from. */
 export interface ChainSettings {
@@ -29,14 +31,15 @@ export interface Chain {
   scorers: ReadonlyArray<{ name: ScorerName; scorer: Scorer; weight: number }>;
 }
 
-/** What the chain's parts read that outlives one config: engine health, the prefix index. */
+/** What the chain's parts read that outlives one config: engine health, the prefix index, the TTFT models. */
 export interface ChainState {
   availability: EngineAvailability;
   prefixes: PrefixIndex;
+  ttft: TtftPredictor;
 }
 
 /** The chain the settings name, in their order; scorers weighted 0 are left out. */
-export function buildChain(settings: ChainSettings, { availability, prefixes }: ChainState): Chain {
+export function buildChain(settings: ChainSettings, { availability, prefixes, ttft }: ChainState): Chain {
   const filters: Record<FilterName, () => Filter> = {
     subset: () => subsetFilter,
     health: () => healthFilter(availability),
@@ -46,6 +49,7 @@ export function buildChain(settings: ChainSettings, { availability, prefixes }: 
     load: () => loadScorer(settings.weights),
     slowStart: () => slowStartScorer(availability),
     prefix: () => prefixScorer(prefixes),
+    ttft: () => ttftScorer(ttft),
   };
   return {
     filters: settings.filters.map((name) => ({ name, filter: filters[name]() })),

@@ -1,4 +1,4 @@
-import type { LoadWeights } from "../load/store.js";
+import { loadDimensions, zeroLoad, type LoadWeights } from "../load/store.js";
 import type { FilterName } from "../config/schema.js";
 import type { ScorerName } from "./chain.js";
 import type { PickPlan, Scorer, SchedulingRequest } from "./plan.js";
@@ -22,8 +22,9 @@ export interface CandidateScores {
 
 /**
  * One pick as the sidecar saw it. The store chose atomically among the candidates by their live
- * load (each number normalised by its largest among them, weighted by `loadWeights`) plus their
- * bias; those load numbers are the store's and are not read again to explain the pick.
+ * load (each number normalised by its largest among them, weighted by `loadWeights`, and each times
+ * its `unitWeights`) plus their bias; those load numbers are the store's and are not read again to
+ * explain the pick.
  */
 export interface ExplainedPick {
   /** ms since the epoch. */
@@ -47,6 +48,8 @@ export interface ExplainedPick {
   /** At most MAX_EXPLAINED_CANDIDATES of the last round's, in its order, the chosen engine and fallbacks always among them. */
   scored: CandidateScores[];
   loadWeights: LoadWeights;
+  /** Each live number's unit cost, added as is (the TTFT scorer's, in seconds). */
+  unitWeights: LoadWeights;
   maxRequests: number;
   outcome: ExplainedOutcome;
   /** The engine the store reserved. */
@@ -57,20 +60,21 @@ export interface ExplainedPick {
 /** Cut to a copy: a slice alone would keep the whole text alive as long as the record. */
 const cut = (text: string): string => (text.length > MAX_TEXT_LENGTH ? `${Buffer.from(text.slice(0, MAX_TEXT_LENGTH)).toString()}…` : text);
 
-const noLoadWeights = (): LoadWeights => ({ requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 });
-
 /**
- * Applies a scorer to a copy of the plan with a zero bias and zero load weights, then adds both to
- * the plan, and returns its own costs per candidate (undefined for a scorer that only weighs live
- * load). The plan ends exactly as applying it in place would leave it: the same sums in the same order.
+ * Applies a scorer to a copy of the plan with a zero bias and zero load and unit weights, then adds
+ * them to the plan, and returns its own costs per candidate (undefined for a scorer that only weighs
+ * live load). The plan ends exactly as applying it in place would leave it: the same sums in the same order.
  */
 export function applyAlone(plan: PickPlan, scorer: Scorer, request: SchedulingRequest, weight: number): number[] | undefined {
-  const alone: PickPlan = { ...plan, bias: plan.candidates.map(() => 0), loadWeights: noLoadWeights() };
+  const alone: PickPlan = { ...plan, bias: plan.candidates.map(() => 0), loadWeights: zeroLoad(), unitWeights: zeroLoad() };
   scorer.apply(alone, request, weight);
   alone.bias.forEach((cost, i) => (plan.bias[i] = (plan.bias[i] ?? 0) + cost));
-  const weighsLoad = Object.values(alone.loadWeights).some((value) => value !== 0);
-  for (const [key, value] of Object.entries(alone.loadWeights) as Array<[keyof LoadWeights, number]>) plan.loadWeights[key] += value;
-  return weighsLoad ? undefined : alone.bias;
+  const weighsLoad = loadDimensions.some((key) => alone.loadWeights[key] !== 0 || alone.unitWeights[key] !== 0);
+  for (const key of loadDimensions) {
+    plan.loadWeights[key] += alone.loadWeights[key];
+    plan.unitWeights[key] += alone.unitWeights[key];
+  }
+  return weighsLoad && alone.bias.every((cost) => cost === 0) ? undefined : alone.bias;
 }
 
 /** Collects one pick's explanation as the picker goes: built only when a pick history wants it. */
@@ -126,6 +130,7 @@ export class PickExplanation {
       // Before the scorers ran (a filter refused) there is nothing to show per candidate.
       scored: this.all === undefined ? [] : this.scoredCandidates(plan, this.all, chosen === undefined ? [] : [chosen.engine, ...fallbacks]),
       loadWeights: { ...plan.loadWeights },
+      unitWeights: { ...plan.unitWeights },
       maxRequests: plan.maxRequests,
       outcome,
       engine: chosen?.engine,

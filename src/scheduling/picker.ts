@@ -1,4 +1,4 @@
-import type { LoadStore, Reservation } from "../load/store.js";
+import { zeroLoad, type LoadStore, type Reservation } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
 import { buildChain, type Chain, type ChainSettings } from "./chain.js";
 import { applyAlone, PickExplanation, type ExplainedOutcome } from "./explanation.js";
@@ -6,11 +6,14 @@ import type { PickHistory } from "./pick-history.js";
 import type { EngineAvailability, PickPlan, SchedulingRequest } from "./plan.js";
 import { PrefixIndex } from "./prefix-index.js";
 import { sampleCandidates } from "./sample.js";
+import { TtftPredictor, type Forecast } from "./ttft-predictor.js";
 
 export type { EngineAvailability, SchedulingRequest as PickRequest } from "./plan.js";
+export type { Forecast } from "./ttft-predictor.js";
 
 export type PickResult =
-  | { kind: "picked"; reservation: Reservation; fallbacks: string[] }
+  /** `forecast`: the TTFT predicted there; tell it when the first token comes, and the pool's model learns. */
+  | { kind: "picked"; reservation: Reservation; fallbacks: string[]; forecast: Forecast }
   | { kind: "no_pool"; model: string | undefined }
   | { kind: "no_engine"; pool: string }
   /** The subset hint left no engine of the pool to pick from. */
@@ -34,6 +37,8 @@ export interface PickerParts {
   availability?: EngineAvailability | undefined;
   /** The prefix index, kept by the caller across config reloads. */
   prefixes?: PrefixIndex | undefined;
+  /** The pools' TTFT models, kept by the caller across config reloads (they read `prefixes`). */
+  ttft?: TtftPredictor | undefined;
   /** Draws the tie-break in [0, 1). */
   random?: (() => number) | undefined;
   /** Where explained picks go (kept by the caller across config reloads); without it none is built. */
@@ -43,6 +48,8 @@ export interface PickerParts {
 /** The model's pool, then the chain's filters and scorers; the store picks and reserves in one step. */
 export class Picker {
   private readonly chain: Chain;
+  private readonly prefixes: PrefixIndex;
+  private readonly ttft: TtftPredictor;
   private readonly random: () => number;
   private readonly history: PickHistory | undefined;
   /** True when a scorer reads the prompt's blocks: the caller hashes them only then. */
@@ -54,10 +61,12 @@ export class Picker {
     private readonly settings: PickerSettings,
     parts: PickerParts = {},
   ) {
-    this.chain = buildChain(settings, { availability: parts.availability ?? alwaysAvailable, prefixes: parts.prefixes ?? new PrefixIndex() });
+    this.prefixes = parts.prefixes ?? new PrefixIndex();
+    this.ttft = parts.ttft ?? new TtftPredictor(this.prefixes);
+    this.chain = buildChain(settings, { availability: parts.availability ?? alwaysAvailable, prefixes: this.prefixes, ttft: this.ttft });
     this.random = parts.random ?? Math.random;
     this.history = parts.history;
-    this.usesPrefix = settings.scorers.prefix > 0;
+    this.usesPrefix = settings.scorers.prefix > 0 || settings.scorers.ttft > 0;
   }
 
   /** The pool a model's requests go to, undefined when none serves it. */
@@ -79,7 +88,8 @@ export class Picker {
       pool,
       candidates: engines,
       bias: [],
-      loadWeights: { requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
+      loadWeights: zeroLoad(),
+      unitWeights: zeroLoad(),
       maxRequests: 0,
     };
     for (const { name, filter } of this.chain.filters) {
@@ -105,9 +115,13 @@ export class Picker {
       outcome = await this.reserve(plan, request, explanation);
     }
     switch (outcome.kind) {
-      case "reserved":
-        for (const { scorer } of this.chain.scorers) scorer.chosen?.(outcome.reservation.engine, request);
-        return this.explained(explanation, plan, { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks });
+      case "reserved": {
+        const { engine } = outcome.reservation;
+        // Read before the record below: the forecast is of what the engine held when it was picked.
+        const forecast = this.ttft.forecast(pool, engine, outcome.load, request);
+        if (request.prefix !== undefined) this.prefixes.record(engine, request.prefix);
+        return this.explained(explanation, plan, { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks, forecast });
+      }
       case "saturated":
         return this.explained(explanation, plan, { kind: "saturated", pool, limit: plan.maxRequests });
       case "duplicate":
@@ -126,6 +140,7 @@ export class Picker {
       candidates: plan.candidates,
       bias: plan.bias,
       loadWeights: plan.loadWeights,
+      unitWeights: plan.unitWeights,
       promptTokens: request.promptTokens,
       maxRequests: plan.maxRequests,
       fallbacks: this.settings.fallbacks,

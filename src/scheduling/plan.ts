@@ -16,6 +16,8 @@ export interface SchedulingRequest {
   externalId?: boolean | undefined;
   /** The chained hashes of the prompt's blocks (inference/prompt-blocks.ts), when a scorer uses them. */
   prefix?: readonly number[] | undefined;
+  /** Prompt tokens one of those blocks stands for; absent: the prompt's tokens shared evenly among them. */
+  prefixBlockTokens?: number | undefined;
 }
 
 /**
@@ -31,6 +33,8 @@ export interface PickPlan {
   bias: number[];
   /** Weights on the live load numbers, each normalised by its largest value among the candidates. */
   loadWeights: LoadWeights;
+  /** Cost per unit of each live number, in the bias's units (see `PickRequest.unitWeights`). */
+  unitWeights: LoadWeights;
   /** The store drops candidates carrying this many open requests, atomically with the pick; 0 = none. */
   maxRequests: number;
 }
@@ -46,10 +50,8 @@ export interface Filter {
 }
 
 export interface Scorer {
-  /** Adds its share times `weight`: a cost in [0, 1] per candidate to the bias, or weights on the live load the store reads. */
+  /** Adds its share times `weight`: a cost per candidate to the bias, and/or weights on the live load the store reads. */
   apply(plan: PickPlan, request: SchedulingRequest, weight: number): void;
-  /** Told the engine the request was reserved on, for a scorer that learns from the picks. */
-  chosen?(engine: string, request: SchedulingRequest): void;
 }
 
 /** Which engines may be picked now, and how far each is from warm (see pools/health.ts). */

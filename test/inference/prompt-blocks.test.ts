@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { BLOCK_CHARS, MAX_BLOCKS, promptBlocks } from "../../src/inference/prompt-blocks.js";
+import { BLOCK_CHARS, MAX_BLOCKS, blockTokens, promptBlocks } from "../../src/inference/prompt-blocks.js";
 
 describe("promptBlocks", () => {
   it("hashes each full 64-character block, chained: prompts share exactly the leading blocks of their common leading text", () => {
@@ -27,5 +27,15 @@ describe("promptBlocks", () => {
     expect(promptBlocks(["x".repeat(BLOCK_CHARS * (MAX_BLOCKS + 10))])).toHaveLength(MAX_BLOCKS);
     expect(promptBlocks([])).toEqual([]);
     expect(promptBlocks(["short"])).toEqual([]);
+  });
+});
+
+describe("blockTokens", () => {
+  it("is the prompt's tokens per character times a block's characters, the joining newlines counted", () => {
+    // 2 × 63 characters and one newline: 127 characters for 254 tokens, so 2 tokens a character.
+    expect(blockTokens(["a".repeat(63), "b".repeat(63)], 254)).toBe(2 * BLOCK_CHARS);
+    expect(blockTokens(["x".repeat(4 * BLOCK_CHARS)], 64)).toBe(16);
+    expect(blockTokens([], 10)).toBe(0);
+    expect(blockTokens([""], 10)).toBe(0);
   });
 });

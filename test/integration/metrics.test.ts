@@ -75,6 +75,7 @@ describe("GET /metrics", () => {
       "metadata_center_picks_total",
       "metadata_center_refusals_total",
       "metadata_center_time_to_first_token_seconds",
+      "metadata_center_ttft_prediction_error_seconds",
       "metadata_center_request_duration_seconds",
       "metadata_center_prompt_tokens",
       "metadata_center_pick_latency_seconds",
@@ -87,6 +88,8 @@ describe("GET /metrics", () => {
     expect(valueOf(families, "metadata_center_picks_total", { pool: "llama", engine, outcome: "routed" })).toBe(routedBefore + 1);
     expect(valueOf(families, "metadata_center_refusals_total", { reason: "model_not_found" })).toBe(1);
     expect(histogramCount(families, "metadata_center_time_to_first_token_seconds")).toBe(histogramCount(before, "metadata_center_time_to_first_token_seconds") + 1);
+    // The pick's TTFT forecast met its first token (the scorer is off by default; the model learns regardless).
+    expect(histogramCount(families, "metadata_center_ttft_prediction_error_seconds")).toBe(histogramCount(before, "metadata_center_ttft_prediction_error_seconds") + 1);
     expect(histogramCount(families, "metadata_center_request_duration_seconds")).toBe(histogramCount(before, "metadata_center_request_duration_seconds") + 1);
     expect(histogramCount(families, "metadata_center_prompt_tokens")).toBe(histogramCount(before, "metadata_center_prompt_tokens") + 1);
     expect(histogramCount(families, "metadata_center_pick_latency_seconds")).toBe(histogramCount(before, "metadata_center_pick_latency_seconds") + 2);

@@ -15,7 +15,7 @@ import { schedulingDefaults } from "../support/scheduling.js";
 const engines = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000", "10.0.0.4:8000"];
 const directory = new PoolDirectory([{ name: "llama", models: ["llama"], endpoints: engines }]);
 const silent = pino({ level: "silent" });
-const allScorers: PickerSettings = { ...schedulingDefaults, scorers: { load: 1, slowStart: 1, prefix: 0.9 } };
+const allScorers: PickerSettings = { ...schedulingDefaults, scorers: { load: 1, slowStart: 1, prefix: 0.9, ttft: 1 } };
 
 /** engines[0] ejected, engines[1] cold, engines[2] half warm; engines[3] holds the prompt's first two blocks. */
 const availability = {
@@ -29,7 +29,7 @@ function watched(store: MemoryLoadStore): { store: MemoryLoadStore; seen: StoreP
   const seen: StorePickRequest[] = [];
   const pickAndReserve = store.pickAndReserve.bind(store);
   store.pickAndReserve = (request) => {
-    seen.push({ ...request, bias: [...request.bias], loadWeights: { ...request.loadWeights } });
+    seen.push({ ...request, bias: [...request.bias], loadWeights: { ...request.loadWeights }, unitWeights: request.unitWeights && { ...request.unitWeights } });
     return pickAndReserve(request);
   };
   return { store, seen };
@@ -62,17 +62,21 @@ describe("an explained pick", () => {
       engine: result.kind === "picked" ? result.reservation.engine : "",
       fallbacks: [],
     });
-    // slowStart: weight 1 × coldness; prefix: 0.9 × the share of the prompt's blocks the engine lacks; summed in the chain's order.
+    // slowStart: weight 1 × coldness; prefix: 0.9 × the share of the prompt's blocks the engine lacks; ttft: the fresh
+    // model's 0.02 ms per prompt token left to prefill, counted twice, in seconds; summed in the chain's order.
+    const ttft = (tokens: number) => (1 / 1000) * 0.02 * 2 * tokens;
     expect(explained?.scored).toEqual([
-      { engine: engines[1], scores: { slowStart: 1, prefix: 0.9 }, bias: 1 + 0.9 },
-      { engine: engines[2], scores: { slowStart: 0.5, prefix: 0.9 }, bias: 0.5 + 0.9 },
-      { engine: engines[3], scores: { slowStart: 0, prefix: 0.9 * (1 - 2 / 4) }, bias: 0 + 0.9 * (1 - 2 / 4) },
+      { engine: engines[1], scores: { slowStart: 1, prefix: 0.9, ttft: ttft(10) }, bias: 1 + 0.9 + ttft(10) },
+      { engine: engines[2], scores: { slowStart: 0.5, prefix: 0.9, ttft: ttft(10) }, bias: 0.5 + 0.9 + ttft(10) },
+      { engine: engines[3], scores: { slowStart: 0, prefix: 0.9 * (1 - 2 / 4), ttft: ttft(5) }, bias: 0 + 0.9 * (1 - 2 / 4) + ttft(5) },
     ]);
     expect(explained?.engine).toBe(engines[3]);
     const [sent] = seen;
     expect(explained?.scored.map((c) => c.bias)).toEqual(sent?.bias);
     expect(explained?.loadWeights).toEqual(sent?.loadWeights);
     expect(explained?.loadWeights.requests).toBeGreaterThan(0);
+    expect(explained?.unitWeights).toEqual(sent?.unitWeights);
+    expect(explained?.unitWeights.prefillTokens).toBeGreaterThan(0);
   });
 
   it("leaves the plan the store gets exactly as it is without explaining", async () => {

@@ -5,6 +5,7 @@ import { type PickRequest as StorePickRequest, zeroLoad, type EngineLoad } from 
 import { parseConfig } from "../../src/config/load.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { Picker } from "../../src/scheduling/picker.js";
+import { mulberry32 } from "../support/random.js";
 import { schedulingDefaults } from "../support/scheduling.js";
 
 const engines = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000", "10.0.0.4:8000"];
@@ -85,7 +86,7 @@ describe("Picker", () => {
 describe("rankByLoad, the choice each store makes atomically", () => {
   const load = (partial: Partial<EngineLoad>): EngineLoad => ({ ...zeroLoad(), ...partial });
   const even = { requests: 0.25, prefillRequests: 0.25, prefillTokens: 0.25, tokensHeld: 0.25 };
-  const first = (loads: EngineLoad[], weights = even, tieBreak = 0, bias = loads.map(() => 0)) => rankByLoad(loads, bias, weights, tieBreak, 1)[0];
+  const first = (loads: EngineLoad[], weights = even, tieBreak = 0, bias = loads.map(() => 0)) => rankByLoad(loads, bias, weights, undefined, tieBreak, 1)[0];
 
   it("prefers the engine with fewer prompt tokens in prefill when request counts are equal", () => {
     expect(first([load({ requests: 2, prefillTokens: 9000 }), load({ requests: 2, prefillTokens: 100 })])).toBe(1);
@@ -110,10 +111,21 @@ describe("rankByLoad, the choice each store makes atomically", () => {
     expect(first(loads, even, 0, [0, 0.5])).toBe(1);
   });
 
+  it("adds each live number times its unit weight, not normalised: raw units outweigh a share", () => {
+    // Normalised, 1 request against 2 costs 0.5 against 1; in units, 3,000 prompt tokens at 0.001 each cost 3.
+    const loads = [load({ requests: 1, prefillTokens: 3000 }), load({ requests: 2, prefillTokens: 0 })];
+    const onlyRequests = { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 };
+    expect(first(loads, onlyRequests)).toBe(0);
+    const perToken = { requests: 0, prefillRequests: 0, prefillTokens: 0.001, tokensHeld: 0 };
+    expect(rankByLoad(loads, [0, 0], onlyRequests, perToken, 0, 1)[0]).toBe(1);
+    expect(rankByLoad(loads, [2.5, 0], onlyRequests, perToken, 0, 1)[0]).toBe(1);
+    expect(rankByLoad(loads, [0, 3], onlyRequests, perToken, 0, 1)[0]).toBe(0);
+  });
+
   it("ranks the rest after the first, each among those left, and never more than asked", () => {
     const loads = [load({ requests: 3 }), load({ requests: 1 }), load({ requests: 2 }), load({})];
-    expect(rankByLoad(loads, [0, 0, 0, 0], even, 0, 3)).toEqual([3, 1, 2]);
-    expect(rankByLoad(loads, [0, 0, 0, 0], even, 0, 9)).toEqual([3, 1, 2, 0]);
+    expect(rankByLoad(loads, [0, 0, 0, 0], even, undefined, 0, 3)).toEqual([3, 1, 2]);
+    expect(rankByLoad(loads, [0, 0, 0, 0], even, undefined, 0, 9)).toEqual([3, 1, 2, 0]);
   });
 });
 
@@ -124,7 +136,7 @@ describe("the scheduling chain from config", () => {
     const store = new MemoryLoadStore();
     const planned: PickPlanSeen[] = [];
     const watching = watch(store, planned);
-    const picker = new Picker(watching, () => directory, { ...settings, scorers: { load: 1, slowStart: 0, prefix: 0 } }, { availability, random: () => 0 });
+    const picker = new Picker(watching, () => directory, { ...settings, scorers: { load: 1, slowStart: 0, prefix: 0, ttft: 0 } }, { availability, random: () => 0 });
     await picker.pick({ id: "a", model: "llama", promptTokens: 1 });
     expect(planned[0]).toMatchObject({ candidates: engines.slice(1), bias: [0, 0, 0], maxRequests: 0 });
     const withoutHealth = new Picker(watching, () => directory, { ...settings, filters: ["subset", "saturation"] }, { availability, random: () => 0 });
@@ -158,7 +170,8 @@ describe("Picker: prefix affinity", () => {
 
   it("sends a prompt back to the engine that served its leading blocks, while loads are even", async () => {
     const store = new MemoryLoadStore();
-    const picker = new Picker(store, () => directory, withPrefix, { random: () => 0.99 });
+    // Ties broken at random: only the recorded blocks bring each prompt back to the same engine.
+    const picker = new Picker(store, () => directory, withPrefix, { random: mulberry32(9) });
     expect(picker.usesPrefix).toBe(true);
     const first = engineOf(await picker.pick({ id: "a", model: "llama", promptTokens: 100, prefix: [1, 2, 3, 4] }));
     store.release("a", "ok");

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
+import { zeroLoad } from "../../src/load/store.js";
 import { parseConfig } from "../../src/config/load.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { Picker } from "../../src/scheduling/picker.js";
@@ -11,7 +12,7 @@ import { schedulingDefaults } from "../support/scheduling.js";
 const addresses = (count: number): string[] => Array.from({ length: count }, (_, i) => `10.0.${i >> 8}.${i & 255}:8000`);
 
 function planOf(candidates: string[], bias: number[]): PickPlan {
-  return { pool: "p", candidates, bias, loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 }, maxRequests: 0 };
+  return { pool: "p", candidates, bias, loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 }, unitWeights: zeroLoad(), maxRequests: 0 };
 }
 
 /** Open requests per engine after `picks` picks among `count` engines, none released. */

@@ -1,7 +1,8 @@
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
-import { Picker, type PickerSettings } from "../../src/scheduling/picker.js";
+import { Picker, type Forecast, type PickerSettings } from "../../src/scheduling/picker.js";
 import type { EngineRequest } from "../engine-sim/scheduler.js";
+import { BLOCK_TOKENS } from "./workloads.js";
 
 /** One request of a workload: what the engine needs, and when it arrives (virtual ms). */
 export interface SimRequest extends EngineRequest {
@@ -35,6 +36,8 @@ export class SidecarRouter implements Router {
   private readonly engineIndex = new Map<string, number>();
   /** The workload's block names as the numbers the sidecar's prompt hashes are. */
   private readonly blockNumbers = new Map<string, number>();
+  /** Each open request's TTFT forecast and the time of its pick, told at its first token as the sidecar tells it. */
+  private readonly forecasts = new Map<string, { forecast: Forecast; pickedAt: number }>();
 
   constructor(engines: number, settings: PickerSettings, random: () => number, name = "metadata-center") {
     this.name = name;
@@ -44,10 +47,12 @@ export class SidecarRouter implements Router {
     this.picker = new Picker(this.store, () => directory, settings, { random });
   }
 
-  async route(request: SimRequest): Promise<number> {
+  async route(request: SimRequest, now: number): Promise<number> {
     const prefix = this.picker.usesPrefix ? request.blockHashes.map((hash) => this.blockNumber(hash)) : undefined;
-    const result = await this.picker.pick({ id: request.id, model: undefined, promptTokens: request.promptTokens, prefix });
+    const prefixBlockTokens = prefix === undefined ? undefined : BLOCK_TOKENS;
+    const result = await this.picker.pick({ id: request.id, model: undefined, promptTokens: request.promptTokens, prefix, prefixBlockTokens });
     if (result.kind !== "picked") throw new Error(`the sidecar's picker refused ${request.id}: ${result.kind}`);
+    this.forecasts.set(request.id, { forecast: result.forecast, pickedAt: now });
     return this.engineIndex.get(result.reservation.engine)!;
   }
 
@@ -57,8 +62,13 @@ export class SidecarRouter implements Router {
     return number;
   }
 
-  firstToken(id: string): void {
+  firstToken(id: string, now: number): void {
     this.store.firstToken(id);
+    const open = this.forecasts.get(id);
+    if (open === undefined) return;
+    this.forecasts.delete(id);
+    open.forecast.seen(now - open.pickedAt);
+    this.forecastErrors.push(Math.abs(now - open.pickedAt - open.forecast.predictedMs));
   }
 
   tokens(id: string, count: number): void {
@@ -67,7 +77,11 @@ export class SidecarRouter implements Router {
 
   finished(id: string): void {
     this.store.release(id, "ok");
+    this.forecasts.delete(id);
   }
+
+  /** |observed − predicted| TTFT of each first token, ms, in order. */
+  readonly forecastErrors: number[] = [];
 
   /** Open reservations: zero once every request has ended. */
   get open(): number {

@@ -5,7 +5,7 @@ import { AigwRouter, GieDefaultRouter, PolledLeastRequestsRouter, RandomRouter, 
 import { mulberry32 } from "../support/random.js";
 import { SidecarRouter, type Router } from "./routers.js";
 import { runWorkload, summarize } from "./run.js";
-import { blockHashes, chat, mixed, rag, sharedPrefix, WORKLOADS } from "./workloads.js";
+import { BLOCK_TOKENS, blockHashes, chat, hotPrefix, mixed, rag, sharedPrefix, WORKLOADS } from "./workloads.js";
 
 const model: EngineModel = {
   tokenBudget: 2048,
@@ -43,6 +43,11 @@ describe("workloads", () => {
     const shared = sharedPrefix.requests(500, { rate: 10 }, 1);
     const firstBlocks = new Set(shared.map((r) => r.blockHashes[0]));
     expect(firstBlocks.size).toBeLessThanOrEqual(16);
+    // One hot prefix: every request's first 4,096 tokens are the same blocks, and nothing after them is shared.
+    const hot = hotPrefix.requests(500, { rate: 10 }, 1);
+    const systemBlocks = 4096 / BLOCK_TOKENS;
+    expect(new Set(hot.map((r) => r.blockHashes.slice(0, systemBlocks).join())).size).toBe(1);
+    expect(new Set(hot.map((r) => r.blockHashes[systemBlocks])).size).toBe(hot.filter((r) => r.blockHashes.length > systemBlocks).length);
   });
 });
 

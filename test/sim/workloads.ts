@@ -139,4 +139,21 @@ export const sharedPrefix: Workload = {
   },
 };
 
-export const WORKLOADS: readonly Workload[] = [chat, rag, mixed, sharedPrefix];
+/**
+ * One hot prefix: every request opens with the same 4k-token system prompt (one agent or app
+ * behind the whole pool), then a question of its own. A policy that follows cached prefixes
+ * without weighing the queue piles the pool onto one engine.
+ */
+export const hotPrefix: Workload = {
+  name: "hot-prefix",
+  description: "one system prompt of 4,096 tokens before every question (≈ 128 tokens), answers ≈ 200 tokens",
+  requests(count, arrivals, seed) {
+    const random = mulberry32(seed);
+    return arrivalTimes(count, arrivals, random).map((at, i) => {
+      const question = { id: `h${i}`, tokens: lengthOf(random, 128, 0.5, 8, 1024) };
+      return promptOf(`hot${i}`, at, [{ id: "system", tokens: 4096 }, question], lengthOf(random, 200, 0.7, 8, 1024));
+    });
+  },
+};
+
+export const WORKLOADS: readonly Workload[] = [chat, rag, mixed, sharedPrefix, hotPrefix];

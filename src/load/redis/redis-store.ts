@@ -35,6 +35,9 @@ const COUNTERS_BYTES = (COUNTERS_FORMAT.length - 1) * 8;
 /** A token count as the store adds it: a non-negative integer; anything else counts 0. */
 const countOf = (value: number): number => (Number.isFinite(value) && value > 0 ? Math.floor(value) : 0);
 
+/** No unit weights: every live number's unit cost 0 (the script always takes four). */
+const noUnitWeights = zeroLoad();
+
 /** A pool's engines hash (engine → counters packed as COUNTERS_FORMAT) as snapshots by engine. */
 export function snapshotsOf(fields: Record<string, Buffer>): Map<string, EngineSnapshot> {
   const engines = new Map<string, EngineSnapshot>();
@@ -111,13 +114,13 @@ export class RedisLoadStore implements LoadStore {
     if (this.poolOf.has(request.id) || (request.externalId === true && (await this.openElsewhere(request.id, request.pool)))) return { kind: "duplicate" };
     if (request.candidates.length === 0) return { kind: "none" };
     await this.register(request.pool);
-    const { loadWeights: w } = request;
+    const { loadWeights: w, unitWeights: u = noUnitWeights } = request;
     const biased = request.bias.some((bias) => bias !== 0);
     const biases = biased ? request.candidates.map((_, index) => request.bias[index] ?? 0) : [];
     const prompt = countOf(request.promptTokens);
     const indexed = request.externalId === true;
     return this.opening(request.id, request.pool, indexed, async (): Promise<PickOutcome> => {
-      const [kind, engine, ...fallbacks] = (await this.scripts.mcPick(
+      const [kind, requests = 0, prefillRequests = 0, prefillTokens = 0, tokensHeld = 0, engine, ...fallbacks] = (await this.scripts.mcPick(
         ...this.keys(request.pool),
         request.id,
         this.now(),
@@ -129,16 +132,21 @@ export class RedisLoadStore implements LoadStore {
         w.prefillRequests,
         w.prefillTokens,
         w.tokensHeld,
+        u.requests,
+        u.prefillRequests,
+        u.prefillTokens,
+        u.tokensHeld,
         this.lease,
         request.candidates.length,
         biased ? 1 : 0,
         ...request.candidates,
         ...biases,
-      )) as string[];
+      )) as [string, number?, number?, number?, number?, string?, ...string[]];
       if (kind === "saturated" || kind === "duplicate") return { kind };
       if (kind !== "reserved" || engine === undefined) return { kind: "none" };
       if (indexed && !(await this.index(request.id, request.pool))) return { kind: "duplicate" };
-      return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: prompt }, fallbacks };
+      const load = { requests, prefillRequests, prefillTokens, tokensHeld };
+      return { kind: "reserved", reservation: { id: request.id, pool: request.pool, engine, promptTokens: prompt }, fallbacks, load };
     });
   }
 

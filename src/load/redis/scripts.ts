@@ -54,18 +54,20 @@ end
 `;
 
 /**
- * ARGV: id, now, prompt tokens, max requests, fallbacks, tie-break, the four load weights, lease,
- * the number of candidates n, 1 if biases follow (else every bias is 0), the n engines, then their
- * n biases. Mirrors rankByLoad (ranking.ts) step for step, in the same floating-point order, so
- * both stores choose alike. Returns {'reserved', engine, fallbacks…}, {'saturated'} or {'duplicate'}.
+ * ARGV: id, now, prompt tokens, max requests, fallbacks, tie-break, the four load weights, the four
+ * unit weights, lease, the number of candidates n, 1 if biases follow (else every bias is 0), the n
+ * engines, then their n biases. Mirrors rankByLoad (ranking.ts) step for step, in the same
+ * floating-point order, so both stores choose alike. Returns {'reserved', the chosen engine's four
+ * counters before the reservation, engine, fallbacks…}, {'saturated'} or {'duplicate'}.
  */
 export const PICK = `${PRELUDE}
 local id = ARGV[1]
 if redis.call('HEXISTS', KEYS[2], id) == 1 then return { 'duplicate' } end
 local now, prompt, limit, fallbacks, tie = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local w1, w2, w3, w4 = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local lease, n, biased = ARGV[11], tonumber(ARGV[12]), ARGV[13] == '1'
-local first = 14
+local u1, u2, u3, u4 = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+local lease, n, biased = ARGV[15], tonumber(ARGV[16]), ARGV[17] == '1'
+local first = 18
 -- Redis keeps a hash of up to 512 fields as a listpack, where each field lookup scans the whole
 -- hash: when the candidates are a good part of the pool, one read of the whole hash is cheaper.
 local raw
@@ -108,6 +110,7 @@ while #ranked < fallbacks + 1 and #ranked < m do
       if m2 > 0 then score = score + (w2 * PR[i]) / m2 end
       if m3 > 0 then score = score + (w3 * PT[i]) / m3 end
       if m4 > 0 then score = score + (w4 * TH[i]) / m4 end
+      score = score + u1 * R[i] + u2 * PR[i] + u3 * PT[i] + u4 * TH[i]
       if score < best - 1e-9 then
         best, tied = score, 1
         ties[1] = i
@@ -124,7 +127,7 @@ end
 local c = ranked[1]
 open(id, engines[c], prompt, now, lease)
 store(engines[c], R[c] + 1, PR[c] + 1, PT[c] + prompt, TH[c] + prompt, now)
-local reply = { 'reserved' }
+local reply = { 'reserved', R[c], PR[c], PT[c], TH[c] }
 for _, i in ipairs(ranked) do reply[#reply + 1] = engines[i] end
 return reply
 `;

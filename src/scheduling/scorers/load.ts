@@ -1,7 +1,5 @@
-import type { LoadWeights } from "../../load/store.js";
+import { loadDimensions as dimensions, type LoadWeights } from "../../load/store.js";
 import type { Scorer } from "../plan.js";
-
-const dimensions = ["requests", "prefillRequests", "prefillTokens", "tokensHeld"] as const;
 
 /**
  * Live load: each of the four numbers normalised by its largest value among the candidates (so

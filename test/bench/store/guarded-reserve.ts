@@ -101,6 +101,7 @@ export class GuardedReserve {
       eligible.map(({ load }) => load),
       eligible.map(({ bias }) => bias),
       request.loadWeights,
+      request.unitWeights,
       request.tieBreak,
       1,
     );
