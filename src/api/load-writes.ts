@@ -4,7 +4,7 @@ import { isEngineAddress } from "../config/schema.js";
 import type { LoadBound, LoadStore } from "../load/store.js";
 import type { Logger } from "../log.js";
 import { splitAddress, type PoolDirectory } from "../pools/pools.js";
-import type { Picker } from "../scheduling/picker.js";
+import { saturationLimit, type Picker } from "../scheduling/picker.js";
 import type { JsonBody } from "./body.js";
 import { EarlyDeletes, type DeleteKinds } from "./early-deletes.js";
 import { describeError, ErrorCode, type ApiError } from "./envelope.js";
@@ -161,7 +161,7 @@ export class LoadWrites {
       case "duplicate":
         return refused(400, ErrorCode.duplicate, "data duplicate", `request_id '${request_id}' is already open; end it with DELETE /v1/load/stats first`);
       case "saturated":
-        return refused(429, ErrorCode.saturated, "every engine is at its limit", `every candidate of cluster '${cluster}' carries ${result.limit} requests; retry later`);
+        return refused(429, ErrorCode.saturated, "every engine is at its limit", `every candidate of cluster '${cluster}' carries ${saturationLimit(result)}; retry later`);
       case "no_engine":
       case "outside_subset":
         return refused(503, ErrorCode.noEngine, "no engine available", `cluster '${cluster}' has no engine to pick (none configured or resolved yet)`);

@@ -22,6 +22,7 @@ export interface PickView {
   load_weights: LoadWeights;
   unit_weights: LoadWeights;
   max_requests: number;
+  max_prefill_requests: number;
   outcome: ExplainedOutcome;
   engine: string | null;
   fallbacks: string[];
@@ -58,6 +59,7 @@ const pickView = (pick: ExplainedPick): PickView => ({
   load_weights: pick.loadWeights,
   unit_weights: pick.unitWeights,
   max_requests: pick.maxRequests,
+  max_prefill_requests: pick.maxPrefillRequests,
   outcome: pick.outcome,
   engine: pick.engine ?? null,
   fallbacks: pick.fallbacks,

@@ -212,6 +212,12 @@ export const configSchema = z
           .default(128),
         /** Open requests per engine; when every candidate is at it, 429. 0 = no limit. */
         maxRequestsPerEngine: z.number().int().min(0).default(0),
+        /**
+         * Requests in prefill (no first token yet) per engine; when every candidate is at it, the
+         * request waits in the queue (scheduling.queue), shortest prompt first, or 429 without one.
+         * Holding the rest in the sidecar lets short prompts overtake long ones in a burst. 0 = no limit.
+         */
+        maxPrefillRequestsPerEngine: z.number().int().min(0).default(0),
         /** Consecutive upstream errors (5xx, or no response at all) that take an engine out of picking; 0 = never. */
         ejectAfterErrors: z.number().int().min(0).default(5),
         /** First ejection's length; doubles on each ejection in a row, up to maxEjectSeconds. */
@@ -221,7 +227,7 @@ export const configSchema = z
         slowStartSeconds: z.number().min(0).default(30),
         /** A request that got no response counts against its engine only if a TCP connection to the engine fails within this. */
         probeTimeoutSeconds: positive.default(1),
-        /** Requests held while every engine of their pool is at maxRequestsPerEngine, dispatched as engines free up. */
+        /** Requests held while every engine of their pool is at maxRequestsPerEngine or maxPrefillRequestsPerEngine, dispatched as engines free up. */
         queue: z
           .strictObject({
             /** Requests held at once; 0 = no queue (429 at once). */

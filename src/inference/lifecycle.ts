@@ -2,7 +2,7 @@ import { isEngineAddress } from "../config/schema.js";
 import type { Logger } from "../log.js";
 import type { Awaitable, LoadStore, Outcome, ReportedUsage } from "../load/store.js";
 import type { HealthReporter } from "../pools/health.js";
-import type { Forecast } from "../scheduling/picker.js";
+import { saturationLimit, type Forecast } from "../scheduling/picker.js";
 import type { Scheduler } from "../scheduling/queue.js";
 import { apiRoute, defaultApi, type ApiAdapter, type ApiRoute } from "./apis/index.js";
 import { blockTokens, promptBlocks } from "./prompt-blocks.js";
@@ -223,7 +223,7 @@ export class InferenceExchange {
           {
             status: 429,
             code: "rate_limit_exceeded",
-            message: `every engine of pool '${result.pool}' is at its limit of ${result.limit} requests; retry later`,
+            message: `every engine of pool '${result.pool}' is at its limit of ${saturationLimit(result)}; retry later`,
           },
           result.pool,
         );

@@ -42,9 +42,10 @@ export class MemoryLoadStore implements LoadStore {
     if (this.ledger.has(request.id)) return { kind: "duplicate" };
     if (request.candidates.length === 0) return { kind: "none" };
     const limit = request.maxRequests;
-    const eligible = request.candidates.flatMap((engine, index) =>
-      limit > 0 && (this.engines.get(engine)?.requests ?? 0) >= limit ? [] : [{ engine, bias: request.bias[index] ?? 0 }],
-    );
+    const prefillLimit = request.maxPrefillRequests ?? 0;
+    const full = (load: EngineSnapshot | undefined): boolean =>
+      load !== undefined && ((limit > 0 && load.requests >= limit) || (prefillLimit > 0 && load.prefillRequests >= prefillLimit));
+    const eligible = request.candidates.flatMap((engine, index) => (full(this.engines.get(engine)) ? [] : [{ engine, bias: request.bias[index] ?? 0 }]));
     if (eligible.length === 0) return { kind: "saturated" };
     // The chosen engine first, then the next best by the same policy, each among those left.
     const ranked = rankByLoad(

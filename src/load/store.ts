@@ -61,6 +61,8 @@ export interface PickRequest {
   promptTokens: number;
   /** Open requests an engine may carry: an engine at the limit is not eligible. 0 = no limit. */
   maxRequests: number;
+  /** Requests in prefill an engine may carry, likewise. Absent or 0 = no limit. */
+  maxPrefillRequests?: number | undefined;
   /** How many next-best engines to name after the chosen one (for Envoy's retries). */
   fallbacks: number;
   /** In [0, 1): which of equally scored candidates wins, drawn by the caller so that every store breaks ties alike. */
@@ -75,7 +77,7 @@ export interface PickRequest {
 export type PickOutcome =
   /** `load`: the chosen engine's as the pick weighed it, before this reservation. */
   | { kind: "reserved"; reservation: Reservation; fallbacks: string[]; load: EngineLoad }
-  /** Every candidate is at `maxRequests`: the request must be shed. Nothing reserved. */
+  /** Every candidate is at `maxRequests` or `maxPrefillRequests`: the request must wait or be shed. Nothing reserved. */
   | { kind: "saturated" }
   /** The id is already open. Nothing reserved. */
   | { kind: "duplicate" }

@@ -23,6 +23,8 @@ export interface ChainSettings {
   weights: LoadWeights;
   /** Open requests per engine before it stops taking more; 0 = no limit. */
   maxRequestsPerEngine: number;
+  /** Requests in prefill per engine before it stops taking more; 0 = no limit. */
+  maxPrefillRequestsPerEngine: number;
 }
 
 /** Each part with the name config gives it, which an explained pick reports it by. */
@@ -43,7 +45,7 @@ export function buildChain(settings: ChainSettings, { availability, prefixes, tt
   const filters: Record<FilterName, () => Filter> = {
     subset: () => subsetFilter,
     health: () => healthFilter(availability),
-    saturation: () => saturationFilter(settings.maxRequestsPerEngine),
+    saturation: () => saturationFilter({ requests: settings.maxRequestsPerEngine, prefillRequests: settings.maxPrefillRequestsPerEngine }),
   };
   const scorers: Record<ScorerName, () => Scorer> = {
     load: () => loadScorer(settings.weights),

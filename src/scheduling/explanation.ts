@@ -51,6 +51,7 @@ export interface ExplainedPick {
   /** Each live number's unit cost, added as is (the TTFT scorer's, in seconds). */
   unitWeights: LoadWeights;
   maxRequests: number;
+  maxPrefillRequests: number;
   outcome: ExplainedOutcome;
   /** The engine the store reserved. */
   engine: string | undefined;
@@ -132,6 +133,7 @@ export class PickExplanation {
       loadWeights: { ...plan.loadWeights },
       unitWeights: { ...plan.unitWeights },
       maxRequests: plan.maxRequests,
+      maxPrefillRequests: plan.maxPrefillRequests,
       outcome,
       engine: chosen?.engine,
       fallbacks,

@@ -18,9 +18,16 @@ export type PickResult =
   | { kind: "no_engine"; pool: string }
   /** The subset hint left no engine of the pool to pick from. */
   | { kind: "outside_subset"; pool: string }
-  | { kind: "saturated"; pool: string; limit: number }
+  /** Every candidate at `limit` open requests or `prefillLimit` in prefill (0: that bound is off). */
+  | { kind: "saturated"; pool: string; limit: number; prefillLimit: number }
   /** The request's id is already open. */
   | { kind: "duplicate"; pool: string };
+
+/** The bound a saturated pool's engines are at, in words: "12 requests", "4 requests in prefill", or both. */
+export function saturationLimit({ limit, prefillLimit }: { limit: number; prefillLimit: number }): string {
+  const bounds = [limit > 0 ? `${limit} requests` : "", prefillLimit > 0 ? `${prefillLimit} requests in prefill` : ""].filter((bound) => bound !== "");
+  return bounds.join(" or ");
+}
 
 export interface PickerSettings extends ChainSettings {
   /** Next-best engines named after the chosen one. */
@@ -91,6 +98,7 @@ export class Picker {
       loadWeights: zeroLoad(),
       unitWeights: zeroLoad(),
       maxRequests: 0,
+      maxPrefillRequests: 0,
     };
     for (const { name, filter } of this.chain.filters) {
       const before = plan.candidates.length;
@@ -123,7 +131,7 @@ export class Picker {
         return this.explained(explanation, plan, { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks, forecast });
       }
       case "saturated":
-        return this.explained(explanation, plan, { kind: "saturated", pool, limit: plan.maxRequests });
+        return this.explained(explanation, plan, { kind: "saturated", pool, limit: plan.maxRequests, prefillLimit: plan.maxPrefillRequests });
       case "duplicate":
         return this.explained(explanation, plan, { kind: "duplicate", pool });
       case "none":
@@ -143,6 +151,7 @@ export class Picker {
       unitWeights: plan.unitWeights,
       promptTokens: request.promptTokens,
       maxRequests: plan.maxRequests,
+      maxPrefillRequests: plan.maxPrefillRequests,
       fallbacks: this.settings.fallbacks,
       tieBreak: this.random(),
       externalId: request.externalId,

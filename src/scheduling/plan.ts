@@ -37,6 +37,8 @@ export interface PickPlan {
   unitWeights: LoadWeights;
   /** The store drops candidates carrying this many open requests, atomically with the pick; 0 = none. */
   maxRequests: number;
+  /** Likewise for requests in prefill; 0 = none. */
+  maxPrefillRequests: number;
 }
 
 /** Why a filter left nothing to pick from. */

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { FAULT_HEADER } from "../engine-sim/engine.js";
-import { scrape, valueOf } from "../support/prometheus.js";
+import { histogramCount, scrape, valueOf } from "../support/prometheus.js";
 import { chat, chatRequest, errorOf, ROUTE_HEADER, startRig, type Rig } from "./harness.js";
 
 let rig: Rig | undefined;
@@ -130,5 +130,42 @@ describe("shedding", () => {
     holders[0]?.abort();
     await Promise.all(held);
     expect(await queued()).toBe(0);
+  });
+
+  it("with maxPrefillRequestsPerEngine, holds a request while the engine's prefill is full and routes it at that request's first token, not its end", async () => {
+    // Steps of 100 ms: the first request's first token comes after one step, its last after 30.
+    rig = await startRig({
+      engines: 1,
+      engine: { model: { stepBaseMs: 100 } },
+      // No retries on a timer: only the first token's wake can let the held request go before the first one ends.
+      sidecar: { scheduling: { maxPrefillRequestsPerEngine: 1, queue: { maxRequests: 4, retryMs: 60_000 } } },
+    });
+    const r = rig;
+    let firstEnded = false;
+    const first = r.exchange({ request: chatRequest(chat("llama", "a long answer", { stream: true, max_tokens: 30 })) }).then((result) => {
+      firstEnded = true;
+      return result;
+    });
+    await expect.poll(() => r.sidecar.store.size()).toBe(1);
+    const second = r.exchange({ request: chatRequest(chat("llama", "a short one", { max_tokens: 1 })) });
+    const routed = await second;
+    expect(routed.status).toBe(200);
+    expect(firstEnded).toBe(false);
+    // It was held: the queue's wait histogram has its one observation.
+    expect(histogramCount(await scrape(r.sidecar.ports.http), "metadata_center_queue_wait_seconds")).toBe(1);
+    expect((await first).status).toBe(200);
+  });
+
+  it("without a queue, a pool whose every engine is at maxPrefillRequestsPerEngine answers 429 naming that limit", async () => {
+    rig = await startRig({ engines: 1, sidecar: { scheduling: { maxPrefillRequestsPerEngine: 1 } } });
+    const r = rig;
+    const hold = new AbortController();
+    const held = r.exchange({ request: chatRequest(chat("llama", "stays in prefill", { stream: true }), { [FAULT_HEADER]: "hang" }), signal: hold.signal }).catch(() => undefined);
+    await expect.poll(() => r.engines[0]!.stats().inFlight).toBe(1);
+    const refused = await r.exchange({ request: chatRequest(chat("llama", "no room")) });
+    expect(refused.immediateResponse?.status).toBe(429);
+    expect(errorOf(refused).message).toContain("at its limit of 1 requests in prefill");
+    hold.abort();
+    await held;
   });
 });

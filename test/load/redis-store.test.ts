@@ -33,13 +33,13 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
     await checkLedger(async (clock) => ({ store: storeOn(clock), close: async () => undefined }), 25, 150);
   }, 120_000);
 
-  it("chooses exactly as the memory store does: same loads, biases, unit weights and tie-break, same engine, fallbacks and load weighed", async () => {
+  it("chooses exactly as the memory store does: same loads, biases, unit weights, bounds and tie-break, same engine, fallbacks and load weighed", async () => {
     const held = fc.array(fc.record({ engine: fc.nat(ENGINES.length - 1), prompt: fc.nat(4000), prefill: fc.boolean() }), { maxLength: 12 });
     const unit = fc.double({ min: 0, max: 0.01, noNaN: true });
     const unitWeights = fc.option(fc.record({ requests: unit, prefillRequests: unit, prefillTokens: unit, tokensHeld: unit }), { nil: undefined });
     const biases = fc.array(fc.double({ min: 0, max: 2, noNaN: true }), { minLength: 3, maxLength: 3 });
     await fc.assert(
-      fc.asyncProperty(held, biases, unitWeights, fc.double({ min: 0, max: 0.999, noNaN: true }), fc.nat(2), async (reservations, bias, units, tieBreak, fallbacks) => {
+      fc.asyncProperty(held, biases, unitWeights, fc.nat(5), fc.nat(3), fc.double({ min: 0, max: 0.999, noNaN: true }), fc.nat(2), async (reservations, bias, units, maxRequests, maxPrefillRequests, tieBreak, fallbacks) => {
         const memory = new MemoryLoadStore();
         const shared = storeOn();
         for (const [index, { engine, prompt, prefill }] of reservations.entries()) {
@@ -56,7 +56,8 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
           loadWeights: { requests: 0.4, prefillRequests: 0.2, prefillTokens: 0.3, tokensHeld: 0.1 },
           unitWeights: units,
           promptTokens: 10,
-          maxRequests: 0,
+          maxRequests,
+          maxPrefillRequests,
           fallbacks,
           tieBreak,
         };

@@ -18,6 +18,7 @@ const pick = (n: number): ExplainedPick => ({
   loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
   unitWeights: { requests: 0, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
   maxRequests: 0,
+  maxPrefillRequests: 0,
   outcome: "picked",
   engine: "10.0.0.1:8000",
   fallbacks: [],

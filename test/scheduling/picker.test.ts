@@ -76,10 +76,27 @@ describe("Picker", () => {
     const store = new MemoryLoadStore();
     const picker = new Picker(store, () => directory, { ...settings, maxRequestsPerEngine: 2 });
     for (let i = 0; i < 8; i++) expect((await picker.pick({ id: `r${i}`, model: "llama", promptTokens: 1 })).kind).toBe("picked");
-    expect(await picker.pick({ id: "x", model: "llama", promptTokens: 1 })).toEqual({ kind: "saturated", pool: "llama", limit: 2 });
+    expect(await picker.pick({ id: "x", model: "llama", promptTokens: 1 })).toEqual({ kind: "saturated", pool: "llama", limit: 2, prefillLimit: 0 });
     expect(store.size()).toBe(8);
     store.release("r0", "ok");
     expect((await picker.pick({ id: "y", model: "llama", promptTokens: 1 })).kind).toBe("picked");
+  });
+
+  it("sheds when every candidate is at maxPrefillRequestsPerEngine, and takes again as soon as a first token comes", async () => {
+    const store = new MemoryLoadStore();
+    const picker = new Picker(store, () => directory, { ...settings, maxPrefillRequestsPerEngine: 1 });
+    const placed: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const result = await picker.pick({ id: `r${i}`, model: "llama", promptTokens: 1 });
+      placed.push(result.kind === "picked" ? result.reservation.engine : result.kind);
+    }
+    expect(new Set(placed).size).toBe(4);
+    expect(await picker.pick({ id: "x", model: "llama", promptTokens: 1 })).toEqual({ kind: "saturated", pool: "llama", limit: 0, prefillLimit: 1 });
+    // r2 is out of prefill but still open: its engine takes one more in prefill.
+    store.firstToken("r2");
+    const next = await picker.pick({ id: "y", model: "llama", promptTokens: 1 });
+    expect(next.kind === "picked" && next.reservation.engine).toBe(placed[2]);
+    expect(store.size()).toBe(5);
   });
 });
 

@@ -12,7 +12,7 @@ import { schedulingDefaults } from "../support/scheduling.js";
 const addresses = (count: number): string[] => Array.from({ length: count }, (_, i) => `10.0.${i >> 8}.${i & 255}:8000`);
 
 function planOf(candidates: string[], bias: number[]): PickPlan {
-  return { pool: "p", candidates, bias, loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 }, unitWeights: zeroLoad(), maxRequests: 0 };
+  return { pool: "p", candidates, bias, loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 }, unitWeights: zeroLoad(), maxRequests: 0, maxPrefillRequests: 0 };
 }
 
 /** Open requests per engine after `picks` picks among `count` engines, none released. */

@@ -21,12 +21,16 @@ export class EventQueue {
     return this.heap.length;
   }
 
-  /** Runs every event, those scheduled meanwhile included, until none is left. */
-  async drain(): Promise<void> {
+  /**
+   * Runs every event, those scheduled meanwhile included, until none is left. With `settle`, each
+   * event's promise chains (work it started and did not await) end before time moves on.
+   */
+  async drain(settle = false): Promise<void> {
     while (this.heap.length > 0) {
       const next = this.pop();
       this.now = next.at;
       await next.run();
+      if (settle) await new Promise((resolve) => setImmediate(resolve));
     }
   }
 

@@ -1,6 +1,7 @@
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { Picker, type Forecast, type PickerSettings } from "../../src/scheduling/picker.js";
+import { PickQueue, type QueueSettings } from "../../src/scheduling/queue.js";
 import type { EngineRequest } from "../engine-sim/scheduler.js";
 import { BLOCK_TOKENS } from "./workloads.js";
 
@@ -16,6 +17,8 @@ export interface Router {
   readonly source: string;
   /** The engine (index) for this request. */
   route(request: SimRequest, now: number): number | Promise<number>;
+  /** Its route may wait for an engine to free (a queue): the simulation goes on meanwhile. */
+  readonly holds?: boolean;
   firstToken(id: string, now: number): void;
   tokens(id: string, count: number): void;
   finished(id: string, now: number): void;
@@ -39,20 +42,34 @@ export class SidecarRouter implements Router {
   /** Each open request's TTFT forecast and the time of its pick, told at its first token as the sidecar tells it. */
   private readonly forecasts = new Map<string, { forecast: Forecast; pickedAt: number }>();
 
-  constructor(engines: number, settings: PickerSettings, random: () => number, name = "metadata-center") {
+  /** The sidecar's queue, when the settings hold requests (`queue`): it waits for first tokens and releases, never for a timer. */
+  private readonly queue: PickQueue | undefined;
+  readonly holds: boolean;
+  /** The virtual time of the last event this router heard of: the queue's clock. */
+  private clock = 0;
+
+  constructor(engines: number, settings: PickerSettings, random: () => number, name = "metadata-center", queue?: Pick<QueueSettings, "agingMs">) {
     this.name = name;
     const endpoints = Array.from({ length: engines }, (_, i) => engineAddress(i));
     endpoints.forEach((endpoint, i) => this.engineIndex.set(endpoint, i));
     const directory = new PoolDirectory([{ name: "pool", models: ["*"], endpoints }]);
     this.picker = new Picker(this.store, () => directory, settings, { random });
+    this.holds = queue !== undefined;
+    if (queue === undefined) return;
+    const never = 2 ** 31 - 1;
+    const unbounded = { maxRequests: Number.MAX_SAFE_INTEGER, maxBytes: Number.MAX_SAFE_INTEGER, maxWaitMs: never, retryMs: never, priorities: {} };
+    const events = { held: () => undefined, waited: () => undefined, failed: (error: unknown) => { throw error; } };
+    this.queue = new PickQueue(() => this.picker, { ...unbounded, ...queue }, events, () => this.clock);
   }
 
   async route(request: SimRequest, now: number): Promise<number> {
+    this.clock = now;
     const prefix = this.picker.usesPrefix ? request.blockHashes.map((hash) => this.blockNumber(hash)) : undefined;
     const prefixBlockTokens = prefix === undefined ? undefined : BLOCK_TOKENS;
-    const result = await this.picker.pick({ id: request.id, model: undefined, promptTokens: request.promptTokens, prefix, prefixBlockTokens });
+    const asked = { id: request.id, model: undefined, promptTokens: request.promptTokens, prefix, prefixBlockTokens };
+    const result = this.queue === undefined ? await this.picker.pick(asked) : await this.queue.pick({ ...asked, priorityHint: undefined, bytes: 0 });
     if (result.kind !== "picked") throw new Error(`the sidecar's picker refused ${request.id}: ${result.kind}`);
-    this.forecasts.set(request.id, { forecast: result.forecast, pickedAt: now });
+    this.forecasts.set(request.id, { forecast: result.forecast, pickedAt: this.clock });
     return this.engineIndex.get(result.reservation.engine)!;
   }
 
@@ -63,7 +80,9 @@ export class SidecarRouter implements Router {
   }
 
   firstToken(id: string, now: number): void {
+    this.clock = now;
     this.store.firstToken(id);
+    this.queue?.wake();
     const open = this.forecasts.get(id);
     if (open === undefined) return;
     this.forecasts.delete(id);
@@ -75,9 +94,11 @@ export class SidecarRouter implements Router {
     this.store.addGenerated(id, count);
   }
 
-  finished(id: string): void {
+  finished(id: string, now: number): void {
+    this.clock = now;
     this.store.release(id, "ok");
     this.forecasts.delete(id);
+    this.queue?.wake();
   }
 
   /** |observed − predicted| TTFT of each first token, ms, in order. */

@@ -38,11 +38,17 @@ export async function runWorkload(models: readonly EngineModel[], router: Router
       router.finished(id, now);
     },
   });
+  let failure: unknown;
   for (const request of requests) {
     events.at(request.arrivalMs, async () => {
-      const engine = await router.route(request, events.now);
-      open.set(request.id, { id: request.id, engine, arrivalMs: events.now, firstTokenMs: NaN, finishedMs: NaN, promptTokens: request.promptTokens, cachedTokens: 0 });
-      cluster.submit(engine, request);
+      const arrivalMs = events.now;
+      // Sent when placed: at once, or (a router that holds) at the event that let it go.
+      const place = (engine: number): void => {
+        open.set(request.id, { id: request.id, engine, arrivalMs, firstTokenMs: NaN, finishedMs: NaN, promptTokens: request.promptTokens, cachedTokens: 0 });
+        cluster.submit(engine, request);
+      };
+      if (router.holds !== true) return place(await router.route(request, arrivalMs));
+      Promise.resolve(router.route(request, arrivalMs)).then(place, (error: unknown) => (failure ??= error));
     });
   }
   if (isPolling(router)) {
@@ -53,8 +59,9 @@ export async function runWorkload(models: readonly EngineModel[], router: Router
     };
     events.at(0, poll);
   }
-  await events.drain();
-  if (open.size > 0) throw new Error(`${open.size} requests never finished`);
+  await events.drain(router.holds === true);
+  if (failure !== undefined) throw failure;
+  if (open.size > 0 || done.length < requests.length) throw new Error(`${requests.length - done.length} requests never finished`);
   return done;
 }
 

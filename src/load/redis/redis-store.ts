@@ -126,6 +126,7 @@ export class RedisLoadStore implements LoadStore {
         this.now(),
         prompt,
         request.maxRequests,
+        request.maxPrefillRequests ?? 0,
         request.fallbacks,
         request.tieBreak,
         w.requests,

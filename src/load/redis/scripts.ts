@@ -54,8 +54,8 @@ end
 `;
 
 /**
- * ARGV: id, now, prompt tokens, max requests, fallbacks, tie-break, the four load weights, the four
- * unit weights, lease, the number of candidates n, 1 if biases follow (else every bias is 0), the n
+ * ARGV: id, now, prompt tokens, max requests, max requests in prefill, fallbacks, tie-break, the four
+ * load weights, the four unit weights, lease, the number of candidates n, 1 if biases follow (else every bias is 0), the n
  * engines, then their n biases. Mirrors rankByLoad (ranking.ts) step for step, in the same
  * floating-point order, so both stores choose alike. Returns {'reserved', the chosen engine's four
  * counters before the reservation, engine, fallbacks…}, {'saturated'} or {'duplicate'}.
@@ -63,11 +63,12 @@ end
 export const PICK = `${PRELUDE}
 local id = ARGV[1]
 if redis.call('HEXISTS', KEYS[2], id) == 1 then return { 'duplicate' } end
-local now, prompt, limit, fallbacks, tie = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local w1, w2, w3, w4 = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local u1, u2, u3, u4 = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
-local lease, n, biased = ARGV[15], tonumber(ARGV[16]), ARGV[17] == '1'
-local first = 18
+local now, prompt, limit, prefillLimit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local fallbacks, tie = tonumber(ARGV[6]), tonumber(ARGV[7])
+local w1, w2, w3, w4 = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local u1, u2, u3, u4 = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local lease, n, biased = ARGV[16], tonumber(ARGV[17]), ARGV[18] == '1'
+local first = 19
 -- Redis keeps a hash of up to 512 fields as a listpack, where each field lookup scans the whole
 -- hash: when the candidates are a good part of the pool, one read of the whole hash is cheaper.
 local raw
@@ -84,7 +85,7 @@ local engines, bias, R, PR, PT, TH, m = {}, {}, {}, {}, {}, {}, 0
 for i = 1, n do
   local r, pr, pt, th = 0, 0, 0, 0
   if raw[i] then r, pr, pt, th = struct.unpack('${COUNTERS_FORMAT}', raw[i]) end
-  if limit == 0 or r < limit then
+  if (limit == 0 or r < limit) and (prefillLimit == 0 or pr < prefillLimit) then
     m = m + 1
     engines[m], R[m], PR[m], PT[m], TH[m] = ARGV[first + i - 1], r, pr, pt, th
     bias[m] = biased and tonumber(ARGV[first + n + i - 1]) or 0
