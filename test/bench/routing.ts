@@ -49,13 +49,13 @@ const withPrefix = { ...schedulingDefaults, scorers: { ...schedulingDefaults.sco
 const OURS_BY_TTFT = "metadata-center+ttft";
 const byTtft = { ...schedulingDefaults, scorers: { ...schedulingDefaults.scorers, load: 0, ttft: 1 } };
 /**
- * Ours holding requests in the sidecar's queue while every engine has 4 requests in prefill
- * (`maxPrefillRequestsPerEngine: 4`, `queue.agingMs: 250`; off by default), shortest prompt first;
+ * Ours holding requests in the sidecar's queue while every engine has 6 requests in prefill
+ * (`maxPrefillRequestsPerEngine: 6`, `queue.agingMs: 250`; off by default), shortest prompt first;
  * then the same with the prefix scorer. None of ours counts as a peer.
  */
 const OURS_QUEUED = "metadata-center+queue";
 const OURS_QUEUED_PREFIX = "metadata-center+queue+prefix";
-const queued = { ...schedulingDefaults, maxPrefillRequestsPerEngine: 4 };
+const queued = { ...schedulingDefaults, maxPrefillRequestsPerEngine: 6 };
 const queue = { agingMs: 250 };
 const oursNames = new Set([OURS, OURS_WITH_PREFIX, OURS_BY_TTFT, OURS_QUEUED, OURS_QUEUED_PREFIX]);
 
