@@ -206,6 +206,34 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
     expect(await alive.has("a0")).toBe(true);
     expect((await alive.loads(ENGINES)).get(ENGINES[0]!)?.requests).toBe(1);
   });
+
+  // Last in this block: it restarts the server the others use.
+  it("registers its pools again once Redis has restarted empty, through one ready listener however many stores share the client", async () => {
+    const listeners = redis.listenerCount("ready");
+    const stores = Array.from({ length: 20 }, () => storeOn());
+    expect(redis.listenerCount("ready")).toBe(listeners);
+    const store = stores[0]!;
+    const pick = (id: string): PickRequest => ({
+      id,
+      pool: "p",
+      candidates: ENGINES,
+      bias: [0, 0, 0],
+      loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
+      promptTokens: 1,
+      maxRequests: 0,
+      fallbacks: 0,
+      tieBreak: 0,
+    });
+    expect((await store.pickAndReserve(pick("before"))).kind).toBe("reserved");
+    expect(await store.pools()).toEqual(["p"]);
+    await server.kill();
+    await expect.poll(() => redis.status, { timeout: 10_000 }).not.toBe("ready");
+    await server.restart();
+    await expect.poll(() => redis.status, { timeout: 10_000 }).toBe("ready");
+    expect(await store.pools()).toEqual([]);
+    expect((await store.pickAndReserve(pick("after"))).kind).toBe("reserved");
+    expect(await store.pools()).toEqual(["p"]);
+  });
 });
 
 describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a 3-node Redis Cluster", () => {

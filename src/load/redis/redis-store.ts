@@ -35,6 +35,23 @@ const COUNTERS_BYTES = (COUNTERS_FORMAT.length - 1) * 8;
 /** A token count as the store adds it: a non-negative integer; anything else counts 0. */
 const countOf = (value: number): number => (Number.isFinite(value) && value > 0 ? Math.floor(value) : 0);
 
+/**
+ * How many times each client has become ready: a Redis that restarted empty has lost the pool set,
+ * so what a store registered before the last ready counts no more. One listener per client, however
+ * many stores share it (a listener per store would keep every store alive as long as the client).
+ */
+const readyCounts = new WeakMap<Client, { count: number }>();
+
+function readiness(redis: Client): { count: number } {
+  let readiness = readyCounts.get(redis);
+  if (readiness === undefined) {
+    const counted = { count: 0 };
+    redis.on("ready", () => (counted.count += 1));
+    readyCounts.set(redis, (readiness = counted));
+  }
+  return readiness;
+}
+
 /** No unit weights: every live number's unit cost 0 (the script always takes four). */
 const noUnitWeights = zeroLoad();
 
@@ -63,8 +80,10 @@ export interface SweepResult {
 export class RedisLoadStore implements LoadStore {
   /** The pool of each id this store opened or looked up, and whether the id index holds it. */
   private readonly poolOf = new Map<string, { pool: string; indexed: boolean }>();
-  /** Pools this store has written to, registered in the shared pool set once (it is never pruned). */
+  /** Pools this store has written to, registered in the shared pool set once (it is never pruned), since the client's ready number `registeredAt`. */
   private readonly registered = new Set<string>();
+  private registeredAt = 0;
+  private readonly readiness: { count: number };
   private readonly scripts: Record<ScriptName, ScriptCall>;
 
   private readonly prefix: string;
@@ -81,8 +100,8 @@ export class RedisLoadStore implements LoadStore {
     this.lease = options.lease;
     this.sweepEveryMs = options.sweepEveryMs;
     this.now = options.now ?? Date.now;
-    // A Redis that restarted empty has lost the pool set: pools register again.
-    redis.on("ready", () => this.registered.clear());
+    this.readiness = readiness(redis);
+    this.registeredAt = this.readiness.count;
     // ioredis sends each by EVALSHA, loading it again if Redis lost it (a restart).
     for (const [name, lua] of Object.entries(SCRIPTS)) {
       if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 3, lua });
@@ -105,6 +124,11 @@ export class RedisLoadStore implements LoadStore {
   }
 
   private async register(pool: string): Promise<void> {
+    // A Redis that restarted empty has lost the pool set: pools register again.
+    if (this.registeredAt !== this.readiness.count) {
+      this.registered.clear();
+      this.registeredAt = this.readiness.count;
+    }
     if (this.registered.has(pool)) return;
     await this.redis.sadd(this.poolSet, pool);
     this.registered.add(pool);
