@@ -1,5 +1,6 @@
 import type { EngineLoad } from "../load/store.js";
 import type { SchedulingRequest } from "./plan.js";
+import { LruSet } from "./lru.js";
 import type { PrefixIndex } from "./prefix-index.js";
 import { TtftModel } from "./ttft-model.js";
 
@@ -23,6 +24,7 @@ export interface Forecast {
  */
 export class TtftPredictor {
   private readonly models = new Map<string, TtftModel>();
+  private readonly recency = new LruSet<string>();
 
   constructor(
     private readonly prefixes: PrefixIndex,
@@ -32,14 +34,14 @@ export class TtftPredictor {
   /** The pool's model (a fresh one, at its prior, for a pool not seen yet). */
   model(pool: string): TtftModel {
     let model = this.models.get(pool);
-    if (model !== undefined) {
-      // Map order as recency: the least recently used pool is the first key.
-      this.models.delete(pool);
-    } else {
-      model = new TtftModel();
-      if (this.models.size >= MAX_POOLS) this.models.delete(this.models.keys().next().value!);
+    if (model === undefined) {
+      if (this.models.size >= MAX_POOLS) {
+        const oldest = this.recency.takeOldest();
+        if (oldest !== undefined) this.models.delete(oldest);
+      }
+      this.models.set(pool, (model = new TtftModel()));
     }
-    this.models.set(pool, model);
+    this.recency.touch(pool);
     return model;
   }
 

@@ -25,6 +25,20 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
     await server.stop();
   });
 
+  /** A plain pick in pool p among every engine, by requests alone; `changes` override any field. */
+  const pickOf = (id: string, changes: Partial<PickRequest> = {}): PickRequest => ({
+    id,
+    pool: "p",
+    candidates: ENGINES,
+    bias: [0, 0, 0],
+    loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
+    promptTokens: 1,
+    maxRequests: 0,
+    fallbacks: 0,
+    tieBreak: 0,
+    ...changes,
+  });
+
   /** A store on keys of its own, so each run starts empty. */
   const storeOn = (clock: () => number = Date.now, lease = randomUUID()) =>
     new RedisLoadStore(redis, { keyPrefix: `t-${randomUUID()}:`, lease, sweepEveryMs: 0, now: clock });
@@ -69,17 +83,7 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
 
   it("sheds at maxRequests in the same atomic step, and refuses an id already open", async () => {
     const store = storeOn();
-    const pick = (id: string): PickRequest => ({
-      id,
-      pool: "p",
-      candidates: ENGINES.slice(0, 2),
-      bias: [0, 0],
-      loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
-      promptTokens: 1,
-      maxRequests: 2,
-      fallbacks: 0,
-      tieBreak: 0,
-    });
+    const pick = (id: string): PickRequest => pickOf(id, { candidates: ENGINES.slice(0, 2), bias: [0, 0], maxRequests: 2 });
     const outcomes = await Promise.all(Array.from({ length: 6 }, (_, i) => store.pickAndReserve(pick(`r${i}`))));
     expect(outcomes.map((outcome) => outcome.kind).sort()).toEqual(["reserved", "reserved", "reserved", "reserved", "saturated", "saturated"]);
     expect((await store.pickAndReserve(pick("r0"))).kind).toBe("duplicate");
@@ -165,17 +169,7 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
     if (client.status !== "ready") await new Promise((resolve) => client.once("ready", resolve));
     const shared = new RedisLoadStore(client, { keyPrefix: `t-${randomUUID()}:`, lease: randomUUID(), sweepEveryMs: 0 });
     const store = new FailOpenStore(shared, { timeoutMs: 50, coalesceMs: 100, retryMs: 100, onFallback: () => undefined });
-    const pick = (id: string): PickRequest => ({
-      id,
-      pool: "p",
-      candidates: ENGINES,
-      bias: [0, 0, 0],
-      loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
-      promptTokens: 10,
-      maxRequests: 0,
-      fallbacks: 0,
-      tieBreak: 0,
-    });
+    const pick = (id: string): PickRequest => pickOf(id, { promptTokens: 10 });
     // The pool known first, so that the late pick's script is the first thing sent.
     expect((await store.pickAndReserve(pick("warm"))).kind).toBe("reserved");
     await store.release("warm", "ok");
@@ -213,25 +207,14 @@ describe.skipIf(redisMissing !== undefined)("RedisLoadStore on a real redis-serv
     const stores = Array.from({ length: 20 }, () => storeOn());
     expect(redis.listenerCount("ready")).toBe(listeners);
     const store = stores[0]!;
-    const pick = (id: string): PickRequest => ({
-      id,
-      pool: "p",
-      candidates: ENGINES,
-      bias: [0, 0, 0],
-      loadWeights: { requests: 1, prefillRequests: 0, prefillTokens: 0, tokensHeld: 0 },
-      promptTokens: 1,
-      maxRequests: 0,
-      fallbacks: 0,
-      tieBreak: 0,
-    });
-    expect((await store.pickAndReserve(pick("before"))).kind).toBe("reserved");
+    expect((await store.pickAndReserve(pickOf("before"))).kind).toBe("reserved");
     expect(await store.pools()).toEqual(["p"]);
     await server.kill();
     await expect.poll(() => redis.status, { timeout: 10_000 }).not.toBe("ready");
     await server.restart();
     await expect.poll(() => redis.status, { timeout: 10_000 }).toBe("ready");
     expect(await store.pools()).toEqual([]);
-    expect((await store.pickAndReserve(pick("after"))).kind).toBe("reserved");
+    expect((await store.pickAndReserve(pickOf("after"))).kind).toBe("reserved");
     expect(await store.pools()).toEqual(["p"]);
   });
 });

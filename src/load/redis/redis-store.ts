@@ -42,14 +42,14 @@ const countOf = (value: number): number => (Number.isFinite(value) && value > 0 
  */
 const readyCounts = new WeakMap<Client, { count: number }>();
 
-function readiness(redis: Client): { count: number } {
-  let readiness = readyCounts.get(redis);
-  if (readiness === undefined) {
-    const counted = { count: 0 };
-    redis.on("ready", () => (counted.count += 1));
-    readyCounts.set(redis, (readiness = counted));
+function readinessOf(redis: Client): { count: number } {
+  let counted = readyCounts.get(redis);
+  if (counted === undefined) {
+    const fresh = { count: 0 };
+    redis.on("ready", () => (fresh.count += 1));
+    readyCounts.set(redis, (counted = fresh));
   }
-  return readiness;
+  return counted;
 }
 
 /** No unit weights: every live number's unit cost 0 (the script always takes four). */
@@ -100,7 +100,7 @@ export class RedisLoadStore implements LoadStore {
     this.lease = options.lease;
     this.sweepEveryMs = options.sweepEveryMs;
     this.now = options.now ?? Date.now;
-    this.readiness = readiness(redis);
+    this.readiness = readinessOf(redis);
     this.registeredAt = this.readiness.count;
     // ioredis sends each by EVALSHA, loading it again if Redis lost it (a restart).
     for (const [name, lua] of Object.entries(SCRIPTS)) {
