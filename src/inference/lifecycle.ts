@@ -369,7 +369,7 @@ export class InferenceExchange {
 
   private record(progress: ResponseProgress): void {
     // Before the generated tokens: prefill ends, then the output is held.
-    if (progress.firstToken === true && this.firstTokenAt === undefined) {
+    if (progress.firstToken !== undefined && this.firstTokenAt === undefined) {
       this.firstTokenAt = performance.now();
       this.enter("streaming");
       this.effect(() => this.context.store.firstToken(this.id));
@@ -377,7 +377,8 @@ export class InferenceExchange {
       this.safely(() => this.context.events.firstToken(seconds));
       const forecast = this.forecast;
       const at = this.firstTokenAt;
-      if (forecast !== undefined) this.safely(() => forecast.of.seen(at - forecast.pickedAt));
+      // A whole body comes when generation has ended: its time would teach the model the full duration.
+      if (forecast !== undefined && progress.firstToken === "event") this.safely(() => forecast.of.seen(at - forecast.pickedAt));
     }
     if (progress.generated > 0) {
       this.generated += progress.generated;

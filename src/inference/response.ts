@@ -6,11 +6,11 @@ export interface ResponseProgress {
   /** Generated tokens seen: each SSE event's output counted (o200k), at least one an event with output. */
   generated: number;
   /**
-   * Set on the one stretch where the first token arrived: the first SSE event carrying
-   * output (not a role-only delta, not a keep-alive comment), or the first byte of any
-   * other response (a JSON body is sent whole, after generation ended).
+   * Set on the one stretch where the first token arrived: `event`, the first SSE event carrying
+   * output (not a role-only delta, not a keep-alive comment); `body`, the first byte of any other
+   * response (a JSON body is sent whole, after generation ended, so its time is not a TTFT).
    */
-  firstToken?: true;
+  firstToken?: "event" | "body";
   /** The engine's own token counts, when it reported them. */
   usage?: ReportedUsage;
   /** Set when the engine reported an error inside the stream. */
@@ -125,7 +125,7 @@ class StreamScanner implements ProgressSink {
   started(): void {
     if (this.outputSeen) return;
     this.outputSeen = true;
-    this.progress.firstToken = true;
+    this.progress.firstToken = "event";
   }
 
   usage(usage: ReportedUsage | string | undefined): void {
@@ -174,7 +174,7 @@ class JsonScanner {
     const first = this.size === 0 && chunk.length > 0;
     this.size += chunk.length;
     if (this.size <= this.maxBytes) this.chunks.push(chunk);
-    return first ? { generated: 0, firstToken: true } : { generated: 0 };
+    return first ? { generated: 0, firstToken: "body" } : { generated: 0 };
   }
 
   end(): ResponseProgress {
@@ -205,7 +205,7 @@ class OpaqueScanner {
   push(chunk: Uint8Array): ResponseProgress {
     if (this.started || chunk.length === 0) return { generated: 0 };
     this.started = true;
-    return { generated: 0, firstToken: true };
+    return { generated: 0, firstToken: "body" };
   }
 
   end(): ResponseProgress {

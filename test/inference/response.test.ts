@@ -29,7 +29,7 @@ function scanWithFirst(chunks: Buffer[]): { total: ResponseProgress; firstAt: nu
   [...chunks.map((chunk) => scanner.push(chunk)), scanner.end()].forEach((progress, i) => {
     total.generated += progress.generated;
     if (progress.firstToken) {
-      total.firstToken = true;
+      total.firstToken = progress.firstToken;
       firstAt.push(i);
     }
     if (progress.usage) total.usage = progress.usage;
@@ -43,7 +43,7 @@ describe("response scanning", () => {
   const streamed = countTokens("Héllo") + countTokens(" 世界") + 1;
 
   it("counts the tokens of events that carry output and reads the usage chunk", () => {
-    expect(scan([stream])).toEqual({ generated: streamed, firstToken: true, usage: { promptTokens: 12, completionTokens: 3 } });
+    expect(scan([stream])).toEqual({ generated: streamed, firstToken: "event", usage: { promptTokens: 12, completionTokens: 3 } });
   });
 
   it("counts several tokens sent in one event (speculative decoding, merged outputs) as several", () => {
@@ -68,7 +68,7 @@ describe("response scanning", () => {
     const { total, firstAt } = scanWithFirst([body.subarray(0, cut), body.subarray(cut)]);
     expect(total).toEqual({
       generated: countTokens("Think") + countTokens(" Hello there") + countTokens('{"a":'),
-      firstToken: true,
+      firstToken: "event",
       usage: { promptTokens: 9, completionTokens: 6, cachedTokens: 4 },
     });
     expect(firstAt).toEqual([1]);
@@ -88,7 +88,7 @@ describe("response scanning", () => {
       fc.property(fc.uniqueArray(fc.integer({ min: 1, max: stream.length - 1 }), { maxLength: 40 }), (cuts) => {
         const points = [0, ...cuts.sort((a, b) => a - b), stream.length];
         const chunks = points.slice(1).map((end, i) => stream.subarray(points[i], end));
-        expect(scan(chunks)).toEqual({ generated: streamed, firstToken: true, usage: { promptTokens: 12, completionTokens: 3 } });
+        expect(scan(chunks)).toEqual({ generated: streamed, firstToken: "event", usage: { promptTokens: 12, completionTokens: 3 } });
       }),
     );
   });
@@ -99,7 +99,7 @@ describe("response scanning", () => {
       { choices: [{ delta: { content: "", reasoning_content: "Let" } }] },
       { choices: [{ delta: { content: null, reasoning: " me" } }] },
     ]);
-    expect(scan([reasoning])).toEqual({ generated: countTokens("Let") + countTokens(" me"), firstToken: true });
+    expect(scan([reasoning])).toEqual({ generated: countTokens("Let") + countTokens(" me"), firstToken: "event" });
   });
 
   it("reports an error event and ignores garbage lines", () => {
@@ -112,9 +112,9 @@ describe("response scanning", () => {
   it("reads usage from a plain JSON response at its end", () => {
     const scanner = openAi.scanner("application/json", 1 << 20, outputTokens);
     const body = Buffer.from(JSON.stringify({ choices: [{ message: { content: "hi" } }], usage: { prompt_tokens: 5, completion_tokens: 2 } }));
-    // The body is sent whole after generation: its first byte is the first token.
+    // The body is sent whole after generation: its first byte ends prefill, but is no TTFT.
     expect(scanner.push(body.subarray(0, 0))).toEqual({ generated: 0 });
-    expect(scanner.push(body.subarray(0, 10))).toEqual({ generated: 0, firstToken: true });
+    expect(scanner.push(body.subarray(0, 10))).toEqual({ generated: 0, firstToken: "body" });
     expect(scanner.push(body.subarray(10))).toEqual({ generated: 0 });
     expect(scanner.end()).toEqual({ generated: 0, usage: { promptTokens: 5, completionTokens: 2 } });
   });
@@ -126,7 +126,7 @@ describe("response scanning", () => {
 
   it("takes the first byte of an unknown content type as the first token", () => {
     const scanner = openAi.scanner("application/octet-stream", 8, outputTokens);
-    expect(scanner.push(Buffer.from("ab"))).toEqual({ generated: 0, firstToken: true });
+    expect(scanner.push(Buffer.from("ab"))).toEqual({ generated: 0, firstToken: "body" });
     expect(scanner.push(Buffer.from("cd"))).toEqual({ generated: 0 });
   });
 

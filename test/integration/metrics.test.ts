@@ -103,6 +103,22 @@ describe("GET /metrics", () => {
     expect(series(families, "http_request_status_code_total", { url: "/metrics" }).length).toBeGreaterThan(0);
   });
 
+  it("learns TTFT from streamed first tokens only: a JSON body comes whole, when generation has ended", async () => {
+    const before = await scrape(rig.sidecar.ports.http);
+    const whole = await rig.exchange({ request: chatRequest(chat("llama", "answer in one body")) });
+    expect(whole.status).toBe(200);
+    expect(whole.headers["content-type"]).toContain("application/json");
+    await rig.expectIdle();
+    const afterWhole = await scrape(rig.sidecar.ports.http);
+    // Its first byte still ended prefill (the time to it is recorded as such) but taught the model nothing.
+    expect(histogramCount(afterWhole, "metadata_center_time_to_first_token_seconds")).toBe(histogramCount(before, "metadata_center_time_to_first_token_seconds") + 1);
+    expect(histogramCount(afterWhole, "metadata_center_ttft_prediction_error_seconds")).toBe(histogramCount(before, "metadata_center_ttft_prediction_error_seconds"));
+    await rig.exchange({ request: chatRequest(chat("llama", "stream it", { stream: true })) });
+    await rig.expectIdle();
+    const afterStream = await scrape(rig.sidecar.ports.http);
+    expect(histogramCount(afterStream, "metadata_center_ttft_prediction_error_seconds")).toBe(histogramCount(before, "metadata_center_ttft_prediction_error_seconds") + 1);
+  });
+
   it("labels unknown paths 'other' so scanners cannot grow the label set", async () => {
     await fetch(`http://127.0.0.1:${rig.sidecar.ports.http}/no/such/path?x=1`);
     const families = await scrape(rig.sidecar.ports.http);

@@ -207,7 +207,7 @@ function scan(chunks: Buffer[]): { total: ResponseProgress; stretches: ResponseP
   const total: ResponseProgress = { generated: 0 };
   for (const progress of stretches) {
     total.generated += progress.generated;
-    if (progress.firstToken) total.firstToken = true;
+    if (progress.firstToken) total.firstToken = progress.firstToken;
     if (progress.usage) total.usage = progress.usage;
     if (progress.error) total.error = progress.error;
     if (progress.rejectedUsage) total.rejectedUsage = progress.rejectedUsage;
@@ -217,7 +217,7 @@ function scan(chunks: Buffer[]): { total: ResponseProgress; stretches: ResponseP
 
 describe("Anthropic response scanning", () => {
   it("counts the output of every delta, reads usage from message_start and message_delta (cache tokens are prompt)", () => {
-    expect(scan([stream]).total).toEqual({ generated: streamed, firstToken: true, usage: finalUsage });
+    expect(scan([stream]).total).toEqual({ generated: streamed, firstToken: "event", usage: finalUsage });
   });
 
   it("the first token is the first content_block_delta: not message_start, a block's empty start, nor a ping", () => {
@@ -225,15 +225,15 @@ describe("Anthropic response scanning", () => {
     const { stretches } = scan([Buffer.from(head), Buffer.from(streamEvents[3]!), Buffer.from(streamEvents.slice(4).join(""))]);
     // message_start already reconciles the prompt (135 with cache tokens) and its one output token.
     expect(stretches[0]).toEqual({ generated: 0, usage: { promptTokens: 135, completionTokens: 1, cachedTokens: 100 } });
-    expect(stretches[1]).toEqual({ generated: countTokens("Weather, so a tool."), firstToken: true });
+    expect(stretches[1]).toEqual({ generated: countTokens("Weather, so a tool."), firstToken: "event" });
     expect(stretches[2]?.firstToken).toBeUndefined();
   });
 
   it("a delta with no text to count (a signature) still is the first token; a tool call's name at its start is output", () => {
     const signature = scan([Buffer.from(messageStart({ input_tokens: 3, output_tokens: 0 }) + event({ type: "content_block_delta", index: 0, delta: { type: "signature_delta", signature: "x" } }))]);
-    expect(signature.total).toEqual({ generated: 0, firstToken: true, usage: { promptTokens: 3, completionTokens: 0 } });
+    expect(signature.total).toEqual({ generated: 0, firstToken: "event", usage: { promptTokens: 3, completionTokens: 0 } });
     const tool = scan([Buffer.from(event({ type: "content_block_start", index: 0, content_block: { type: "tool_use", id: "t", name: "lookup", input: {} } }))]);
-    expect(tool.total).toEqual({ generated: countTokens("lookup"), firstToken: true });
+    expect(tool.total).toEqual({ generated: countTokens("lookup"), firstToken: "event" });
   });
 
   it("gives the same answer wherever the stream is split, even inside a UTF-8 character", () => {
@@ -242,7 +242,7 @@ describe("Anthropic response scanning", () => {
         const points = [0, ...cuts.sort((a, b) => a - b), stream.length];
         const chunks = points.slice(1).map((end, i) => stream.subarray(points[i], end));
         const { total, stretches } = scan(chunks);
-        expect(total).toEqual({ generated: streamed, firstToken: true, usage: finalUsage });
+        expect(total).toEqual({ generated: streamed, firstToken: "event", usage: finalUsage });
         expect(stretches.filter((progress) => progress.firstToken).length).toBe(1);
       }),
     );
@@ -268,7 +268,7 @@ describe("Anthropic response scanning", () => {
 
   it("reports an error event with its message", () => {
     const failed = Buffer.from(event({ type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "Hi" } }) + event({ type: "error", error: { type: "overloaded_error", message: "Overloaded" } }));
-    expect(scan([failed]).total).toEqual({ generated: countTokens("Hi"), firstToken: true, error: "Overloaded" });
+    expect(scan([failed]).total).toEqual({ generated: countTokens("Hi"), firstToken: "event", error: "Overloaded" });
     expect(scan([Buffer.from("event: error\ndata: {}\n\n")]).total).toEqual({ generated: 0, error: "error event" });
   });
 
@@ -282,7 +282,7 @@ describe("Anthropic response scanning", () => {
       stop_reason: "end_turn",
       usage: { input_tokens: 20, cache_creation_input_tokens: 5, cache_read_input_tokens: 0, output_tokens: 4 },
     });
-    expect(scanner.push(message.subarray(0, 7))).toEqual({ generated: 0, firstToken: true });
+    expect(scanner.push(message.subarray(0, 7))).toEqual({ generated: 0, firstToken: "body" });
     expect(scanner.push(message.subarray(7))).toEqual({ generated: 0 });
     expect(scanner.end()).toEqual({ generated: 0, usage: { promptTokens: 25, completionTokens: 4, cachedTokens: 0 } });
   });
