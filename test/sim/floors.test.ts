@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
+import { LLAMA_8B_H100 } from "../engine-sim/models.js";
 import type { EngineModel } from "../engine-sim/scheduler.js";
 import { aloneFloor, queueingFloor, uncachedTokens } from "./floors.js";
 import type { SimRequest } from "./routers.js";
+import { rag } from "./workloads.js";
 
 // 100 tokens a step, 1 ms a step: an engine prefills 100 tokens per ms.
 const model: EngineModel = {
@@ -39,5 +41,15 @@ describe("the routing floors", () => {
     expect(queueingFloor(model, 2, requests).shortestFirst.mean).toBeCloseTo(5.5);
     // With a cost per step, the budget's rate (100 tokens per 2 ms) is for full steps: a short prompt alone still pays a whole step's base.
     expect(queueingFloor({ ...model, stepBaseMs: 1 }, 1, [request("short", 0, 10)]).firstCome.mean).toBeCloseTo(1.1);
+  });
+
+  it("end on a real list, whose rates are not round numbers: neither order beats the other's own goal, nor the floor alone", () => {
+    // This list once left a job a rounding error short of done, forever.
+    const requests = rag.requests(2000, { rate: 6.6 }, 1);
+    const { firstCome, shortestFirst } = queueingFloor(LLAMA_8B_H100, 4, requests);
+    const alone = aloneFloor(LLAMA_8B_H100, requests).warm;
+    expect(shortestFirst.mean).toBeLessThanOrEqual(firstCome.mean);
+    expect(firstCome.mean).toBeGreaterThanOrEqual(alone.mean);
+    expect(shortestFirst.mean).toBeGreaterThanOrEqual(alone.mean);
   });
 });

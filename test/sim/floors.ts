@@ -89,12 +89,15 @@ export function queueingFloor(model: EngineModel, engines: number, requests: rea
     }
     active.sort((a, b) => a.left - b.left);
     const running = active.slice(0, engines);
-    // Until the next arrival or the first of the running to be done.
-    const until = Math.min(next < order.length ? requests[order[next]!]!.arrivalMs : Infinity, now + running[0]!.left / rate);
-    for (const job of running) job.left -= (until - now) * rate;
+    // Until the next arrival or the first of the running to be done (that one exactly, whatever the rounding).
+    const arrival = next < order.length ? requests[order[next]!]!.arrivalMs : Infinity;
+    const done = now + running[0]!.left / rate;
+    const until = Math.min(arrival, done);
+    for (const job of running) job.left = Math.max(0, job.left - (until - now) * rate);
+    if (done <= arrival) running[0]!.left = 0;
     now = until;
-    for (const job of running) if (job.left <= 1e-9) shortestFirst[job.index] = now;
-    active = active.filter((job) => job.left > 1e-9);
+    for (const job of running) if (job.left === 0) shortestFirst[job.index] = now;
+    active = active.filter((job) => job.left > 0);
   }
   return { firstCome: spread(ttft(firstCome)), shortestFirst: spread(ttft(shortestFirst)) };
 }
