@@ -18,6 +18,7 @@ import { PoolDirectory } from "./pools/pools.js";
 import { tcpProbe } from "./pools/probe.js";
 import { PickHistory } from "./scheduling/pick-history.js";
 import { Picker } from "./scheduling/picker.js";
+import { EngineSteps } from "./scheduling/engine-steps.js";
 import { PrefixIndex } from "./scheduling/prefix-index.js";
 import { TtftPredictor } from "./scheduling/ttft-predictor.js";
 import { PrefixSharing } from "./scheduling/prefix-sharing.js";
@@ -106,7 +107,9 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
   const picks = new PickHistory(config.scheduling.debugPicks, log);
   // And the pools' TTFT models, learnt from the traffic.
   const ttft = new TtftPredictor(prefixes, (predictedMs, observedMs) => metrics.ttftForecast(predictedMs, observedMs));
-  let picker = new Picker(store, () => directory, config.scheduling, { availability: health, prefixes, ttft, history: picks });
+  // And each engine's step rhythm, from its streams.
+  const steps = new EngineSteps();
+  let picker = new Picker(store, () => directory, config.scheduling, { availability: health, prefixes, ttft, steps, history: picks });
   const queue = new PickQueue(() => picker, config.scheduling.queue, {
     held: (pool, count) => metrics.observeQueue(pool, count),
     waited: (seconds) => metrics.observeQueueWait(seconds),
@@ -173,6 +176,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
           maxJsonResponseBytes: config.load.maxJsonResponseBytes,
           forceIncludeUsage: config.inference.forceIncludeUsage,
           events,
+          steps,
           observe: config.role === "observer" ? observedPool : undefined,
         },
         `${instance}-${(sequence += 1)}`,
@@ -213,7 +217,7 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
       warnEmptyPools(next.pools);
       setDirectory(directoryOf(next.pools));
       picks.resize(next.scheduling.debugPicks);
-      picker = new Picker(store, () => directory, next.scheduling, { availability: health, prefixes, ttft, history: picks });
+      picker = new Picker(store, () => directory, next.scheduling, { availability: health, prefixes, ttft, steps, history: picks });
       queue.configure(next.scheduling.queue);
       tokens.configure(next.pools).catch((error: unknown) => log.error({ reason: (error as Error).message }, "tokenizer not loaded; its pools keep their previous tokenizer"));
       log.level = next.log.level;

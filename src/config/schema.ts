@@ -185,10 +185,11 @@ export const configSchema = z
             slowStart: z.number().min(0).default(1),
             /**
              * Prefix affinity: toward the engine that served the prompt's leading blocks (this
-             * sidecar's picks). Off by default: its cost is not yet weighed in the load's own
-             * units, so a hot prefix can crowd one engine (see the README).
+             * sidecar's picks, and other replicas' when they share). Against normalised load, an
+             * engine holding the whole prefix wins until the others carry under 1 − weight of its
+             * load (a tenth at 0.9): the best measured in bench:routing (see the README).
              */
-            prefix: z.number().min(0).default(0),
+            prefix: z.number().min(0).default(0.9),
             /**
              * Predicted time to first token, in seconds, from each pool's model learnt online from
              * the first tokens seen (queue ahead, requests running, the prompt left to prefill
@@ -196,6 +197,12 @@ export const configSchema = z
              * whether this is on or not (metadata_center_ttft_prediction_error_seconds).
              */
             ttft: z.number().min(0).default(0),
+            /**
+             * Step phase: toward the engine whose current step ends soonest, from the rhythm its
+             * streamed tokens arrive in (a request waits for the step under way before its prefill),
+             * as a share of the request's TTFT: it decides among engines of near-equal load.
+             */
+            stepPhase: z.number().min(0).default(0.25),
           })
           .prefault({}),
         /** Next-best engines named after the pick in the `envoy.lb` metadata (not in the header). */

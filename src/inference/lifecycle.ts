@@ -65,6 +65,8 @@ export interface LifecycleContext {
   /** Ask streaming engines for `usage` when the client did not, so counts reconcile. */
   forceIncludeUsage: boolean;
   events: ExchangeEvents;
+  /** Told of each stretch of streamed output, by the engine it came from: the engines' step rhythm (scheduling/engine-steps.ts). */
+  steps: { seen(engine: string): void };
   /**
    * Observer role: the pool an engine chosen elsewhere is counted under (the model's pool, or
    * the pool listing that engine), or undefined when this sidecar is the picker.
@@ -380,6 +382,9 @@ export class InferenceExchange {
       // A whole body comes when generation has ended: its time would teach the model the full duration.
       if (forecast !== undefined && progress.firstToken === "event") this.safely(() => forecast.of.seen(at - forecast.pickedAt));
     }
+    const engine = this.reserved?.engine;
+    // Streamed output leaves the engine at the end of one of its steps.
+    if (engine !== undefined && (progress.generated > 0 || progress.firstToken === "event")) this.safely(() => this.context.steps.seen(engine));
     if (progress.generated > 0) {
       this.generated += progress.generated;
       this.effect(() => this.context.store.addGenerated(this.id, progress.generated));

@@ -4,16 +4,18 @@ import { healthFilter } from "./filters/health.js";
 import { saturationFilter } from "./filters/saturation.js";
 import { subsetFilter } from "./filters/subset.js";
 import type { EngineAvailability, Filter, Scorer } from "./plan.js";
+import type { EngineSteps } from "./engine-steps.js";
 import type { PrefixIndex } from "./prefix-index.js";
 import { loadScorer } from "./scorers/load.js";
 import { prefixScorer } from "./scorers/prefix.js";
 import { slowStartScorer } from "./scorers/slow-start.js";
+import { stepPhaseScorer } from "./scorers/step-phase.js";
 import { ttftScorer } from "./scorers/ttft.js";
 import type { TtftPredictor } from "./ttft-predictor.js";
 
 
 /** The scorers config may weigh (`scheduling.scorers`). */
-export type ScorerName = "load" | "slowStart" | "prefix" | "ttft";
+export type ScorerName = "load" | "slowStart" | "prefix" | "ttft" | "stepPhase";
 
 /** The `scheduling` settings the chain is built from. */
 export interface ChainSettings {
@@ -33,15 +35,16 @@ export interface Chain {
   scorers: ReadonlyArray<{ name: ScorerName; scorer: Scorer; weight: number }>;
 }
 
-/** What the chain's parts read that outlives one config: engine health, the prefix index, the TTFT models. */
+/** What the chain's parts read that outlives one config: engine health, the prefix index, the TTFT models, the engines' step rhythm. */
 export interface ChainState {
   availability: EngineAvailability;
   prefixes: PrefixIndex;
   ttft: TtftPredictor;
+  steps: EngineSteps;
 }
 
 /** The chain the settings name, in their order; scorers weighted 0 are left out. */
-export function buildChain(settings: ChainSettings, { availability, prefixes, ttft }: ChainState): Chain {
+export function buildChain(settings: ChainSettings, { availability, prefixes, ttft, steps }: ChainState): Chain {
   const filters: Record<FilterName, () => Filter> = {
     subset: () => subsetFilter,
     health: () => healthFilter(availability),
@@ -52,6 +55,7 @@ export function buildChain(settings: ChainSettings, { availability, prefixes, tt
     slowStart: () => slowStartScorer(availability),
     prefix: () => prefixScorer(prefixes),
     ttft: () => ttftScorer(ttft),
+    stepPhase: () => stepPhaseScorer(steps, ttft),
   };
   return {
     filters: settings.filters.map((name) => ({ name, filter: filters[name]() })),

@@ -4,6 +4,7 @@ import { buildChain, type Chain, type ChainSettings } from "./chain.js";
 import { applyAlone, PickExplanation, type ExplainedOutcome } from "./explanation.js";
 import type { PickHistory } from "./pick-history.js";
 import type { EngineAvailability, PickPlan, SchedulingRequest } from "./plan.js";
+import { EngineSteps } from "./engine-steps.js";
 import { PrefixIndex } from "./prefix-index.js";
 import { sampleCandidates } from "./sample.js";
 import { TtftPredictor, type Forecast } from "./ttft-predictor.js";
@@ -46,6 +47,8 @@ export interface PickerParts {
   prefixes?: PrefixIndex | undefined;
   /** The pools' TTFT models, kept by the caller across config reloads (they read `prefixes`). */
   ttft?: TtftPredictor | undefined;
+  /** The engines' step rhythm, fed from their streams by the caller (none known when absent). */
+  steps?: EngineSteps | undefined;
   /** Draws the tie-break in [0, 1). */
   random?: (() => number) | undefined;
   /** Where explained picks go (kept by the caller across config reloads); without it none is built. */
@@ -70,7 +73,7 @@ export class Picker {
   ) {
     this.prefixes = parts.prefixes ?? new PrefixIndex();
     this.ttft = parts.ttft ?? new TtftPredictor(this.prefixes);
-    this.chain = buildChain(settings, { availability: parts.availability ?? alwaysAvailable, prefixes: this.prefixes, ttft: this.ttft });
+    this.chain = buildChain(settings, { availability: parts.availability ?? alwaysAvailable, prefixes: this.prefixes, ttft: this.ttft, steps: parts.steps ?? new EngineSteps() });
     this.random = parts.random ?? Math.random;
     this.history = parts.history;
     this.usesPrefix = settings.scorers.prefix > 0 || settings.scorers.ttft > 0;

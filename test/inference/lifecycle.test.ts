@@ -1,12 +1,13 @@
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { InferenceExchange, type ExchangeEvents } from "../../src/inference/lifecycle.js";
+import { InferenceExchange, type ExchangeEvents, type LifecycleContext } from "../../src/inference/lifecycle.js";
 import { parseInferenceRequest } from "../../src/inference/apis/index.js";
 import { RequestParser } from "../../src/inference/request-parser.js";
 import { TokenizerRegistry } from "../../src/inference/tokenizers/registry.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { zeroLoad } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
+import { EngineSteps } from "../../src/scheduling/engine-steps.js";
 import { Picker } from "../../src/scheduling/picker.js";
 import { schedulingDefaults } from "../support/scheduling.js";
 import { QWEN3_TOKENIZER } from "../support/model-tokenizers.js";
@@ -53,6 +54,7 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
           maxJsonResponseBytes: 1 << 20,
           forceIncludeUsage: false,
           events,
+          steps: new EngineSteps(),
           observe: role === "observer" ? () => "qwen" : undefined,
         },
         "r1",
@@ -92,7 +94,7 @@ describe("the exchange state machine", () => {
   const chatBody = Buffer.from(JSON.stringify({ model: "qwen3", stream: true, messages: [{ role: "user", content: "hello" }] }));
   const view = { path: "/v1/chat/completions", header: () => undefined, modelOverride: undefined, body: chatBody, bodySeen: true, chosenEngine: undefined, subset: undefined };
 
-  function start(log = pino({ level: "silent" })) {
+  function start(log = pino({ level: "silent" }), steps: LifecycleContext["steps"] = new EngineSteps()) {
     const store = new MemoryLoadStore();
     const health = { succeeded: () => undefined, failed: () => undefined, unanswered: () => undefined };
     const events: ExchangeEvents = { picked: () => undefined, refused: () => undefined, firstToken: () => undefined, finished: () => undefined };
@@ -107,6 +109,7 @@ describe("the exchange state machine", () => {
         maxJsonResponseBytes: 1 << 20,
         forceIncludeUsage: false,
         events,
+        steps,
         observe: undefined,
       },
       "r1",
@@ -133,6 +136,31 @@ describe("the exchange state machine", () => {
     expect(store.size()).toBe(0);
     expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject(zeroLoad());
     await exchange.settled();
+  });
+
+  it("tells the engines' step rhythm of each stretch of streamed output from the engine, and of nothing else", async () => {
+    const seen: string[] = [];
+    const { exchange } = start(undefined, { seen: (engine) => seen.push(engine) });
+    await exchange.decide(view);
+    exchange.responseHeaders(200, "text/event-stream");
+    // The role-only opening delta carries no output: no step is seen in it.
+    exchange.responseBody(Buffer.from('data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'));
+    expect(seen).toEqual([]);
+    exchange.responseBody(Buffer.from('data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'));
+    exchange.responseBody(Buffer.from('data: {"choices":[{"delta":{"content":" there"}}]}\n\ndata: {"choices":[{"delta":{"content":"!"}}]}\n\n'));
+    expect(seen).toEqual([ENGINE, ENGINE]);
+    exchange.responseEnd();
+    await exchange.settled();
+
+    // A JSON body comes whole, after the engine's last step: no rhythm in it.
+    const whole: string[] = [];
+    const json = start(undefined, { seen: (engine) => whole.push(engine) }).exchange;
+    await json.decide({ ...view, body: Buffer.from(JSON.stringify({ model: "qwen3", messages: [{ role: "user", content: "hello" }] })) });
+    json.responseHeaders(200, "application/json");
+    json.responseBody(Buffer.from(JSON.stringify({ choices: [{ message: { content: "hi" } }], usage: { prompt_tokens: 5, completion_tokens: 1 } })));
+    json.responseEnd();
+    await json.settled();
+    expect(whole).toEqual([]);
   });
 
   it("a move the table does not have is refused, and failing the exchange releases it once with one line naming the cause", async () => {

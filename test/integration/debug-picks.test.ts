@@ -47,7 +47,7 @@ describe("GET /debug/picks", () => {
     const [pickC, pickB, pickA] = view.picks as [PickView, PickView, PickView];
     const prefixCost = (engine: string, learnt: boolean): number => (learnt && engine === a.routedTo ? 0 : 0.9);
     const scored = (engines: string[], learnt: boolean) =>
-      engines.map((engine) => ({ engine, scores: { slowStart: 0, prefix: prefixCost(engine, learnt) }, bias: prefixCost(engine, learnt) }));
+      engines.map((engine) => ({ engine, scores: { slowStart: 0, prefix: prefixCost(engine, learnt), stepPhase: 0 }, bias: prefixCost(engine, learnt) }));
 
     const common = { model: "llama", pool: "llama", outcome: "picked", fallbacks: [], load_weights: defaultLoadWeights, max_requests: 0 };
     expect(pickA).toMatchObject({ ...common, engines: 3, removed_by_filter: { subset: 0, health: 0, saturation: 0 }, candidates: 3, weighed: [3], engine: a.routedTo });
@@ -97,7 +97,7 @@ describe("GET /debug/picks", () => {
     expect(first).toMatchObject({ id: "api:api-1", request_id: "api-1", model: null, pool: "llama", outcome: "picked", engine: picked.data.endpoint, fallbacks: picked.data.fallbacks });
     // The busy engine is neither chosen nor the fallback: the other two are idle.
     expect([first.engine, ...first.fallbacks].sort()).toEqual(engines.slice(1));
-    expect(first.scored).toEqual(engines.map((engine) => ({ engine, scores: { slowStart: 0 }, bias: 0 })));
+    expect(first.scored).toEqual(engines.map((engine) => ({ engine, scores: { slowStart: 0, prefix: 0, stepPhase: 0 }, bias: 0 })));
 
     await expect.poll(() => capture.withMessage("pick").length).toBe(1);
     const [line] = capture.withMessage("pick");
@@ -120,11 +120,11 @@ describe("GET /debug/picks", () => {
     expect(view.capacity).toBe(2);
     expect(view.picks.map((pick) => pick.request_id)).toEqual(["w2", "w1"]);
     const [cold] = view.picks[0]!.scored.filter((candidate) => candidate.engine === b);
-    // Just added, warming over 1000 s: its coldness is ~1 (exactly its bias, slow start being the only cost here).
+    // Just added, warming over 1000 s: its coldness is ~1 (exactly its bias: the prompt is shorter than a block and nothing streamed, so prefix and step phase cost 0).
     expect(cold?.scores.slowStart).toBeGreaterThan(0.99);
     expect(cold?.scores.slowStart).toBeLessThanOrEqual(1);
     expect(cold?.bias).toBe(cold?.scores.slowStart);
-    expect(view.picks[0]!.scored.find((candidate) => candidate.engine === a)).toEqual({ engine: a, scores: { slowStart: 0 }, bias: 0 });
+    expect(view.picks[0]!.scored.find((candidate) => candidate.engine === a)).toEqual({ engine: a, scores: { slowStart: 0, prefix: 0, stepPhase: 0 }, bias: 0 });
 
     rig.sidecar.reload({ ...config, scheduling: { ...config.scheduling, debugPicks: 0 }, pools: [{ name: "llama", models: ["llama"], endpoints: [a, b], dns: undefined, tokenizer: "o200k" }] });
     await rig.exchange({ request: chatRequest(chat("llama", "after"), { "x-request-id": "after" }) });

@@ -15,7 +15,7 @@ import { schedulingDefaults } from "../support/scheduling.js";
 const engines = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000", "10.0.0.4:8000"];
 const directory = new PoolDirectory([{ name: "llama", models: ["llama"], endpoints: engines }]);
 const silent = pino({ level: "silent" });
-const allScorers: PickerSettings = { ...schedulingDefaults, scorers: { load: 1, slowStart: 1, prefix: 0.9, ttft: 1 } };
+const allScorers: PickerSettings = { ...schedulingDefaults, scorers: { load: 1, slowStart: 1, prefix: 0.9, ttft: 1, stepPhase: 0 } };
 
 /** engines[0] ejected, engines[1] cold, engines[2] half warm; engines[3] holds the prompt's first two blocks. */
 const availability = {
@@ -152,7 +152,7 @@ describe("an explained pick", () => {
     const [picked] = history.recent();
     expect(picked).toMatchObject({ candidates: 300, weighed: [128], engine: result.kind === "picked" ? result.reservation.engine : "" });
     expect(picked?.scored).toHaveLength(MAX_EXPLAINED_CANDIDATES);
-    for (const candidate of picked?.scored ?? []) expect(candidate).toEqual({ engine: candidate.engine, scores: { slowStart: coldness.get(candidate.engine) }, bias: coldness.get(candidate.engine) });
+    for (const candidate of picked?.scored ?? []) expect(candidate).toEqual({ engine: candidate.engine, scores: { slowStart: coldness.get(candidate.engine), prefix: 0, stepPhase: 0 }, bias: coldness.get(candidate.engine) });
     // Every engine full: the store is asked again among those each sample left out, then refuses.
     for (const [i, engine] of many.entries()) store.reserve({ id: `busy${i}`, pool: "big", engine, promptTokens: 1 });
     expect((await picker.pick({ id: "b", model: "big", promptTokens: 1 })).kind).toBe("saturated");

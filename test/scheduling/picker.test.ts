@@ -153,7 +153,7 @@ describe("the scheduling chain from config", () => {
     const store = new MemoryLoadStore();
     const planned: PickPlanSeen[] = [];
     const watching = watch(store, planned);
-    const picker = new Picker(watching, () => directory, { ...settings, scorers: { load: 1, slowStart: 0, prefix: 0, ttft: 0 } }, { availability, random: () => 0 });
+    const picker = new Picker(watching, () => directory, { ...settings, scorers: { load: 1, slowStart: 0, prefix: 0, ttft: 0, stepPhase: 0 } }, { availability, random: () => 0 });
     await picker.pick({ id: "a", model: "llama", promptTokens: 1 });
     expect(planned[0]).toMatchObject({ candidates: engines.slice(1), bias: [0, 0, 0], maxRequests: 0 });
     const withoutHealth = new Picker(watching, () => directory, { ...settings, filters: ["subset", "saturation"] }, { availability, random: () => 0 });
@@ -197,7 +197,9 @@ describe("Picker: prefix affinity", () => {
       expect(engineOf(again)).toBe(first);
       store.release(`b${i}`, "ok");
     }
-    const plain = new Picker(new MemoryLoadStore(), () => directory, settings);
+    // The default chain reads the prompt's blocks; without the prefix and TTFT scorers nothing does.
+    expect(new Picker(new MemoryLoadStore(), () => directory, settings).usesPrefix).toBe(true);
+    const plain = new Picker(new MemoryLoadStore(), () => directory, { ...settings, scorers: { ...settings.scorers, prefix: 0, ttft: 0 } });
     expect(plain.usesPrefix).toBe(false);
   });
 

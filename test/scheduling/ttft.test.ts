@@ -113,7 +113,7 @@ describe("TtftPredictor", () => {
 describe("the ttft scorer in a pick", () => {
   const engines = ["10.0.0.1:8000", "10.0.0.2:8000"];
   const directory = new PoolDirectory([{ name: "p", models: ["*"], endpoints: engines }]);
-  const onlyTtft = { ...schedulingDefaults, scorers: { load: 0, slowStart: 0, prefix: 0, ttft: 1 } };
+  const onlyTtft = { ...schedulingDefaults, scorers: { load: 0, slowStart: 0, prefix: 0, ttft: 1, stepPhase: 0 } };
 
   /** A picker whose pool model has learnt `truth` (0.04 ms a prompt token), with engine 1 holding blocks 1–8 of a 4,096-token prompt. */
   function trained() {

@@ -2,6 +2,7 @@ import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { Picker, type Forecast, type PickerSettings } from "../../src/scheduling/picker.js";
 import { PickQueue, type QueueSettings } from "../../src/scheduling/queue.js";
+import { EngineSteps } from "../../src/scheduling/engine-steps.js";
 import type { EngineRequest } from "../engine-sim/scheduler.js";
 import { BLOCK_TOKENS } from "./workloads.js";
 
@@ -20,7 +21,7 @@ export interface Router {
   /** Its route may wait for an engine to free (a queue): the simulation goes on meanwhile. */
   readonly holds?: boolean;
   firstToken(id: string, now: number): void;
-  tokens(id: string, count: number): void;
+  tokens(id: string, count: number, now: number): void;
   finished(id: string, now: number): void;
 }
 
@@ -45,15 +46,18 @@ export class SidecarRouter implements Router {
   /** The sidecar's queue, when the settings hold requests (`queue`): it waits for first tokens and releases, never for a timer. */
   private readonly queue: PickQueue | undefined;
   readonly holds: boolean;
-  /** The virtual time of the last event this router heard of: the queue's clock. */
+  /** The virtual time of the last event this router heard of: the queue's clock, and the step rhythm's. */
   private clock = 0;
+  /** Each open request's engine, whose rhythm its streamed tokens show. */
+  private readonly engineOf = new Map<string, string>();
+  private readonly steps = new EngineSteps(() => this.clock);
 
   constructor(engines: number, settings: PickerSettings, random: () => number, name = "metadata-center", queue?: Pick<QueueSettings, "agingMs">) {
     this.name = name;
     const endpoints = Array.from({ length: engines }, (_, i) => engineAddress(i));
     endpoints.forEach((endpoint, i) => this.engineIndex.set(endpoint, i));
     const directory = new PoolDirectory([{ name: "pool", models: ["*"], endpoints }]);
-    this.picker = new Picker(this.store, () => directory, settings, { random });
+    this.picker = new Picker(this.store, () => directory, settings, { random, steps: this.steps });
     this.holds = queue !== undefined;
     if (queue === undefined) return;
     const never = 2 ** 31 - 1;
@@ -70,6 +74,7 @@ export class SidecarRouter implements Router {
     const result = this.queue === undefined ? await this.picker.pick(asked) : await this.queue.pick({ ...asked, priorityHint: undefined, bytes: 0 });
     if (result.kind !== "picked") throw new Error(`the sidecar's picker refused ${request.id}: ${result.kind}`);
     this.forecasts.set(request.id, { forecast: result.forecast, pickedAt: this.clock });
+    this.engineOf.set(request.id, result.reservation.engine);
     return this.engineIndex.get(result.reservation.engine)!;
   }
 
@@ -90,14 +95,18 @@ export class SidecarRouter implements Router {
     this.forecastErrors.push(Math.abs(now - open.pickedAt - open.forecast.predictedMs));
   }
 
-  tokens(id: string, count: number): void {
+  tokens(id: string, count: number, now: number): void {
+    this.clock = now;
     this.store.addGenerated(id, count);
+    const engine = this.engineOf.get(id);
+    if (engine !== undefined) this.steps.seen(engine);
   }
 
   finished(id: string, now: number): void {
     this.clock = now;
     this.store.release(id, "ok");
     this.forecasts.delete(id);
+    this.engineOf.delete(id);
     this.queue?.wake();
   }
 

@@ -26,8 +26,8 @@ export async function runWorkload(models: readonly EngineModel[], router: Router
       open.get(id)!.firstTokenMs = now;
       router.firstToken(id, now);
     },
-    tokens(id, _engine, count) {
-      router.tokens(id, count);
+    tokens(id, _engine, count, now) {
+      router.tokens(id, count, now);
     },
     finished(id, _engine, now, cachedTokens) {
       const outcome = open.get(id)!;
