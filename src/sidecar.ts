@@ -126,12 +126,16 @@ export async function startSidecar(initial: Config, log: Logger, given?: LoadSto
     lost: (error) => log.warn({ reason: error.message }, "request parsing thread lost; the bodies it held are parsed inline, the next large one starts a new thread"),
   });
   const metrics = new Metrics({ store, directory: () => directory, storeFallback: () => shared?.fallback === true });
-  // A first token (out of prefill) or a release here may free an engine a held request waits for.
+  // A first token (out of prefill, seen or estimated) or a release here may free an engine a held request waits for.
   const events: ExchangeEvents = {
     picked: (pool, engine, promptTokens) => metrics.picked(pool, engine, promptTokens),
     refused: (reason, pool) => metrics.refused(reason, pool),
     firstToken: (seconds) => {
       metrics.firstToken(seconds);
+      queue.wake();
+    },
+    prefillEstimated: () => {
+      metrics.prefillEstimated();
       queue.wake();
     },
     finished: (seconds, outcome) => {

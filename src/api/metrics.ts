@@ -62,6 +62,11 @@ export class Metrics implements ExchangeEvents {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [this.registry],
   });
+  private readonly prefillEstimates = new Counter({
+    name: "metadata_center_prefill_estimates_total",
+    help: "Non-streaming requests whose prefill was taken as over at their predicted first token (a JSON body shows none before its end)",
+    registers: [this.registry],
+  });
   private readonly duration = new Histogram({
     name: "metadata_center_request_duration_seconds",
     help: "From the request reaching the sidecar to its release, by outcome",
@@ -202,6 +207,10 @@ export class Metrics implements ExchangeEvents {
     this.totals.firstTokens += 1;
     this.totals.ttftSeconds += seconds;
     this.ttft.observe(seconds);
+  }
+
+  prefillEstimated(): void {
+    this.prefillEstimates.inc();
   }
 
   /** A pick's TTFT forecast met its first token: both in ms from the pick. */

@@ -46,6 +46,8 @@ export interface ExchangeEvents {
   refused(reason: RefusalReason, pool: string | undefined): void;
   /** Seconds from the request reaching the sidecar to the first token. */
   firstToken(seconds: number): void;
+  /** A non-streaming request's prefill was taken as over at its predicted first token (its engine may take another now). */
+  prefillEstimated(): void;
   /** Seconds from the request reaching the sidecar to the release of its reservation. */
   finished(seconds: number, outcome: Outcome): void;
 }
@@ -73,6 +75,9 @@ export interface LifecycleContext {
    */
   observe: ((engine: string, model: string | undefined) => string) | undefined;
 }
+
+/** The longest a non-streaming request is held in prefill by its predicted first token; past it, until its body comes. */
+const MAX_ESTIMATED_PREFILL_MS = 60_000;
 
 /** Runs `then` on a value that may still be on its way. */
 function settle<T>(value: Awaitable<T>, then: (result: T) => void): Awaitable<void> {
@@ -136,6 +141,8 @@ export class InferenceExchange {
   private readonly startedAt = performance.now();
   /** The TTFT predicted at the pick, told the first token's time since. */
   private forecast: { of: Forecast; pickedAt: number } | undefined;
+  /** A non-streaming request's prefill ends at its predicted first token: its response shows none before its end. */
+  private prefillEstimate: NodeJS.Timeout | undefined;
   /** Store operations, applied in order; undefined while none is pending. */
   private chain: Promise<unknown> | undefined;
   /** Why the exchange failed (outcome internal_error), or why its release failed. */
@@ -252,6 +259,7 @@ export class InferenceExchange {
       case "picked": {
         this.forecast = { of: result.forecast, pickedAt: performance.now() };
         this.reservedOn(result.reservation.pool, result.reservation.engine);
+        if (!parsed.request.stream) this.estimatePrefillEnd(result.forecast.predictedMs);
         const body = this.context.forceIncludeUsage ? parsed.request.withUsageBody : undefined;
         return body === undefined
           ? { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks }
@@ -281,6 +289,24 @@ export class InferenceExchange {
     this.safely(() => this.context.events.picked(pool, engine, this.promptTokens));
     if (this.state === "ended") this.release();
     else this.routed();
+  }
+
+  /**
+   * A JSON body is sent whole when generation has ended, so its first byte would hold the request
+   * "in prefill" for its whole life, and its engine's prefill counts with it. Prefill is taken as
+   * over at the predicted first token instead (at most MAX_ESTIMATED_PREFILL_MS); the body's first
+   * byte then changes nothing more, and nothing is learnt from either.
+   */
+  private estimatePrefillEnd(predictedMs: number): void {
+    if (this.state === "ended" || !Number.isFinite(predictedMs)) return;
+    const wait = Math.min(MAX_ESTIMATED_PREFILL_MS, Math.max(0, predictedMs));
+    this.prefillEstimate = setTimeout(() => {
+      this.prefillEstimate = undefined;
+      if (this.state === "ended" || this.firstTokenAt !== undefined) return;
+      this.effect(() => this.context.store.firstToken(this.id));
+      this.safely(() => this.context.events.prefillEstimated());
+    }, wait);
+    this.prefillEstimate.unref();
   }
 
   private routed(): void {
@@ -407,6 +433,7 @@ export class InferenceExchange {
     if (this.state === "ended") return;
     this.enter("ended");
     this.outcome = outcome;
+    clearTimeout(this.prefillEstimate);
     this.ended.abort();
     if (this.reserved !== undefined) this.release();
     else if (outcome === "internal_error") this.safely(() => this.logEnd(undefined));

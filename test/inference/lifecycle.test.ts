@@ -41,6 +41,7 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
         picked: (pool, engine, promptTokens) => seen.push(`picked ${pool} ${engine} ${promptTokens}`),
         refused: (reason) => seen.push(`refused ${reason}`),
         firstToken: () => seen.push("first token"),
+        prefillEstimated: () => seen.push("prefill estimated"),
         finished: (_seconds, outcome) => seen.push(`finished ${outcome}`),
       };
       const exchange = new InferenceExchange(
@@ -94,10 +95,10 @@ describe("the exchange state machine", () => {
   const chatBody = Buffer.from(JSON.stringify({ model: "qwen3", stream: true, messages: [{ role: "user", content: "hello" }] }));
   const view = { path: "/v1/chat/completions", header: () => undefined, modelOverride: undefined, body: chatBody, bodySeen: true, chosenEngine: undefined, subset: undefined };
 
-  function start(log = pino({ level: "silent" }), steps: LifecycleContext["steps"] = new EngineSteps()) {
+  function start(log = pino({ level: "silent" }), steps: LifecycleContext["steps"] = new EngineSteps(), estimated: () => void = () => undefined) {
     const store = new MemoryLoadStore();
     const health = { succeeded: () => undefined, failed: () => undefined, unanswered: () => undefined };
-    const events: ExchangeEvents = { picked: () => undefined, refused: () => undefined, firstToken: () => undefined, finished: () => undefined };
+    const events: ExchangeEvents = { picked: () => undefined, refused: () => undefined, firstToken: () => undefined, prefillEstimated: estimated, finished: () => undefined };
     const exchange = new InferenceExchange(
       {
         store,
@@ -161,6 +162,33 @@ describe("the exchange state machine", () => {
     json.responseEnd();
     await json.settled();
     expect(whole).toEqual([]);
+  });
+
+  it("takes a non-streaming request's prefill as over at its predicted first token, and a streaming one's only at its first token", async () => {
+    let estimates = 0;
+    const json = start(undefined, undefined, () => (estimates += 1));
+    await json.exchange.decide({ ...view, body: Buffer.from(JSON.stringify({ model: "qwen3", messages: [{ role: "user", content: "hello" }] })) });
+    const load = (store: MemoryLoadStore) => store.loads([ENGINE]).get(ENGINE);
+    expect(load(json.store)).toMatchObject({ requests: 1, prefillRequests: 1 });
+    // The pool's model, at its prior, predicts a few tens of ms: the request is still open, out of prefill.
+    await expect.poll(() => load(json.store)?.prefillRequests, { timeout: 2000 }).toBe(0);
+    expect(load(json.store)).toMatchObject({ requests: 1, prefillTokens: 0 });
+    expect(estimates).toBe(1);
+    // The whole body then comes: nothing is taken out of prefill twice, and the release is exact.
+    json.exchange.responseHeaders(200, "application/json");
+    json.exchange.responseBody(Buffer.from(JSON.stringify({ choices: [{ message: { content: "hi" } }], usage: { prompt_tokens: 5, completion_tokens: 1 } })));
+    json.exchange.responseEnd();
+    await json.exchange.settled();
+    expect(load(json.store)).toMatchObject(zeroLoad());
+    expect(estimates).toBe(1);
+
+    const streamed = start(undefined, undefined, () => (estimates += 1));
+    await streamed.exchange.decide(view);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(load(streamed.store)).toMatchObject({ requests: 1, prefillRequests: 1 });
+    streamed.exchange.abort("client_reset");
+    await streamed.exchange.settled();
+    expect(estimates).toBe(1);
   });
 
   it("a move the table does not have is refused, and failing the exchange releases it once with one line naming the cause", async () => {
