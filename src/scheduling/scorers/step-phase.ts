@@ -14,7 +14,9 @@ export const stepPhaseScorer = (steps: EngineSteps, predictor: TtftPredictor): S
     if (rhythms.every((rhythm) => rhythm === undefined)) return;
     // One scale for every candidate: the least prefill the request can get, so a cached prefix costs no phase of its own.
     const { perUncachedToken } = predictor.model(plan.pool).costs();
-    const prefillMs = perUncachedToken * Math.min(...plan.candidates.map((engine) => predictor.uncachedTokens(engine, request)));
+    let least = Infinity;
+    for (const engine of plan.candidates) least = Math.min(least, predictor.uncachedTokens(engine, request));
+    const prefillMs = perUncachedToken * least;
     rhythms.forEach((rhythm, i) => {
       if (rhythm !== undefined) plan.bias[i] = (plan.bias[i] ?? 0) + (weight * rhythm.waitMs) / (rhythm.intervalMs + prefillMs);
     });
