@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { ExchangeEvents, RefusalReason } from "../inference/lifecycle.js";
 import type { EngineSnapshot, LoadStore, Outcome } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
@@ -130,6 +130,8 @@ export class Metrics implements ExchangeEvents {
     private readonly scrapeTimeoutMs = 10_000,
   ) {
     const registers = [this.registry];
+    // The process's own: CPU, memory, handles, GC, and the event loop's delay (every pick waits behind it), 10 ms resolution.
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 10 });
     const poolGauge = (name: string, help: string, value: (engines: Map<string, EngineSnapshot>) => number): void => {
       const gauge: Gauge<"model_name"> = new Gauge({
         name,

@@ -2,13 +2,27 @@ import parsePrometheus from "parse-prometheus-text-format";
 
 interface Family {
   name: string;
-  metrics: Array<{ buckets?: Record<string, string> }>;
+  metrics: Array<{ buckets?: Record<string, string>; value?: string }>;
 }
 
 /** Cumulative bucket counts (upper bound → count) of a histogram, summed over its label sets. */
 export async function histogramBuckets(url: string, name: string): Promise<Map<number, number>> {
-  const text = await (await fetch(url)).text();
-  const family = (parsePrometheus(text) as Family[]).find((f) => f.name === name);
+  return (await scrapeOnce(url)).histogram(name);
+}
+
+/** One scrape, read for several families (a scrape resets what prom-client's event-loop gauges summarise). */
+export async function scrapeOnce(url: string): Promise<{ histogram(name: string): Map<number, number>; gauge(name: string): number | undefined }> {
+  const families = parsePrometheus(await (await fetch(url)).text()) as Family[];
+  return {
+    histogram: (name) => bucketsOf(families.find((f) => f.name === name)),
+    gauge: (name) => {
+      const value = families.find((f) => f.name === name)?.metrics[0]?.value;
+      return value === undefined ? undefined : Number(value);
+    },
+  };
+}
+
+function bucketsOf(family: Family | undefined): Map<number, number> {
   const buckets = new Map<number, number>();
   for (const metric of family?.metrics ?? []) {
     for (const [le, count] of Object.entries(metric.buckets ?? {})) {

@@ -81,6 +81,11 @@ describe("GET /metrics", () => {
       "metadata_center_pick_latency_seconds",
       "metadata_center_ledger_size",
       "metadata_center_expired_total",
+      // The process's own (prom-client's defaults): what an operator reads first of any Node service.
+      "process_cpu_seconds_total",
+      "process_resident_memory_bytes",
+      "nodejs_eventloop_lag_p99_seconds",
+      "nodejs_heap_size_used_bytes",
     ]) {
       expect(families.families.get(name)?.metrics.length, name).toBeGreaterThan(0);
     }
