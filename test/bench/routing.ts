@@ -120,11 +120,11 @@ async function main(): Promise<void> {
       const requests = workload.requests(REQUESTS, arrivals, SEED);
       const outputTokens = requests.reduce((sum, r) => sum + r.outputTokens, 0);
       const bottom = aloneFloor(model, requests);
-      const queued = queueingFloor(model, ENGINES, requests);
+      const queueing = queueingFloor(model, ENGINES, requests);
       console.log(
         `  at ${Math.round(load * 100)} % (${arrivals.rate.toFixed(1)}/s): TTFT ms mean / p50 / p90 / p99, end-to-end p99, throughput, imbalance;` +
           ` floor alone mean ${bottom.warm.mean.toFixed(1)} p99 ${bottom.warm.p99.toFixed(1)} ms (cold cache: ${bottom.cold.mean.toFixed(1)} / ${bottom.cold.p99.toFixed(1)});` +
-          ` queueing floor mean ${queued.shortestFirst.mean.toFixed(1)} (shortest first), p99 ${queued.firstCome.p99.toFixed(1)} ms (first come)`,
+          ` queueing floor mean ${queueing.shortestFirst.mean.toFixed(1)} (shortest first), p99 ${queueing.firstCome.p99.toFixed(1)} ms (first come)`,
       );
       const results = new Map<string, Summary>();
       const ttfts: Series[] = [];
@@ -165,12 +165,12 @@ async function main(): Promise<void> {
       run.target(chosen.ttft.mean <= bestMean && chosen.ttft.p99 <= bestP99, `    never worse than the best peer (${at}): ${ratio(OURS)}`);
       if (bursts && load === DRAWN_LOAD) {
         // What 2× asks for, beside what no router reaches: the queueing floor.
-        const asked = `2× asks mean ≤ ${(bestMean / 2).toFixed(0)} ms and p99 ≤ ${(bestP99 / 2).toFixed(0)} ms; queueing floor ${queued.shortestFirst.mean.toFixed(0)} / ${queued.firstCome.p99.toFixed(0)} ms`;
+        const asked = `2× asks mean ≤ ${(bestMean / 2).toFixed(0)} ms and p99 ≤ ${(bestP99 / 2).toFixed(0)} ms; queueing floor ${queueing.shortestFirst.mean.toFixed(0)} / ${queueing.firstCome.p99.toFixed(0)} ms`;
         run.target(bestMean / chosen.ttft.mean >= 2 && bestP99 / chosen.ttft.p99 >= 2, `    ≥ 2× the best peer on mean and p99 TTFT (${at}): ${ratio(OURS)} (${asked})`);
       }
       const gie = results.get("gie-default");
       if (workload.name === "shared-prefix" && load === DRAWN_LOAD && gie !== undefined) {
-        const asked = `2× asks mean ≤ ${(gie.ttft.mean / 2).toFixed(1)} ms; floor alone ${bottom.warm.mean.toFixed(1)} ms, queueing floor ${queued.shortestFirst.mean.toFixed(1)} ms`;
+        const asked = `2× asks mean ≤ ${(gie.ttft.mean / 2).toFixed(1)} ms; floor alone ${bottom.warm.mean.toFixed(1)} ms, queueing floor ${queueing.shortestFirst.mean.toFixed(1)} ms`;
         run.target(gie.ttft.mean / chosen.ttft.mean >= 2, `    ≥ 2× the GIE/llm-d default scorer's mean TTFT (${at}): ${(gie.ttft.mean / chosen.ttft.mean).toFixed(2)}× (${asked})`);
       }
     }
