@@ -47,6 +47,12 @@ describe("parseInferenceRequest", () => {
       messages: [],
     });
     expect(parse("/v1/completions", { model: "m", stream: true, prompt: "x" })).toBeInstanceOf(Buffer);
+    // Without stream_options, the body's own bytes go on unchanged around the option: an integer
+    // beyond 2^53, spacing and key order too.
+    const sent = ' \n{ "model": "m", "seed": 12345678901234567890123, "stream": true,\n  "messages": [] }';
+    const spliced = parseInferenceRequest("/v1/chat/completions", Buffer.from(sent), true);
+    if (!spliced.ok) throw new Error(spliced.message);
+    expect(spliced.request.withUsageBody?.toString()).toBe(' \n{"stream_options":{"include_usage":true}, "model": "m", "seed": 12345678901234567890123, "stream": true,\n  "messages": [] }');
     expect(parse("/v1/chat/completions", { model: "m", stream: true, stream_options: { include_usage: true }, messages: [] })).toBeUndefined();
     expect(parse("/v1/chat/completions", { model: "m", messages: [] })).toBeUndefined();
     expect(parse("/v1/embeddings", { model: "m", stream: true, input: "x" })).toBeUndefined();

@@ -113,8 +113,28 @@ const promptReaders: Record<string, (body: JsonObject, into: InferenceRequest) =
 /** Paths of the OpenAI-style API: a body there is priced even when no reader knows its fields. */
 const API_PREFIX = "/v1/";
 
-/** Adds `stream_options.include_usage: true`; undefined for a body too deeply nested to write back (it then goes on unchanged). */
-function bodyWithUsage(body: JsonObject, options: Json | undefined): Buffer | undefined {
+const USAGE_OPTION = Buffer.from('"stream_options":{"include_usage":true}');
+const COMMA = Buffer.from(",");
+
+/** The index of the first byte at or after `from` that is not JSON whitespace. */
+function skipSpace(bytes: Buffer, from: number): number {
+  let at = from;
+  while (at < bytes.length && (bytes[at] === 0x20 || bytes[at] === 0x0a || bytes[at] === 0x0d || bytes[at] === 0x09)) at++;
+  return at;
+}
+
+/**
+ * Adds `stream_options.include_usage: true`. Without `stream_options`, the option goes in after
+ * the opening brace and every other byte goes on as sent: no re-serialising (which costs the pick
+ * time in proportion to the body, and would round integers beyond 2^53). Otherwise the body is
+ * written back; undefined for one too deeply nested for that (it then goes on unchanged).
+ */
+function bodyWithUsage(raw: Buffer, body: JsonObject, options: Json | undefined): Buffer | undefined {
+  const open = skipSpace(raw, 0);
+  if (options === undefined && raw[open] === 0x7b) {
+    const empty = raw[skipSpace(raw, open + 1)] === 0x7d;
+    return Buffer.concat([raw.subarray(0, open + 1), USAGE_OPTION, ...(empty ? [] : [COMMA]), raw.subarray(open + 1)]);
+  }
   try {
     return Buffer.from(JSON.stringify({ ...body, stream_options: { ...(isObject(options) ? options : {}), include_usage: true } }));
   } catch {
@@ -154,7 +174,7 @@ export function parseOpenAiRequest(route: string, body: Buffer | undefined, incl
   const options = parsed["stream_options"];
   const asksUsage = isObject(options) && options["include_usage"] === true;
   if (includeUsage && request.stream && !asksUsage && (route === "/v1/chat/completions" || route === "/v1/completions")) {
-    const rewritten = bodyWithUsage(parsed, options);
+    const rewritten = bodyWithUsage(body, parsed, options);
     if (rewritten !== undefined) request.withUsageBody = rewritten;
   }
   return { ok: true, request };
