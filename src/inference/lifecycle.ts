@@ -133,6 +133,8 @@ export class InferenceExchange {
   private status = 0;
   private model: string | undefined;
   private promptTokens = 0;
+  /** The prompt's full count, when the pick had a sample's price: taken once the routing reply is out. */
+  private countLater: (() => number | Promise<number>) | undefined;
   private generated = 0;
   /** The engine's own `usage`, when it sent one. */
   private reported: ReportedUsage | undefined;
@@ -205,10 +207,11 @@ export class InferenceExchange {
     }
     if (!parsed.ok) return this.refuse({ status: 400, code: "invalid_request", message: parsed.message }, undefined);
     this.model = request.modelOverride || parsed.request.model;
-    const priced = this.context.tokens.forModel(this.model).promptTokens(parsed.request);
+    const priced = this.context.tokens.forModel(this.model).pickPrice(parsed.request);
     // A tokenizer in a worker thread answers later. Should the stream end meanwhile, the reservation
     // made below is released as soon as it is made, as when it ends while the store answers.
-    this.promptTokens = typeof priced === "number" ? priced : await priced;
+    this.promptTokens = typeof priced.tokens === "number" ? priced.tokens : await priced.tokens;
+    this.countLater = priced.exact;
     if (this.context.observe !== undefined) return this.observe(request.chosenEngine, this.context.observe);
     const { picker } = this.context;
     const prefix = picker.usesPrefix ? promptBlocks(parsed.request.texts) : undefined;
@@ -288,7 +291,37 @@ export class InferenceExchange {
     this.reserved = { pool, engine };
     this.safely(() => this.context.events.picked(pool, engine, this.promptTokens));
     if (this.state === "ended") this.release();
-    else this.routed();
+    else {
+      this.routed();
+      this.countAfterPick();
+    }
+  }
+
+  /**
+   * A long prompt was priced from a small sample so that its pick waits for no tokenizer; its
+   * full count follows the routing reply (setImmediate runs after the reply is written) and
+   * corrects the reservation, unless the exchange ended or the engine's own usage came first.
+   * Should the count fail (a tokenizer worker lost), the pick's price stands.
+   */
+  private countAfterPick(): void {
+    const count = this.countLater;
+    if (count === undefined) return;
+    this.countLater = undefined;
+    setImmediate(() =>
+      this.safely(() => {
+        if (this.state === "ended" || this.reported !== undefined) return;
+        const counted = count();
+        if (typeof counted === "number") this.recounted(counted);
+        else counted.then((tokens) => this.safely(() => this.recounted(tokens)), () => undefined);
+      }),
+    );
+  }
+
+  private recounted(tokens: number): void {
+    if (this.state === "ended" || this.reported !== undefined || tokens === this.promptTokens) return;
+    this.promptTokens = tokens;
+    const usage: ReportedUsage = { promptTokens: tokens, completionTokens: this.generated };
+    this.effect(() => this.context.store.reconcile(this.id, usage));
   }
 
   /**

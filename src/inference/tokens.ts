@@ -10,6 +10,12 @@ export interface TokenCounterOptions {
    * stalls the loop (nor a tokenizer's worker). 0: estimate all.
    */
   countWholeUpTo: number;
+  /**
+   * For the pick, texts costing more than this are priced from a sample of this cost (0: the
+   * estimate), and counted as countWholeUpTo says right after the routing reply: a long prompt's
+   * count never holds its own pick. Absent, or not below countWholeUpTo: counted before the pick.
+   */
+  countAtPickUpTo?: number;
   /** Estimated prompt tokens of one image (the pixels are never decoded here). */
   imageTokens: number;
   /** Estimated prompt tokens of one audio clip. */
@@ -37,6 +43,12 @@ function plus(tokens: number | Promise<number>, more: number): number | Promise<
   return typeof tokens === "number" ? tokens + more : tokens.then((counted) => counted + more);
 }
 
+/** A prompt's price for the pick; `exact`, when the pick had a sample's price, is its full count, to take after the pick. */
+export interface PromptPrice {
+  tokens: number | Promise<number>;
+  exact?: () => number | Promise<number>;
+}
+
 /**
  * Counts prompt text with one tokenizer (o200k unless told). A text longer than the threshold is
  * priced from a sample of it (prompt-sample.ts); with `null` (the pool's tokenizer is still
@@ -51,31 +63,44 @@ export class TokenCounter {
 
   /** The prompt cost P of one request: texts, token ids, media estimates and template overhead. */
   promptTokens(request: InferenceRequest): number | Promise<number> {
-    const template = request.messages > 0 ? request.messages * TOKENS_PER_MESSAGE + REPLY_PRIMER_TOKENS : 0;
-    const media = request.images * this.options.imageTokens + request.audios * this.options.audioTokens;
-    const text = request.sample !== undefined ? this.sampled(narrowSample(request.sample, this.sampleCost())) : this.count(promptText(request));
-    return plus(text, request.tokenIds + request.estimatedTokens + media + template);
+    return this.price(request, this.options.countWholeUpTo);
+  }
+
+  /** P for the pick, at most countAtPickUpTo's cost; when that is less than counting it whole, the whole count to follow. */
+  pickPrice(request: InferenceRequest): PromptPrice {
+    const whole = this.options.countWholeUpTo;
+    const atPick = Math.min(this.options.countAtPickUpTo ?? whole, whole);
+    if (atPick === whole || this.tokenizer === null) return { tokens: this.price(request, whole) };
+    const text = request.sample === undefined ? promptText(request) : undefined;
+    if (text !== undefined && text.length <= atPick && countingCost(sizeOf(text)) <= atPick) return { tokens: this.price(request, whole, text) };
+    return { tokens: this.price(request, atPick, text), exact: () => this.price(request, whole, text) };
   }
 
   count(text: string): number | Promise<number> {
+    return this.countUpTo(text, this.options.countWholeUpTo);
+  }
+
+  /** Texts costing more than `threshold` are priced from a sample of that cost (the estimate at 0). */
+  private price(request: InferenceRequest, threshold: number, text = request.sample === undefined ? promptText(request) : ""): number | Promise<number> {
+    const template = request.messages > 0 ? request.messages * TOKENS_PER_MESSAGE + REPLY_PRIMER_TOKENS : 0;
+    const media = request.images * this.options.imageTokens + request.audios * this.options.audioTokens;
+    const counted = request.sample !== undefined ? this.sampled(narrowSample(request.sample, sampleCost(threshold)), threshold) : this.countUpTo(text, threshold);
+    return plus(counted, request.tokenIds + request.estimatedTokens + media + template);
+  }
+
+  private countUpTo(text: string, threshold: number): number | Promise<number> {
     if (text.length === 0) return 0;
-    const threshold = this.options.countWholeUpTo;
     if (this.tokenizer === null || threshold === 0) return approximateTokens(text);
     // Never costs less than its length: a text that long needs no measuring to be sampled.
-    if (text.length > threshold) return this.sampled(samplePrompt(text, this.sampleCost()));
+    if (text.length > threshold) return this.sampled(samplePrompt(text, sampleCost(threshold)), threshold);
     const size = sizeOf(text);
-    if (countingCost(size) > threshold) return this.sampled(samplePrompt(text, this.sampleCost(), size));
+    if (countingCost(size) > threshold) return this.sampled(samplePrompt(text, sampleCost(threshold), size), threshold);
     return this.exact(this.tokenizer, text);
   }
 
-  /** As much as a text counted whole at the threshold (set by each tokenizer's speed): no prompt costs more. */
-  private sampleCost(): number {
-    return Math.min(SAMPLE_COST, this.options.countWholeUpTo);
-  }
-
-  private sampled(sample: PromptSample): number | Promise<number> {
+  private sampled(sample: PromptSample, threshold: number): number | Promise<number> {
     const tokenizer = this.tokenizer;
-    if (tokenizer === null || this.options.countWholeUpTo === 0) return sample.estimate;
+    if (tokenizer === null || threshold === 0) return sample.estimate;
     const counts = sample.windows.map((window) => this.exact(tokenizer, window));
     const total = (values: readonly number[]): number => extrapolate(sample, values.reduce((sum, value) => sum + value, 0));
     return counts.every((count) => typeof count === "number") ? total(counts as number[]) : Promise.all(counts).then(total);
@@ -89,6 +114,11 @@ export class TokenCounter {
     });
     return plus(tokenizer.count(rest), estimated);
   }
+}
+
+/** As much as a text counted whole at the threshold (set by each tokenizer's speed): no prompt costs more. */
+function sampleCost(threshold: number): number {
+  return Math.min(SAMPLE_COST, threshold);
 }
 
 /** Generated text is counted with o200k as it streams; bounded like a prompt, since an engine may send one huge delta. */

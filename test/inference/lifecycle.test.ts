@@ -213,3 +213,81 @@ describe("the exchange state machine", () => {
   });
 });
 
+
+describe("a long prompt priced from a sample for its pick", () => {
+  const options = { countWholeUpTo: 65_536, countAtPickUpTo: 256, imageTokens: 765, audioTokens: 200 };
+  const tokens = new TokenizerRegistry(options, () => directory, (error) => {
+    throw error;
+  });
+  const parser = new RequestParser({ offThreadAboveBytes: Number.MAX_SAFE_INTEGER, wholeUpToCost: () => 65_536, includeUsage: false, lost: (error) => {
+    throw error;
+  } });
+  afterAll(() => Promise.all([tokens.close(), parser.close()]));
+  const words = ["routing", "a", "prefill", "of", "tokenizers", "KV-cache", "engine's", "12,345", "über", "(and)", "step", "chunked"];
+  const prompt = Array.from({ length: 1500 }, (_, i) => words[(i * 7 + (i >> 3)) % words.length]).join(" ");
+  const longBody = Buffer.from(JSON.stringify({ model: "qwen3", stream: true, messages: [{ role: "user", content: prompt }] }));
+  const view = { path: "/v1/chat/completions", header: () => undefined, modelOverride: undefined, body: longBody, bodySeen: true, chosenEngine: undefined, subset: undefined };
+  const parsed = parseInferenceRequest("/v1/chat/completions", longBody);
+  if (!parsed.ok) throw new Error(parsed.message);
+  const exact = tokens.forModel("qwen3").promptTokens(parsed.request) as number;
+  const atPick = tokens.forModel("qwen3").pickPrice(parsed.request).tokens as number;
+  const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+  function start() {
+    const store = new MemoryLoadStore();
+    const picked: number[] = [];
+    const events: ExchangeEvents = { picked: (_pool, _engine, promptTokens) => picked.push(promptTokens), refused: () => undefined, firstToken: () => undefined, prefillEstimated: () => undefined, finished: () => undefined };
+    const exchange = new InferenceExchange(
+      {
+        store,
+        picker: new Picker(store, () => directory, schedulingDefaults),
+        parser,
+        tokens,
+        health: { succeeded: () => undefined, failed: () => undefined, unanswered: () => undefined },
+        log: pino({ level: "silent" }),
+        maxJsonResponseBytes: 1 << 20,
+        forceIncludeUsage: false,
+        events,
+        steps: new EngineSteps(),
+        observe: undefined,
+      },
+      "r1",
+    );
+    return { store, exchange, picked };
+  }
+
+  it("is picked at the sample's price, then counted whole once the reply is out, and its reservation corrected", async () => {
+    expect(atPick).not.toBe(exact);
+    const { store, exchange, picked } = start();
+    expect((await exchange.decide(view)).kind).toBe("route");
+    expect(picked).toEqual([atPick]);
+    expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject({ prefillTokens: atPick, tokensHeld: atPick });
+    await nextTurn();
+    expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject({ requests: 1, prefillTokens: exact, tokensHeld: exact });
+    exchange.responseHeaders(200, "text/event-stream");
+    exchange.responseBody(Buffer.from('data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'));
+    exchange.responseEnd();
+    await exchange.settled();
+    expect(store.size()).toBe(0);
+    expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject(zeroLoad());
+  });
+
+  it("keeps the engine's own usage when it comes before the count, and counts nothing for an exchange that has ended", async () => {
+    const reported = start();
+    expect((await reported.exchange.decide(view)).kind).toBe("route");
+    reported.exchange.responseHeaders(200, "text/event-stream");
+    reported.exchange.responseBody(Buffer.from('data: {"choices":[],"usage":{"prompt_tokens":4321,"completion_tokens":0}}\n\n'));
+    await nextTurn();
+    expect(reported.store.loads([ENGINE]).get(ENGINE)).toMatchObject({ tokensHeld: 4321 });
+    reported.exchange.responseEnd();
+    await reported.exchange.settled();
+
+    const ended = start();
+    expect((await ended.exchange.decide(view)).kind).toBe("route");
+    ended.exchange.abort("client_reset");
+    await nextTurn();
+    await ended.exchange.settled();
+    expect(ended.store.size()).toBe(0);
+    expect(ended.store.loads([ENGINE]).get(ENGINE)).toMatchObject(zeroLoad());
+  });
+});

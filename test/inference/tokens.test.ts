@@ -69,4 +69,29 @@ describe("TokenCounter", () => {
     expect(counted).toBeLessThanOrEqual(16_384);
     expect(Math.abs(priced / (countTokens(text) + 6) - 1)).toBeLessThan(0.03);
   });
+
+  it("prices a prompt for the pick from a sample of countAtPickUpTo's cost, its whole count to follow; a cheaper one at once", () => {
+    let counted = 0;
+    const spy = { count: (text: string) => ((counted += text.length), countTokens(text)) };
+    const pricing = new TokenCounter({ countWholeUpTo: 65_536, countAtPickUpTo: 512, imageTokens: 765, audioTokens: 200 }, spy);
+    const text = "Route each request to the engine whose next step starts soonest; ".repeat(300);
+    const request = { ...bodilessRequest(), texts: [text], messages: 1 };
+    const price = pricing.pickPrice(request);
+    expect(counted).toBeLessThanOrEqual(512);
+    expect(Math.abs((price.tokens as number) / (countTokens(text) + 6) - 1)).toBeLessThan(0.1);
+    counted = 0;
+    expect(price.exact?.()).toBe(countTokens(text) + 6);
+    expect(counted).toBe(text.length);
+
+    const short = { ...bodilessRequest(), texts: ["hello world"], messages: 1 };
+    expect(pricing.pickPrice(short)).toEqual({ tokens: countTokens("hello world") + 6 });
+    // 0: the estimate for the pick.
+    const estimating = new TokenCounter({ countWholeUpTo: 65_536, countAtPickUpTo: 0, imageTokens: 765, audioTokens: 200 });
+    expect(estimating.pickPrice(request).tokens).toBe(approximateTokens(text) + 6);
+    // Not below countWholeUpTo, or absent: counted before the pick, as promptTokens counts.
+    for (const atPick of [65_536, undefined]) {
+      const whole = new TokenCounter({ countWholeUpTo: 65_536, countAtPickUpTo: atPick, imageTokens: 765, audioTokens: 200 });
+      expect(whole.pickPrice(request)).toEqual({ tokens: countTokens(text) + 6 });
+    }
+  });
 });
