@@ -42,3 +42,9 @@ export function quantileBetween(before: Map<number, number>, after: Map<number, 
   }
   return Infinity;
 }
+
+/** The share of the observations between two scrapes at or below `bound` (one of the histogram's bucket bounds). */
+export function shareWithin(before: Map<number, number>, after: Map<number, number>, bound: number): number {
+  const total = (after.get(Infinity) ?? 0) - (before.get(Infinity) ?? 0);
+  return total === 0 ? NaN : ((after.get(bound) ?? 0) - (before.get(bound) ?? 0)) / total;
+}
