@@ -85,12 +85,18 @@ describe("what an engine sends cannot take the sidecar down", () => {
     const capture = new LogCapture();
     rig = await startRig({ engines: 1, capture, sidecar: { inference: { forceIncludeUsage: true }, scheduling: { ejectAfterErrors: 1 } } });
     const depth = 100_000;
-    const body = `{"model": "llama", "stream": true, "messages": [{"role": "user", "content": "hi"}], "metadata": ${"[".repeat(depth)}${"]".repeat(depth)}}`;
+    // With stream_options of its own the body is written back whole, which this depth defeats.
+    const body = `{"model": "llama", "stream": true, "stream_options": {"extra": 1}, "messages": [{"role": "user", "content": "hi"}], "metadata": ${"[".repeat(depth)}${"]".repeat(depth)}}`;
     const result = await rig.exchange({ request: chatRequest(body), upstream: sse(delta("x"), "data: [DONE]\n\n") });
     expect(result.status).toBe(200);
     expect(result.upstreamRequest?.body.toString()).toBe(body);
     await rig.expectIdle();
-    expect(capture.withMessage("request finished")).toEqual([expect.objectContaining({ outcome: "ok" })]);
+    // Without, the option is spliced in and the rest goes on as sent, however deep.
+    const bare = body.replace('"stream_options": {"extra": 1}, ', "");
+    const spliced = await rig.exchange({ request: chatRequest(bare), upstream: sse(delta("x"), "data: [DONE]\n\n") });
+    expect(spliced.upstreamRequest?.body.toString()).toBe(`{"stream_options":{"include_usage":true},${bare.slice(1)}`);
+    await rig.expectIdle();
+    expect(capture.withMessage("request finished")).toEqual([expect.objectContaining({ outcome: "ok" }), expect.objectContaining({ outcome: "ok" })]);
     expect(capture.withMessage("request failed")).toEqual([]);
     // The engine was not held responsible: it is still picked.
     await stillServes(rig);
@@ -102,7 +108,7 @@ describe("what an engine sends cannot take the sidecar down", () => {
     rig = await startRig({ engines: 1, capture, sidecar: { inference: { forceIncludeUsage: true } } });
     const depth = 100_000;
     const padding = "x".repeat(600 * 1024);
-    const body = `{"model": "llama", "stream": true, "messages": [{"role": "user", "content": "${padding}"}], "metadata": ${"[".repeat(depth)}${"]".repeat(depth)}}`;
+    const body = `{"model": "llama", "stream": true, "stream_options": {"extra": 1}, "messages": [{"role": "user", "content": "${padding}"}], "metadata": ${"[".repeat(depth)}${"]".repeat(depth)}}`;
     const result = await rig.exchange({ request: chatRequest(body), upstream: sse(delta("x"), "data: [DONE]\n\n") });
     expect(result.status).toBe(200);
     expect(result.upstreamRequest?.body.toString()).toBe(body);
