@@ -336,7 +336,7 @@ export class ExtProcExchange {
     this.bodyTimer.unref();
   }
 
-  /** Pick (async), then reply; messages arriving meanwhile are handled afterwards, in order. */
+  /** Pick, then reply: at once when the pick is synchronous; messages arriving while it waits are handled afterwards, in order. */
   private decide(body: Buffer | undefined, bodySeen: boolean, then: (decision: Decision) => void): void {
     clearTimeout(this.bodyTimer);
     this.requestPhase = "deciding";
@@ -354,23 +354,31 @@ export class ExtProcExchange {
       chosenEngine: routedTo,
       subset: this.subset,
     };
-    this.inference.decide(request).then(
-      (decision) =>
-        this.guarded(() => {
-          this.releaseHeldBody();
-          if (this.ended) return;
-          this.requestPhase = decision.kind === "refuse" ? "refused" : "forwarding";
-          then(decision);
-          this.settings.observePick?.((performance.now() - started) / 1000, decision.kind === "refuse" ? "refused" : "routed");
-          const waiting = this.waiting;
-          this.waiting = [];
-          for (const message of waiting) this.handle(message);
-        }),
-      (error: unknown) => {
-        this.fail(error);
-        this.guarded(() => this.settings.observePick?.((performance.now() - started) / 1000, "refused"));
-      },
-    );
+    const decided = (decision: Decision): void =>
+      this.guarded(() => {
+        this.releaseHeldBody();
+        if (this.ended) return;
+        this.requestPhase = decision.kind === "refuse" ? "refused" : "forwarding";
+        then(decision);
+        this.settings.observePick?.((performance.now() - started) / 1000, decision.kind === "refuse" ? "refused" : "routed");
+        const waiting = this.waiting;
+        this.waiting = [];
+        for (const message of waiting) this.handle(message);
+      });
+    const failed = (error: unknown): void => {
+      this.fail(error);
+      this.guarded(() => this.settings.observePick?.((performance.now() - started) / 1000, "refused"));
+    };
+    let decision: ReturnType<InferenceExchange["decide"]>;
+    try {
+      decision = this.inference.decide(request);
+    } catch (error) {
+      failed(error);
+      return;
+    }
+    // Answered at once, the reply goes out before the transport hands over its next message.
+    if (decision instanceof Promise) decision.then(decided, failed);
+    else decided(decision);
   }
 
   /** Sends the route (or the refusal) on the reply to `kind`. True when routed. */

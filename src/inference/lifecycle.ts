@@ -1,13 +1,13 @@
 import { isEngineAddress } from "../config/schema.js";
 import type { Logger } from "../log.js";
-import type { Awaitable, LoadStore, Outcome, ReportedUsage } from "../load/store.js";
+import { andThen, type Awaitable, type LoadStore, type Outcome, type ReportedUsage } from "../load/store.js";
 import type { HealthReporter } from "../pools/health.js";
 import { saturationLimit, type Forecast } from "../scheduling/picker.js";
-import type { Scheduler } from "../scheduling/queue.js";
+import type { QueuedPickResult, Scheduler } from "../scheduling/queue.js";
 import { apiRoute, defaultApi, type ApiAdapter, type ApiRoute } from "./apis/index.js";
 import { blockTokens, promptBlocks } from "./prompt-blocks.js";
 import type { Refusal, RefusalReason } from "./refusal.js";
-import { bodilessRequest, type ParseResult } from "./request.js";
+import { bodilessRequest, type InferenceRequest, type ParseResult } from "./request.js";
 import type { RequestParser } from "./request-parser.js";
 import type { ResponseProgress, ResponseScanner } from "./response.js";
 import { outputTokens } from "./tokens.js";
@@ -78,11 +78,6 @@ export interface LifecycleContext {
 
 /** The longest a non-streaming request is held in prefill by its predicted first token; past it, until its body comes. */
 const MAX_ESTIMATED_PREFILL_MS = 60_000;
-
-/** Runs `then` on a value that may still be on its way. */
-function settle<T>(value: Awaitable<T>, then: (result: T) => void): Awaitable<void> {
-  return value instanceof Promise ? value.then(then) : then(value);
-}
 
 /**
  * The named states of one exchange. `receiving`: the request is arriving, nothing decided;
@@ -195,31 +190,46 @@ export class InferenceExchange {
     return this.route?.api ?? defaultApi;
   }
 
-  /** Parse, price and pick (or observe). A rejection is this exchange's failure: the transport calls `fail`. */
-  async decide(request: RequestView): Promise<Decision> {
+  /**
+   * Parse, price and pick (or observe). Synchronous when each step answers at once (a body parsed
+   * inline, o200k, the memory store): the routing reply then goes out before the transport reads
+   * its next message, so no pick waits behind chunks that arrived with it. A throw or rejection
+   * is this exchange's failure: the transport calls `fail`.
+   */
+  decide(request: RequestView): Awaitable<Decision> {
     this.enter("deciding");
     this.requestId = request.header("x-request-id");
     const route = this.requestPath(request.path);
-    let parsed: ParseResult = { ok: true, request: bodilessRequest() };
-    if (request.bodySeen) {
-      const parsing = this.context.parser.parse(route, request.body);
-      parsed = parsing instanceof Promise ? await parsing : parsing;
-    }
+    const parsed: Awaitable<ParseResult> = request.bodySeen ? this.context.parser.parse(route, request.body) : { ok: true, request: bodilessRequest() };
+    return andThen(parsed, (result) => this.price(request, result));
+  }
+
+  private price(request: RequestView, parsed: ParseResult): Awaitable<Decision> {
     if (!parsed.ok) return this.refuse({ status: 400, code: "invalid_request", message: parsed.message }, undefined);
     this.model = request.modelOverride || parsed.request.model;
     const priced = this.context.tokens.forModel(this.model).pickPrice(parsed.request);
+    this.countLater = priced.exact;
     // A tokenizer in a worker thread answers later. Should the stream end meanwhile, the reservation
     // made below is released as soon as it is made, as when it ends while the store answers.
-    this.promptTokens = typeof priced.tokens === "number" ? priced.tokens : await priced.tokens;
-    this.countLater = priced.exact;
-    if (this.context.observe !== undefined) return this.observe(request.chosenEngine, this.context.observe);
+    return andThen(priced.tokens, (tokens) => {
+      this.promptTokens = tokens;
+      if (this.context.observe !== undefined) return this.observe(request.chosenEngine, this.context.observe);
+      return this.pick(request, parsed.request);
+    });
+  }
+
+  private pick(request: RequestView, parsed: InferenceRequest): Awaitable<Decision> {
     const { picker } = this.context;
-    const prefix = picker.usesPrefix ? promptBlocks(parsed.request.texts) : undefined;
-    const prefixBlockTokens = prefix === undefined ? undefined : blockTokens(parsed.request.texts, this.promptTokens);
+    const prefix = picker.usesPrefix ? promptBlocks(parsed.texts) : undefined;
+    const prefixBlockTokens = prefix === undefined ? undefined : blockTokens(parsed.texts, this.promptTokens);
     const priorityHint = picker.priorityHeader === undefined ? undefined : request.header(picker.priorityHeader);
     const bytes = request.body?.length ?? 0;
     const held = { priorityHint, bytes, signal: this.ended.signal };
-    const result = await picker.pick({ id: this.id, requestId: this.requestId, model: this.model, promptTokens: this.promptTokens, subset: request.subset, prefix, prefixBlockTokens, ...held });
+    const picked = picker.pick({ id: this.id, requestId: this.requestId, model: this.model, promptTokens: this.promptTokens, subset: request.subset, prefix, prefixBlockTokens, ...held });
+    return andThen(picked, (result) => this.decision(result, parsed));
+  }
+
+  private decision(result: QueuedPickResult, parsed: InferenceRequest): Decision {
     switch (result.kind) {
       case "no_pool":
         return this.refuse({ status: 404, code: "model_not_found", message: `no pool serves model '${this.model ?? ""}'` }, undefined);
@@ -262,8 +272,8 @@ export class InferenceExchange {
       case "picked": {
         this.forecast = { of: result.forecast, pickedAt: performance.now() };
         this.reservedOn(result.reservation.pool, result.reservation.engine);
-        if (!parsed.request.stream) this.estimatePrefillEnd(result.forecast.predictedMs);
-        const body = this.context.forceIncludeUsage ? parsed.request.withUsageBody : undefined;
+        if (!parsed.stream) this.estimatePrefillEnd(result.forecast.predictedMs);
+        const body = this.context.forceIncludeUsage ? parsed.withUsageBody : undefined;
         return body === undefined
           ? { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks }
           : { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks, body };
@@ -275,15 +285,17 @@ export class InferenceExchange {
    * Track an exchange routed by someone else. Without a usable engine (no header, not a literal
    * ip:port) nothing is counted: a guess would put load on the wrong engine.
    */
-  private async observe(engine: string | undefined, poolFor: (engine: string, model: string | undefined) => string): Promise<Decision> {
+  private observe(engine: string | undefined, poolFor: (engine: string, model: string | undefined) => string): Awaitable<Decision> {
     if (engine === undefined || !isEngineAddress(engine)) {
       this.routed();
       return { kind: "observe" };
     }
     const pool = poolFor(engine, this.model);
-    if ((await this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens })).kind === "reserved") this.reservedOn(pool, engine);
-    else this.routed();
-    return { kind: "observe" };
+    return andThen(this.context.store.reserve({ id: this.id, pool, engine, promptTokens: this.promptTokens }), (outcome): Decision => {
+      if (outcome.kind === "reserved") this.reservedOn(pool, engine);
+      else this.routed();
+      return { kind: "observe" };
+    });
   }
 
   /** The store holds the reservation now. The stream may have ended meanwhile: then it is released at once. */
@@ -482,7 +494,7 @@ export class InferenceExchange {
     const storeOutcome: Outcome = outcome;
     // Not released means the TTL sweep expired it first; that sweep logged it.
     this.effect(
-      () => settle(this.context.store.release(this.id, storeOutcome), (released) => (released ? this.logEnd({ pool, engine }) : undefined)),
+      () => andThen(this.context.store.release(this.id, storeOutcome), (released) => (released ? this.logEnd({ pool, engine }) : undefined)),
       () => this.logEnd({ pool, engine }),
     );
   }

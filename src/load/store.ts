@@ -17,6 +17,11 @@ export interface EngineSnapshot extends EngineLoad {
 
 export type Awaitable<T> = T | Promise<T>;
 
+/** `next(value)` at once when the value is there, after it otherwise: a synchronous store keeps its caller synchronous. */
+export function andThen<T, R>(value: Awaitable<T>, next: (value: T) => Awaitable<R>): Awaitable<R> {
+  return value instanceof Promise ? value.then(next) : next(value);
+}
+
 /** Why a reservation was closed; kept for logs and metrics. */
 export type Outcome =
   | "ok"

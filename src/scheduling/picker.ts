@@ -1,4 +1,4 @@
-import { zeroLoad, type LoadStore, type Reservation } from "../load/store.js";
+import { andThen, zeroLoad, type Awaitable, type LoadStore, type Reservation } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
 import { buildChain, type Chain, type ChainSettings } from "./chain.js";
 import { applyAlone, PickExplanation, type ExplainedOutcome } from "./explanation.js";
@@ -84,15 +84,15 @@ export class Picker {
     return this.directory().forModel(model)?.name;
   }
 
-  /** Among the engines of the model's pool. */
-  async pick(request: SchedulingRequest): Promise<PickResult> {
+  /** Among the engines of the model's pool. Synchronous when the store is. */
+  pick(request: SchedulingRequest): Awaitable<PickResult> {
     const pool = this.directory().forModel(request.model);
     if (pool === undefined) return { kind: "no_pool", model: request.model };
     return this.pickAmong(pool.name, pool.endpoints, request);
   }
 
   /** Among the given engines, counted under `pool` (a scheduler that names its candidates: the HTTP API's picks). */
-  async pickAmong(pool: string, engines: readonly string[], request: SchedulingRequest): Promise<Exclude<PickResult, { kind: "no_pool" }>> {
+  pickAmong(pool: string, engines: readonly string[], request: SchedulingRequest): Awaitable<Exclude<PickResult, { kind: "no_pool" }>> {
     const explanation = this.history?.wanted() === true ? new PickExplanation(request, pool, engines.length) : undefined;
     const plan: PickPlan = {
       pool,
@@ -116,30 +116,41 @@ export class Picker {
     }
     explanation?.allScored(plan);
     const max = this.settings.maxCandidates;
-    let rest = max > 0 && plan.candidates.length > max ? sampleCandidates(plan, max, this.random) : undefined;
-    let outcome = await this.reserve(plan, request, explanation);
-    // A full sample is no reason to refuse while engines left out of it have room.
-    while (outcome.kind === "saturated" && rest !== undefined && rest.candidates.length > 0) {
-      plan.candidates = rest.candidates;
-      plan.bias = rest.bias;
-      rest = plan.candidates.length > max ? sampleCandidates(plan, max, this.random) : undefined;
-      outcome = await this.reserve(plan, request, explanation);
-    }
-    switch (outcome.kind) {
-      case "reserved": {
-        const { engine } = outcome.reservation;
-        // Read before the record below: the forecast is of what the engine held when it was picked.
-        const forecast = this.ttft.forecast(pool, engine, outcome.load, request);
-        if (request.prefix !== undefined) this.prefixes.record(engine, request.prefix);
-        return this.explained(explanation, plan, { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks, forecast });
+    const rest = max > 0 && plan.candidates.length > max ? sampleCandidates(plan, max, this.random) : undefined;
+    return this.reserveAmong(plan, rest, request, explanation);
+  }
+
+  /** The store's atomic pick among the plan's candidates; a full sample is no reason to refuse while engines left out of it have room. */
+  private reserveAmong(
+    plan: PickPlan,
+    rest: ReturnType<typeof sampleCandidates> | undefined,
+    request: SchedulingRequest,
+    explanation: PickExplanation | undefined,
+  ): Awaitable<Exclude<PickResult, { kind: "no_pool" }>> {
+    return andThen(this.reserve(plan, request, explanation), (outcome) => {
+      if (outcome.kind === "saturated" && rest !== undefined && rest.candidates.length > 0) {
+        const max = this.settings.maxCandidates;
+        plan.candidates = rest.candidates;
+        plan.bias = rest.bias;
+        return this.reserveAmong(plan, plan.candidates.length > max ? sampleCandidates(plan, max, this.random) : undefined, request, explanation);
       }
-      case "saturated":
-        return this.explained(explanation, plan, { kind: "saturated", pool, limit: plan.maxRequests, prefillLimit: plan.maxPrefillRequests });
-      case "duplicate":
-        return this.explained(explanation, plan, { kind: "duplicate", pool });
-      case "none":
-        return this.explained(explanation, plan, { kind: "no_engine", pool });
-    }
+      const pool = plan.pool;
+      switch (outcome.kind) {
+        case "reserved": {
+          const { engine } = outcome.reservation;
+          // Read before the record below: the forecast is of what the engine held when it was picked.
+          const forecast = this.ttft.forecast(pool, engine, outcome.load, request);
+          if (request.prefix !== undefined) this.prefixes.record(engine, request.prefix);
+          return this.explained(explanation, plan, { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks, forecast });
+        }
+        case "saturated":
+          return this.explained(explanation, plan, { kind: "saturated", pool, limit: plan.maxRequests, prefillLimit: plan.maxPrefillRequests });
+        case "duplicate":
+          return this.explained(explanation, plan, { kind: "duplicate", pool });
+        case "none":
+          return this.explained(explanation, plan, { kind: "no_engine", pool });
+      }
+    });
   }
 
   /** One round of the store's atomic pick, among the plan's candidates as they are now. */

@@ -1,3 +1,4 @@
+import { andThen, type Awaitable } from "../load/store.js";
 import type { PickResult } from "./picker.js";
 import type { SchedulingRequest } from "./plan.js";
 
@@ -21,7 +22,7 @@ export interface QueueSettings {
 
 /** What picks the engine: the Picker, or anything with its shape. */
 export interface PickSource {
-  pick(request: SchedulingRequest): Promise<PickResult>;
+  pick(request: SchedulingRequest): Awaitable<PickResult>;
   /** The pool a model's requests go to, undefined when none serves it. */
   poolFor(model: string | undefined): string | undefined;
   readonly usesPrefix: boolean;
@@ -39,7 +40,8 @@ export interface QueueRequest extends SchedulingRequest {
 
 /** What an exchange picks through: the queue, or a Picker alone. */
 export interface Scheduler {
-  pick(request: QueueRequest): Promise<QueuedPickResult>;
+  /** Synchronous when nothing is held and the store answers at once: the routing reply then goes before any other work. */
+  pick(request: QueueRequest): Awaitable<QueuedPickResult>;
   readonly usesPrefix: boolean;
   /** The header a request's priority is read from, if any. */
   readonly priorityHeader?: string | undefined;
@@ -112,12 +114,10 @@ export class PickQueue implements Scheduler {
     return this.settings.priorityHeader;
   }
 
-  async pick(request: QueueRequest): Promise<QueuedPickResult> {
+  pick(request: QueueRequest): Awaitable<QueuedPickResult> {
     const pool = this.byPool.size > 0 ? this.source().poolFor(request.model) : undefined;
     if (pool !== undefined && this.byPool.has(pool)) return this.hold(pool, request);
-    const result = await this.source().pick(request);
-    if (result.kind !== "saturated" || this.settings.maxRequests === 0) return result;
-    return this.hold(result.pool, request);
+    return andThen(this.source().pick(request), (result) => (result.kind !== "saturated" || this.settings.maxRequests === 0 ? result : this.hold(result.pool, request)));
   }
 
   /** An engine may have freed (a release here): held requests try again now. */

@@ -1,6 +1,6 @@
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { InferenceExchange, type ExchangeEvents, type LifecycleContext } from "../../src/inference/lifecycle.js";
+import { InferenceExchange, type Decision, type ExchangeEvents, type LifecycleContext } from "../../src/inference/lifecycle.js";
 import { parseInferenceRequest } from "../../src/inference/apis/index.js";
 import { RequestParser } from "../../src/inference/request-parser.js";
 import { TokenizerRegistry } from "../../src/inference/tokenizers/registry.js";
@@ -70,6 +70,7 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
         subset: undefined,
       });
       // Envoy resets the stream while the worker counts (the transport then ignores the decision).
+      expect(exchange.current).toBe("deciding");
       exchange.abort("client_reset");
       const parsed = parseInferenceRequest("/v1/chat/completions", body);
       if (!parsed.ok) throw new Error(parsed.message);
@@ -118,12 +119,12 @@ describe("the exchange state machine", () => {
     return { store, exchange };
   }
 
-  it("goes receiving → deciding → picked → responding → streaming → ended, releasing once", async () => {
+  it("goes receiving → picked → responding → streaming → ended, releasing once; decided at once with o200k and the memory store", async () => {
     const { store, exchange } = start();
     const seen = [exchange.current];
-    const deciding = exchange.decide(view);
-    seen.push(exchange.current);
-    expect((await deciding).kind).toBe("route");
+    const decision = exchange.decide(view);
+    expect(decision).not.toBeInstanceOf(Promise);
+    expect((decision as Decision).kind).toBe("route");
     seen.push(exchange.current);
     expect(store.size()).toBe(1);
     exchange.responseHeaders(200, "text/event-stream");
@@ -133,7 +134,7 @@ describe("the exchange state machine", () => {
     exchange.responseEnd();
     seen.push(exchange.current);
     exchange.abort("client_reset");
-    expect(seen).toEqual(["receiving", "deciding", "picked", "responding", "streaming", "ended"]);
+    expect(seen).toEqual(["receiving", "picked", "responding", "streaming", "ended"]);
     expect(store.size()).toBe(0);
     expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject(zeroLoad());
     await exchange.settled();

@@ -29,8 +29,9 @@ function rig(overrides: Partial<QueueSettings> = {}, store: LoadStore = new Faul
   }, () => clock.now);
   queues.push(queue);
   let sequence = 0;
+  // As a promise, so that a test can hold one: the queue answers at once when nothing is held.
   const pick = (extra: Partial<QueueRequest> = {}): Promise<QueuedPickResult> =>
-    queue.pick({ id: `r${(sequence += 1)}`, model: "llama", promptTokens: 100, priorityHint: undefined, bytes: 10, ...extra });
+    Promise.resolve(queue.pick({ id: `r${(sequence += 1)}`, model: "llama", promptTokens: 100, priorityHint: undefined, bytes: 10, ...extra }));
   /** Ends a reservation as an exchange's release does, then tells the queue. */
   const release = async (result: QueuedPickResult): Promise<void> => {
     if (result.kind !== "picked") throw new Error(`expected a pick, got ${result.kind}`);
