@@ -7,10 +7,11 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { getPriority, setPriority } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
+import { parseConfig } from "../../src/config/load.js";
 import { startEngineSim, type EngineSim } from "../engine-sim/engine.js";
 import { LLAMA_8B_H100, slowedDown } from "../engine-sim/models.js";
 import { RoundRobinRouter } from "../sim/peers.js";
-import { runRealTime, warmUpRequests, type Chooser, type LiveOutcome } from "../sim/realtime.js";
+import { requestBody, runRealTime, warmUpRequests, type Chooser, type LiveOutcome } from "../sim/realtime.js";
 import { SidecarRouter, type Router, type SimRequest } from "../sim/routers.js";
 import { capacity, quantile, runWorkload, summarize, type Summary } from "../sim/run.js";
 import { mixed } from "../sim/workloads.js";
@@ -18,6 +19,7 @@ import { serve, type Running } from "../support/process.js";
 import { mulberry32 } from "../support/random.js";
 import { schedulingDefaults } from "../support/scheduling.js";
 import { tempFolder } from "../support/temp.js";
+import { picksAlone } from "./picks-alone.js";
 import { histogramBuckets, quantileBetween, scrapeOnce, shareWithin } from "./prometheus.js";
 import { machine } from "./report.js";
 import { verdict } from "./store/figures.js";
@@ -74,10 +76,14 @@ async function setUp(): Promise<Setup> {
   const model = slowedDown(LLAMA_8B_H100, TIME_SCALE);
   const engines: EngineSim[] = await Promise.all(Array.from({ length: ENGINES }, () => startEngineSim({ model })));
   const config = join(tempFolder("mc-realtime-"), "sidecar.yaml");
-  const endpoints = engines.map((engine) => `"${engine.address}"`).join(", ");
-  // The sidecar logs one line per request at info, as in production.
-  writeFileSync(config, `log: { level: info }\nextproc: { port: 0 }\nhealth: { port: 0 }\nhttp: { port: 0 }\npools: [{ name: llama, models: ["*"], endpoints: [${endpoints}] }]\n`);
+  writeFileSync(config, sidecarConfig(engines.map((engine) => engine.address)));
   return { engines, sidecar: await serve(["--config", config]) };
+}
+
+/** The sidecar's config: defaults but the ports, one pool of the engines. It logs one line per request at info, as in production. */
+function sidecarConfig(endpoints: readonly string[]): string {
+  const listed = endpoints.map((endpoint) => `"${endpoint}"`).join(", ");
+  return `log: { level: info }\nextproc: { port: 0 }\nhealth: { port: 0 }\nhttp: { port: 0 }\npools: [{ name: llama, models: ["*"], endpoints: [${listed}] }]\n`;
 }
 
 async function tearDown({ engines, sidecar }: Setup): Promise<void> {
@@ -160,6 +166,15 @@ async function main(): Promise<void> {
     { name: "round-robin", chooser: "round-robin", router: () => new RoundRobinRouter(ENGINES), how: "the client names the engines in turn, a subset hint of one; same sidecar and path" },
   ];
   const rows: Array<{ name: string; real: Summary; virtual: Summary; run: LiveRun; gaps: number[] }> = [];
+  // The same list through the same pick path in this process, alone: the code's cost, before the machine's.
+  const fakeEngines = Array.from({ length: ENGINES }, (_, i) => `127.0.0.1:${9001 + i}`);
+  const alone = (await picksAlone(parseConfig(sidecarConfig(fakeEngines), "bench"), requests.map((request) => Buffer.from(requestBody(request, MODEL))))).sort((a, b) => a - b);
+  const aloneWithin = alone.filter((ms) => ms <= PICK_TARGET_MS).length / alone.length;
+  console.log(
+    `the same ${alone.length} requests picked in this process one at a time, nothing else running (the sidecar's defaults, its memory store): ` +
+      `p50 ${quantile(alone, 0.5).toFixed(2)} / p90 ${quantile(alone, 0.9).toFixed(2)} / p99 ${quantile(alone, 0.99).toFixed(2)} ms, ${(aloneWithin * 100).toFixed(1)} % within ${PICK_TARGET_MS} ms` +
+      ` (p99 ≤ ${PICK_TARGET_MS} ms: ${verdict(quantile(alone, 0.99) <= PICK_TARGET_MS)})`,
+  );
   const setups: Setup[] = [];
   try {
     for (const _ of policies) setups.push(await setUp());

@@ -54,6 +54,11 @@ export function warmUpRequests(requests: readonly SimRequest[], outputTokens: nu
 const SUBSET_HINT = "envoy.lb.subset_hint";
 const SUBSET_KEY = "x-gateway-destination-endpoint-subset";
 
+/** The chat request the real-time run sends for one simulated request. */
+export function requestBody(request: SimRequest, model: string): string {
+  return JSON.stringify({ model, messages: [{ role: "user", content: promptText(request) }], max_tokens: request.outputTokens, stream: true });
+}
+
 /**
  * Runs one request list in real time: each request is sent at its arrival time through the
  * sidecar with the Envoy-faithful ext_proc client (Envoy's side of the stream, then its router to
@@ -63,9 +68,7 @@ const SUBSET_KEY = "x-gateway-destination-endpoint-subset";
  */
 export async function runRealTime(requests: readonly SimRequest[], run: RealTimeRun): Promise<LiveOutcome[]> {
   // Rendered before the clock starts, so that sending costs the driver nothing.
-  const bodies = requests.map((request) =>
-    JSON.stringify({ model: run.model, messages: [{ role: "user", content: promptText(request) }], max_tokens: request.outputTokens, stream: true }),
-  );
+  const bodies = requests.map((request) => requestBody(request, run.model));
   const client = new EnvoyExtProcClient(run.extProc);
   const upstream = httpUpstream();
   const started = performance.now();
