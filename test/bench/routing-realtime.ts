@@ -5,7 +5,6 @@
 // of the same request list and model.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { getPriority, setPriority } from "node:os";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { parseConfig } from "../../src/config/load.js";
 import { startEngineSim, type EngineSim } from "../engine-sim/engine.js";
@@ -43,12 +42,6 @@ const LOOP_RESOLUTION_MS = 10;
 /** Requests sent, not measured, before each run: a cold sidecar and cold engines pay once for connections, compiling and the tokenizers' tables. */
 const WARM_UP = 20;
 const PICK_TARGET_MS = 2;
-/**
- * This process's niceness during the runs (0: as the sidecar). In production the sidecar has its
- * CPU beside Envoy; here the client and four engines share 2 cores with it and keep one busy, and
- * the sidecar waiting for them to yield the CPU is this machine's, not the sidecar's, latency.
- */
-const DRIVER_NICE = Number(process.env["BENCH_DRIVER_NICE"] ?? 10);
 
 
 interface LiveRun {
@@ -66,7 +59,7 @@ interface LiveRun {
   cachedPromptTokens: number;
 }
 
-/** One run's engines and sidecar, started before any run: see DRIVER_NICE. */
+/** One run's engines and sidecar, all started before the first run. */
 interface Setup {
   engines: EngineSim[];
   sidecar: Running;
@@ -178,13 +171,6 @@ async function main(): Promise<void> {
   const setups: Setup[] = [];
   try {
     for (const _ of policies) setups.push(await setUp());
-    // Every sidecar is spawned by now: lowering this thread's priority (what later children would inherit) leaves theirs as it was.
-    if (DRIVER_NICE > 0) setPriority(DRIVER_NICE);
-    console.log(
-      DRIVER_NICE > 0
-        ? `this process (the client and the engines) runs at nice ${DRIVER_NICE}, the sidecars at ${getPriority(setups[0]!.sidecar.child.pid!)}: on a shared machine the sidecar is not made to wait for the load it is measured under`
-        : "this process (the client and the engines) and the sidecars run at the same priority",
-    );
     for (const [index, policy] of policies.entries()) {
       console.log(`\n  ${policy.name}: ${policy.how}`);
       const run = await live(setups[index]!, policy.chooser, requests, warmUp);
