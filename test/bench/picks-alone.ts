@@ -1,15 +1,14 @@
 // The sidecar's pick path — parse, price, the scheduling chain, the memory store — run in this
 // process on each request of a list, one at a time with nothing else running: what the code
 // costs, apart from what a busy machine adds to it.
-import { pino } from "pino";
 import type { Config } from "../../src/config/schema.js";
-import { InferenceExchange, type ExchangeEvents } from "../../src/inference/lifecycle.js";
+import { InferenceExchange } from "../../src/inference/lifecycle.js";
 import { RequestParser } from "../../src/inference/request-parser.js";
 import { TokenizerRegistry } from "../../src/inference/tokenizers/registry.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
-import { EngineSteps } from "../../src/scheduling/engine-steps.js";
 import { Picker } from "../../src/scheduling/picker.js";
+import { lifecycleContext } from "../support/lifecycle-context.js";
 
 /** Requests picked before timing starts (the compiler's and the tokenizer's warm-up). */
 const WARM_UP = 100;
@@ -32,20 +31,14 @@ export async function picksAlone(config: Config, bodies: readonly Buffer[]): Pro
     },
   });
   const store = new MemoryLoadStore();
-  const events: ExchangeEvents = { picked: () => undefined, refused: () => undefined, firstToken: () => undefined, prefillEstimated: () => undefined, finished: () => undefined };
-  const context = {
+  const context = lifecycleContext({
     store,
     picker: new Picker(store, () => directory, config.scheduling),
     parser,
     tokens,
-    health: { succeeded: () => undefined, failed: () => undefined, unanswered: () => undefined },
-    log: pino({ level: "silent" }),
     maxJsonResponseBytes: config.load.maxJsonResponseBytes,
     forceIncludeUsage: config.inference.forceIncludeUsage,
-    events,
-    steps: new EngineSteps(),
-    observe: undefined,
-  };
+  });
   const times: number[] = [];
   const open: InferenceExchange[] = [];
   try {

@@ -3,14 +3,14 @@ import { afterAll, describe, expect, it } from "vitest";
 import { ExtProcExchange } from "../../src/extproc/exchange.js";
 import { HeldBodies } from "../../src/extproc/held-bodies.js";
 import { ProcessingRequest, type ProcessingResponse } from "../../src/gen/envoy/service/ext_proc/v3/external_processor.js";
-import { InferenceExchange, type ExchangeEvents } from "../../src/inference/lifecycle.js";
+import { InferenceExchange } from "../../src/inference/lifecycle.js";
 import { RequestParser } from "../../src/inference/request-parser.js";
 import { TokenizerRegistry } from "../../src/inference/tokenizers/registry.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import type { Awaitable, LoadStore } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
-import { EngineSteps } from "../../src/scheduling/engine-steps.js";
 import { Picker } from "../../src/scheduling/picker.js";
+import { lifecycleContext } from "../support/lifecycle-context.js";
 import { schedulingDefaults } from "../support/scheduling.js";
 
 const ENGINE = "10.0.0.1:8000";
@@ -30,23 +30,7 @@ describe("an ext_proc exchange's pick", () => {
     reply?.requestBody?.response?.headerMutation?.setHeaders.find((header) => header.header?.key === "x-gateway-destination-endpoint")?.header?.rawValue.toString();
 
   function exchange(store: LoadStore) {
-    const events: ExchangeEvents = { picked: () => undefined, refused: () => undefined, firstToken: () => undefined, prefillEstimated: () => undefined, finished: () => undefined };
-    const inference = new InferenceExchange(
-      {
-        store,
-        picker: new Picker(store, () => directory, schedulingDefaults),
-        parser,
-        tokens,
-        health: { succeeded: () => undefined, failed: () => undefined, unanswered: () => undefined },
-        log: pino({ level: "silent" }),
-        maxJsonResponseBytes: 1 << 20,
-        forceIncludeUsage: false,
-        events,
-        steps: new EngineSteps(),
-        observe: undefined,
-      },
-      "x1",
-    );
+    const inference = new InferenceExchange(lifecycleContext({ store, picker: new Picker(store, () => directory, schedulingDefaults), parser, tokens }), "x1");
     const replies: string[] = [];
     const routes: Array<string | undefined> = [];
     const transport = new ExtProcExchange(

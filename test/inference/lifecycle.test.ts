@@ -10,6 +10,7 @@ import { PoolDirectory } from "../../src/pools/pools.js";
 import { EngineSteps } from "../../src/scheduling/engine-steps.js";
 import { Picker } from "../../src/scheduling/picker.js";
 import { schedulingDefaults } from "../support/scheduling.js";
+import { lifecycleContext, unheardEvents } from "../support/lifecycle-context.js";
 import { QWEN3_TOKENIZER } from "../support/model-tokenizers.js";
 
 const ENGINE = "10.0.0.1:8000";
@@ -45,19 +46,15 @@ describe("an exchange whose prompt is counted in a worker thread", () => {
         finished: (_seconds, outcome) => seen.push(`finished ${outcome}`),
       };
       const exchange = new InferenceExchange(
-        {
+        lifecycleContext({
           store,
           picker: new Picker(store, () => directory, schedulingDefaults),
           parser,
           tokens,
           health: { succeeded: () => seen.push("succeeded"), failed: () => seen.push("failed"), unanswered: () => seen.push("unanswered") },
-          log: pino({ level: "silent" }),
-          maxJsonResponseBytes: 1 << 20,
-          forceIncludeUsage: false,
           events,
-          steps: new EngineSteps(),
           observe: role === "observer" ? () => "qwen" : undefined,
-        },
+        }),
         "r1",
       );
       const deciding = exchange.decide({
@@ -98,24 +95,8 @@ describe("the exchange state machine", () => {
 
   function start(log = pino({ level: "silent" }), steps: LifecycleContext["steps"] = new EngineSteps(), estimated: () => void = () => undefined) {
     const store = new MemoryLoadStore();
-    const health = { succeeded: () => undefined, failed: () => undefined, unanswered: () => undefined };
-    const events: ExchangeEvents = { picked: () => undefined, refused: () => undefined, firstToken: () => undefined, prefillEstimated: estimated, finished: () => undefined };
-    const exchange = new InferenceExchange(
-      {
-        store,
-        picker: new Picker(store, () => directory, schedulingDefaults),
-        parser,
-        tokens,
-        health,
-        log,
-        maxJsonResponseBytes: 1 << 20,
-        forceIncludeUsage: false,
-        events,
-        steps,
-        observe: undefined,
-      },
-      "r1",
-    );
+    const events: ExchangeEvents = { ...unheardEvents(), prefillEstimated: estimated };
+    const exchange = new InferenceExchange(lifecycleContext({ store, picker: new Picker(store, () => directory, schedulingDefaults), parser, tokens, log, events, steps }), "r1");
     return { store, exchange };
   }
 
@@ -237,23 +218,8 @@ describe("a long prompt priced from a sample for its pick", () => {
   function start() {
     const store = new MemoryLoadStore();
     const picked: number[] = [];
-    const events: ExchangeEvents = { picked: (_pool, _engine, promptTokens) => picked.push(promptTokens), refused: () => undefined, firstToken: () => undefined, prefillEstimated: () => undefined, finished: () => undefined };
-    const exchange = new InferenceExchange(
-      {
-        store,
-        picker: new Picker(store, () => directory, schedulingDefaults),
-        parser,
-        tokens,
-        health: { succeeded: () => undefined, failed: () => undefined, unanswered: () => undefined },
-        log: pino({ level: "silent" }),
-        maxJsonResponseBytes: 1 << 20,
-        forceIncludeUsage: false,
-        events,
-        steps: new EngineSteps(),
-        observe: undefined,
-      },
-      "r1",
-    );
+    const events: ExchangeEvents = { ...unheardEvents(), picked: (_pool, _engine, promptTokens) => picked.push(promptTokens) };
+    const exchange = new InferenceExchange(lifecycleContext({ store, picker: new Picker(store, () => directory, schedulingDefaults), parser, tokens, events }), "r1");
     return { store, exchange, picked };
   }
 
