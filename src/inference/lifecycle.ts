@@ -10,6 +10,7 @@ import type { Refusal, RefusalReason } from "./refusal.js";
 import { bodilessRequest, type InferenceRequest, type ParseResult } from "./request.js";
 import type { RequestParser } from "./request-parser.js";
 import type { ResponseProgress, ResponseScanner } from "./response.js";
+import { approximateTokens } from "./estimate.js";
 import { outputTokens } from "./tokens.js";
 import type { TokenizerRegistry } from "./tokenizers/registry.js";
 
@@ -133,6 +134,8 @@ export class InferenceExchange {
   private generated = 0;
   /** The engine's own `usage`, when it sent one. */
   private reported: ReportedUsage | undefined;
+  /** The engine was asked for its `usage` at the stream's end: streamed output is only estimated meanwhile. */
+  private usageComing = false;
   /** The engine sent a `usage` that was not a sane count: warned about once per exchange. */
   private usageRejected = false;
   private readonly startedAt = performance.now();
@@ -207,6 +210,7 @@ export class InferenceExchange {
   private price(request: RequestView, parsed: ParseResult): Awaitable<Decision> {
     if (!parsed.ok) return this.refuse({ status: 400, code: "invalid_request", message: parsed.message }, undefined);
     this.model = request.modelOverride || parsed.request.model;
+    this.usageComing = parsed.request.asksUsage;
     const priced = this.context.tokens.forModel(this.model).pickPrice(parsed.request);
     this.countLater = priced.exact;
     // A tokenizer in a worker thread answers later. Should the stream end meanwhile, the reservation
@@ -274,6 +278,7 @@ export class InferenceExchange {
         this.reservedOn(result.reservation.pool, result.reservation.engine);
         if (!parsed.stream) this.estimatePrefillEnd(result.forecast.predictedMs);
         const body = this.context.forceIncludeUsage ? parsed.withUsageBody : undefined;
+        if (body !== undefined) this.usageComing = true;
         return body === undefined
           ? { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks }
           : { kind: "route", engine: result.reservation.engine, fallbacks: result.fallbacks, body };
@@ -382,7 +387,9 @@ export class InferenceExchange {
       this.end("upstream_error");
       return;
     }
-    this.scanner = this.api.scanner(contentType, this.context.maxJsonResponseBytes, outputTokens);
+    // o200k on every streamed delta is per-chunk work the engine's own usage makes moot: where that
+    // usage settles the count at the end, the estimate serves until then.
+    this.scanner = this.api.scanner(contentType, this.context.maxJsonResponseBytes, this.usageComing ? approximateTokens : outputTokens);
   }
 
   responseBody(chunk: Uint8Array): void {

@@ -18,6 +18,8 @@ export interface InferenceRequest {
   images: number;
   audios: number;
   stream: boolean;
+  /** A streaming request that asks for `usage` itself (`stream_options.include_usage`): the engine's own counts come at its end. */
+  asksUsage: boolean;
   /**
    * Built when asked for, for a streaming chat or completions request that does not ask for
    * `usage`: the body with `stream_options.include_usage: true` added, so the engine reports its
@@ -41,4 +43,5 @@ export const bodilessRequest = (): InferenceRequest => ({
   images: 0,
   audios: 0,
   stream: false,
+  asksUsage: false,
 });

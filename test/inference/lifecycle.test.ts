@@ -4,6 +4,8 @@ import { InferenceExchange, type Decision, type ExchangeEvents, type LifecycleCo
 import { parseInferenceRequest } from "../../src/inference/apis/index.js";
 import { RequestParser } from "../../src/inference/request-parser.js";
 import { TokenizerRegistry } from "../../src/inference/tokenizers/registry.js";
+import { approximateTokens } from "../../src/inference/estimate.js";
+import { outputTokens } from "../../src/inference/tokens.js";
 import { MemoryLoadStore } from "../../src/load/memory-store.js";
 import { zeroLoad } from "../../src/load/store.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
@@ -119,6 +121,25 @@ describe("the exchange state machine", () => {
     expect(store.size()).toBe(0);
     expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject(zeroLoad());
     await exchange.settled();
+  });
+
+  it("estimates streamed output where the engine was asked for its usage (which settles it at the end), and counts it with o200k where not", async () => {
+    const delta = "internationalization";
+    expect(approximateTokens(delta)).not.toBe(outputTokens(delta));
+    for (const asks of [true, false]) {
+      const { store, exchange } = start();
+      const usage = asks ? { stream_options: { include_usage: true } } : {};
+      const body = Buffer.from(JSON.stringify({ model: "qwen3", stream: true, ...usage, messages: [{ role: "user", content: "hello" }] }));
+      expect((await exchange.decide({ ...view, body })).kind).toBe("route");
+      const held = () => store.loads([ENGINE]).get(ENGINE)!.tokensHeld;
+      const before = held();
+      exchange.responseHeaders(200, "text/event-stream");
+      exchange.responseBody(Buffer.from(`data: {"choices":[{"delta":{"content":"${delta}"}}]}\n\n`));
+      expect(held() - before).toBe(asks ? approximateTokens(delta) : outputTokens(delta));
+      exchange.responseEnd();
+      await exchange.settled();
+      expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject(zeroLoad());
+    }
   });
 
   it("tells the engines' step rhythm of each stretch of streamed output from the engine, and of nothing else", async () => {

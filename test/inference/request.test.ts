@@ -22,6 +22,7 @@ describe("parseInferenceRequest", () => {
       request: {
         model: "llama",
         stream: true,
+        asksUsage: false,
         texts: ["be brief", "hello"],
         tokenIds: 0,
         estimatedTokens: 0,
@@ -55,6 +56,17 @@ describe("parseInferenceRequest", () => {
     expect(spliced.request.withUsageBody?.toString()).toBe(' \n{"stream_options":{"include_usage":true}, "model": "m", "seed": 12345678901234567890123, "stream": true,\n  "messages": [] }');
     expect(parse("/v1/chat/completions", { model: "m", stream: true, stream_options: { include_usage: true }, messages: [] })).toBeUndefined();
     expect(parse("/v1/chat/completions", { model: "m", messages: [] })).toBeUndefined();
+    // Asking for usage itself: the engine's counts will come, whatever the sidecar would add.
+    const asks = (path: string, value: unknown) => {
+      const result = parseInferenceRequest(path, body(value), false);
+      if (!result.ok) throw new Error(result.message);
+      return result.request.asksUsage;
+    };
+    expect(asks("/v1/chat/completions", { model: "m", stream: true, stream_options: { include_usage: true }, messages: [] })).toBe(true);
+    expect(asks("/v1/completions", { model: "m", stream: true, stream_options: { include_usage: true }, prompt: "x" })).toBe(true);
+    expect(asks("/v1/chat/completions", { model: "m", stream: false, stream_options: { include_usage: true }, messages: [] })).toBe(false);
+    expect(asks("/v1/chat/completions", { model: "m", stream: true, stream_options: { include_usage: false }, messages: [] })).toBe(false);
+    expect(asks("/v1/responses", { model: "m", stream: true, stream_options: { include_usage: true }, input: "x" })).toBe(false);
     expect(parse("/v1/embeddings", { model: "m", stream: true, input: "x" })).toBeUndefined();
   });
 
@@ -124,6 +136,7 @@ describe("parseInferenceRequest", () => {
       request: {
         model: "m",
         stream: false,
+        asksUsage: false,
         texts: ["dev", "sys", "look", "weather", '{"city":"Paris"}', "sunny", JSON.stringify(tool)],
         tokenIds: 0,
         estimatedTokens: 0,

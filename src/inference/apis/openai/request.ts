@@ -173,7 +173,10 @@ export function parseOpenAiRequest(route: string, body: Buffer | undefined, incl
   }
   const options = parsed["stream_options"];
   const asksUsage = isObject(options) && options["include_usage"] === true;
-  if (includeUsage && request.stream && !asksUsage && (route === "/v1/chat/completions" || route === "/v1/completions")) {
+  // stream_options belongs to these two: elsewhere an engine ignores it.
+  const takesStreamOptions = request.stream && (route === "/v1/chat/completions" || route === "/v1/completions");
+  request.asksUsage = takesStreamOptions && asksUsage;
+  if (includeUsage && takesStreamOptions && !asksUsage) {
     const rewritten = bodyWithUsage(body, parsed, options);
     if (rewritten !== undefined) request.withUsageBody = rewritten;
   }
