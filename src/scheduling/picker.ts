@@ -1,4 +1,4 @@
-import { andThen, zeroLoad, type Awaitable, type LoadStore, type Reservation } from "../load/store.js";
+import { zeroLoad, type Awaitable, type LoadStore, type PickOutcome, type Reservation } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
 import { buildChain, type Chain, type ChainSettings } from "./chain.js";
 import { applyAlone, PickExplanation, type ExplainedOutcome } from "./explanation.js";
@@ -120,37 +120,61 @@ export class Picker {
     return this.reserveAmong(plan, rest, request, explanation);
   }
 
-  /** The store's atomic pick among the plan's candidates; a full sample is no reason to refuse while engines left out of it have room. */
+  /**
+   * The store's atomic pick among the plan's candidates; a full sample is no reason to refuse
+   * while engines left out of it have room. Rounds a synchronous store answers run in a loop, so
+   * a large saturated pool sampled in small rounds does not deepen the stack.
+   */
   private reserveAmong(
     plan: PickPlan,
     rest: ReturnType<typeof sampleCandidates> | undefined,
     request: SchedulingRequest,
     explanation: PickExplanation | undefined,
   ): Awaitable<Exclude<PickResult, { kind: "no_pool" }>> {
-    return andThen(this.reserve(plan, request, explanation), (outcome) => {
-      if (outcome.kind === "saturated" && rest !== undefined && rest.candidates.length > 0) {
-        const max = this.settings.maxCandidates;
-        plan.candidates = rest.candidates;
-        plan.bias = rest.bias;
-        return this.reserveAmong(plan, plan.candidates.length > max ? sampleCandidates(plan, max, this.random) : undefined, request, explanation);
+    let unsampled = rest;
+    for (;;) {
+      const outcome = this.reserve(plan, request, explanation);
+      if (outcome instanceof Promise) {
+        const left = unsampled;
+        return outcome.then((answer) =>
+          this.nextRound(plan, left, answer) ? this.reserveAmong(plan, this.resample(plan), request, explanation) : this.outcome(plan, request, explanation, answer),
+        );
       }
-      const pool = plan.pool;
-      switch (outcome.kind) {
-        case "reserved": {
-          const { engine } = outcome.reservation;
-          // Read before the record below: the forecast is of what the engine held when it was picked.
-          const forecast = this.ttft.forecast(pool, engine, outcome.load, request);
-          if (request.prefix !== undefined) this.prefixes.record(engine, request.prefix);
-          return this.explained(explanation, plan, { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks, forecast });
-        }
-        case "saturated":
-          return this.explained(explanation, plan, { kind: "saturated", pool, limit: plan.maxRequests, prefillLimit: plan.maxPrefillRequests });
-        case "duplicate":
-          return this.explained(explanation, plan, { kind: "duplicate", pool });
-        case "none":
-          return this.explained(explanation, plan, { kind: "no_engine", pool });
+      if (!this.nextRound(plan, unsampled, outcome)) return this.outcome(plan, request, explanation, outcome);
+      unsampled = this.resample(plan);
+    }
+  }
+
+  /** After a saturated round, the engines not yet sampled become the candidates: true when there are any. */
+  private nextRound(plan: PickPlan, unsampled: ReturnType<typeof sampleCandidates> | undefined, outcome: PickOutcome): boolean {
+    if (outcome.kind !== "saturated" || unsampled === undefined || unsampled.candidates.length === 0) return false;
+    plan.candidates = unsampled.candidates;
+    plan.bias = unsampled.bias;
+    return true;
+  }
+
+  /** A sample of the plan's candidates for the next round (the plan keeps it), and the rest; undefined when all fit in one. */
+  private resample(plan: PickPlan): ReturnType<typeof sampleCandidates> | undefined {
+    return plan.candidates.length > this.settings.maxCandidates ? sampleCandidates(plan, this.settings.maxCandidates, this.random) : undefined;
+  }
+
+  private outcome(plan: PickPlan, request: SchedulingRequest, explanation: PickExplanation | undefined, outcome: PickOutcome): Exclude<PickResult, { kind: "no_pool" }> {
+    const pool = plan.pool;
+    switch (outcome.kind) {
+      case "reserved": {
+        const { engine } = outcome.reservation;
+        // Read before the record below: the forecast is of what the engine held when it was picked.
+        const forecast = this.ttft.forecast(pool, engine, outcome.load, request);
+        if (request.prefix !== undefined) this.prefixes.record(engine, request.prefix);
+        return this.explained(explanation, plan, { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks, forecast });
       }
-    });
+      case "saturated":
+        return this.explained(explanation, plan, { kind: "saturated", pool, limit: plan.maxRequests, prefillLimit: plan.maxPrefillRequests });
+      case "duplicate":
+        return this.explained(explanation, plan, { kind: "duplicate", pool });
+      case "none":
+        return this.explained(explanation, plan, { kind: "no_engine", pool });
+    }
   }
 
   /** One round of the store's atomic pick, among the plan's candidates as they are now. */

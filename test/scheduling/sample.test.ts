@@ -79,3 +79,31 @@ describe("Picker on a pool larger than maxCandidates", () => {
     expect(parseConfig(config(0), "c.yaml").scheduling.maxCandidates).toBe(0);
   });
 });
+
+describe("a saturated pool sampled in small rounds", () => {
+  it("finds its one engine with room, each round at the same stack depth however many it takes", () => {
+    const engines = addresses(400);
+    const store = new MemoryLoadStore();
+    const free = engines[engines.length - 1]!;
+    for (const engine of engines) if (engine !== free) store.reserve({ id: `held-${engine}`, pool: "big", engine, promptTokens: 1 });
+    const depths: number[] = [];
+    const limit = Error.stackTraceLimit;
+    const measured = new Proxy(store, {
+      get(target, name, receiver) {
+        const value = Reflect.get(target, name, receiver) as unknown;
+        if (name !== "pickAndReserve" || typeof value !== "function") return value;
+        return (...args: unknown[]) => {
+          Error.stackTraceLimit = Infinity;
+          depths.push(new Error().stack!.split("\n").length);
+          Error.stackTraceLimit = limit;
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const directory = new PoolDirectory([{ name: "big", models: ["m"], endpoints: engines }]);
+    const picker = new Picker(measured, () => directory, { ...schedulingDefaults, maxCandidates: 2, maxRequestsPerEngine: 1 }, { random: mulberry32(3) });
+    expect(picker.pick({ id: "late", model: "m", promptTokens: 10 })).toMatchObject({ kind: "picked", reservation: { engine: free } });
+    expect(depths.length).toBeGreaterThan(100);
+    expect(new Set(depths).size).toBe(1);
+  });
+});
