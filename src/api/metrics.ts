@@ -76,7 +76,7 @@ export class Metrics implements ExchangeEvents {
   });
   private readonly promptTokens = new Histogram({
     name: "metadata_center_prompt_tokens",
-    help: "Prompt tokens counted per routed request",
+    help: "Prompt tokens per routed request, as priced for its pick",
     buckets: tokenBuckets,
     registers: [this.registry],
   });

@@ -316,8 +316,9 @@ export const configSchema = z
         /** o200k pools: texts costing more (countingCost) are priced from a sample; 0: estimate all. */
         countWholeUpTo: z.number().int().min(0).default(16_384),
         /**
-         * Every pool: for the pick, texts costing more are priced from a sample of this cost (0: the
-         * estimate), then counted as countWholeUpTo says once the routing reply is out.
+         * o200k pools: for the pick, texts costing more are priced from a sample of this cost (0: the
+         * estimate), then counted as countWholeUpTo says once the routing reply is out. A pool's
+         * tokenizer.json counts in its worker thread, before the pick.
          */
         countAtPickUpTo: z.number().int().min(0).default(2_048),
         /** OpenAI's price of one high-detail 1024×1024 image (85 + 4 tiles × 170); open VLMs are in the same range. */

@@ -309,8 +309,8 @@ export class InferenceExchange {
     this.safely(() => this.context.events.picked(pool, engine, this.promptTokens));
     if (this.state === "ended") this.release();
     else {
-      this.routed();
       this.countAfterPick();
+      this.routed();
     }
   }
 
@@ -318,7 +318,8 @@ export class InferenceExchange {
    * A long prompt was priced from a small sample so that its pick waits for no tokenizer; its
    * full count follows the routing reply (setImmediate runs after the reply is written) and
    * corrects the reservation, unless the exchange ended or the engine's own usage came first.
-   * Should the count fail (a tokenizer worker lost), the pick's price stands.
+   * (Pools counted in a worker thread count before the pick: registry.ts.) A count that rejects
+   * leaves the pick's price.
    */
   private countAfterPick(): void {
     const count = this.countLater;
@@ -360,6 +361,8 @@ export class InferenceExchange {
   }
 
   private routed(): void {
+    // Whatever was not reserved has no count to correct: the prompt is not kept for it.
+    this.countLater = undefined;
     if (this.state === "deciding") this.enter("picked");
   }
 
@@ -486,6 +489,7 @@ export class InferenceExchange {
     this.enter("ended");
     this.outcome = outcome;
     clearTimeout(this.prefillEstimate);
+    this.countLater = undefined;
     this.ended.abort();
     if (this.reserved !== undefined) this.release();
     else if (outcome === "internal_error") this.safely(() => this.logEnd(undefined));

@@ -77,6 +77,20 @@ describe("tokenizer registry", () => {
     }
   });
 
+  it("prices a long prompt from a sample for its pick only in o200k pools: a worker counts it whole before the pick", async () => {
+    const registry = new TokenizerRegistry({ ...options, countAtPickUpTo: 8 }, () => directory, noLoss);
+    try {
+      await registry.configure([qwenPool(QWEN3), otherPool]);
+      const request = { ...bodilessRequest(), texts: [PROMPT], messages: 1 };
+      const inWorker = registry.forModel("Qwen/Qwen3-8B").pickPrice(request);
+      expect(inWorker.exact).toBeUndefined();
+      expect(await inWorker.tokens).toBe(await registry.forModel("Qwen/Qwen3-8B").promptTokens(request));
+      expect(registry.forModel("gpt-4o").pickPrice(request).exact?.()).toBe(countTokens(PROMPT) + 6);
+    } finally {
+      await registry.close();
+    }
+  });
+
   it("the event loop keeps turning while a tokenizer.json loads", async () => {
     const registry = new TokenizerRegistry(options, () => directory, noLoss);
     try {

@@ -77,8 +77,10 @@ export class TokenizerRegistry {
         const loaded = await worker.loaded;
         if (!loaded || generation !== this.generation) return;
         const maxPendingChars = BACKLOG_TEXTS * spec.countWholeUpTo;
+        // Counted before the pick: the worker counts while the loop serves other streams, and a
+        // recount after it would spend the backlog that keeps later picks' samples exact.
         const counter = new TokenCounter(
-          { ...this.options, countWholeUpTo: spec.countWholeUpTo },
+          { countWholeUpTo: spec.countWholeUpTo, imageTokens: this.options.imageTokens, audioTokens: this.options.audioTokens },
           { count: (text) => worker.count(text, maxPendingChars) },
         );
         this.byPool.set(pool.name, { counter, worker });
