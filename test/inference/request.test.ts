@@ -54,6 +54,10 @@ describe("parseInferenceRequest", () => {
     const spliced = parseInferenceRequest("/v1/chat/completions", Buffer.from(sent), true);
     if (!spliced.ok) throw new Error(spliced.message);
     expect(spliced.request.withUsageBody?.toString()).toBe(' \n{"stream_options":{"include_usage":true}, "model": "m", "seed": 12345678901234567890123, "stream": true,\n  "messages": [] }');
+    // A byte-order mark (which the JSON reader takes off) is not a brace: that body is written back whole.
+    const marked = parseInferenceRequest("/v1/chat/completions", Buffer.from(`\ufeff${sent}`), true);
+    if (!marked.ok) throw new Error(marked.message);
+    expect(JSON.parse(marked.request.withUsageBody!.toString())).toEqual({ ...JSON.parse(sent), stream_options: { include_usage: true } });
     expect(parse("/v1/chat/completions", { model: "m", stream: true, stream_options: { include_usage: true }, messages: [] })).toBeUndefined();
     expect(parse("/v1/chat/completions", { model: "m", messages: [] })).toBeUndefined();
     // Asking for usage itself: the engine's counts will come, whatever the sidecar would add.

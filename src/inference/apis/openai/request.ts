@@ -131,10 +131,8 @@ function skipSpace(bytes: Buffer, from: number): number {
  */
 function bodyWithUsage(raw: Buffer, body: JsonObject, options: Json | undefined): Buffer | undefined {
   const open = skipSpace(raw, 0);
-  if (options === undefined && raw[open] === 0x7b) {
-    const empty = raw[skipSpace(raw, open + 1)] === 0x7d;
-    return Buffer.concat([raw.subarray(0, open + 1), USAGE_OPTION, ...(empty ? [] : [COMMA]), raw.subarray(open + 1)]);
-  }
+  // The body holds `model` and `stream` at least (or it would not be here): a comma always follows.
+  if (options === undefined && raw[open] === 0x7b) return Buffer.concat([raw.subarray(0, open + 1), USAGE_OPTION, COMMA, raw.subarray(open + 1)]);
   try {
     return Buffer.from(JSON.stringify({ ...body, stream_options: { ...(isObject(options) ? options : {}), include_usage: true } }));
   } catch {
