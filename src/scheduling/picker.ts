@@ -1,4 +1,4 @@
-import { zeroLoad, type Awaitable, type LoadStore, type PickOutcome, type Reservation } from "../load/store.js";
+import { andThen, zeroLoad, type Awaitable, type LoadStore, type PickOutcome, type Reservation } from "../load/store.js";
 import type { PoolDirectory } from "../pools/pools.js";
 import { buildChain, type Chain, type ChainSettings } from "./chain.js";
 import { applyAlone, PickExplanation, type ExplainedOutcome } from "./explanation.js";
@@ -158,15 +158,22 @@ export class Picker {
     return plan.candidates.length > this.settings.maxCandidates ? sampleCandidates(plan, this.settings.maxCandidates, this.random) : undefined;
   }
 
-  private outcome(plan: PickPlan, request: SchedulingRequest, explanation: PickExplanation | undefined, outcome: PickOutcome): Exclude<PickResult, { kind: "no_pool" }> {
+  private outcome(plan: PickPlan, request: SchedulingRequest, explanation: PickExplanation | undefined, outcome: PickOutcome): Awaitable<Exclude<PickResult, { kind: "no_pool" }>> {
     const pool = plan.pool;
     switch (outcome.kind) {
       case "reserved": {
         const { engine } = outcome.reservation;
-        // Read before the record below: the forecast is of what the engine held when it was picked.
-        const forecast = this.ttft.forecast(pool, engine, outcome.load, request);
-        if (request.prefix !== undefined) this.prefixes.record(engine, request.prefix);
-        return this.explained(explanation, plan, { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks, forecast });
+        try {
+          // Read before the record below: the forecast is of what the engine held when it was picked.
+          const forecast = this.ttft.forecast(pool, engine, outcome.load, request);
+          if (request.prefix !== undefined) this.prefixes.record(engine, request.prefix);
+          return this.explained(explanation, plan, { kind: "picked", reservation: outcome.reservation, fallbacks: outcome.fallbacks, forecast });
+        } catch (error) {
+          // The caller never learns of a reservation it was not given: released here, or the engine would carry it until its TTL.
+          return andThen(this.store.release(request.id, "internal_error"), () => {
+            throw error;
+          });
+        }
       }
       case "saturated":
         return this.explained(explanation, plan, { kind: "saturated", pool, limit: plan.maxRequests, prefillLimit: plan.maxPrefillRequests });

@@ -5,6 +5,8 @@ import { type PickRequest as StorePickRequest, zeroLoad, type EngineLoad } from 
 import { parseConfig } from "../../src/config/load.js";
 import { PoolDirectory } from "../../src/pools/pools.js";
 import { Picker } from "../../src/scheduling/picker.js";
+import { PrefixIndex } from "../../src/scheduling/prefix-index.js";
+import { TtftPredictor } from "../../src/scheduling/ttft-predictor.js";
 import { mulberry32 } from "../support/random.js";
 import { schedulingDefaults } from "../support/scheduling.js";
 
@@ -97,6 +99,20 @@ describe("Picker", () => {
     const next = await picker.pick({ id: "y", model: "llama", promptTokens: 1 });
     expect(next.kind === "picked" && next.reservation.engine).toBe(placed[2]);
     expect(store.size()).toBe(5);
+  });
+});
+
+describe("a pick that fails after its reservation", () => {
+  it("releases it, so that no engine carries a request nobody was given", () => {
+    const store = new MemoryLoadStore();
+    const broken = new TtftPredictor(new PrefixIndex());
+    broken.forecast = () => {
+      throw new Error("forecast failed");
+    };
+    const picker = new Picker(store, () => directory, schedulingDefaults, { ttft: broken });
+    expect(() => picker.pick({ id: "r1", model: "llama", promptTokens: 100 })).toThrow("forecast failed");
+    expect(store.size()).toBe(0);
+    for (const load of store.poolLoads("llama").values()) expect(load).toMatchObject(zeroLoad());
   });
 });
 
