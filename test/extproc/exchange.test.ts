@@ -2,6 +2,7 @@ import { pino } from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import { ExtProcExchange } from "../../src/extproc/exchange.js";
 import { HeldBodies } from "../../src/extproc/held-bodies.js";
+import type { BodyMode } from "../../src/protocol.js";
 import { ProcessingRequest, type ProcessingResponse } from "../../src/gen/envoy/service/ext_proc/v3/external_processor.js";
 import { InferenceExchange } from "../../src/inference/lifecycle.js";
 import { RequestParser } from "../../src/inference/request-parser.js";
@@ -27,9 +28,9 @@ describe("an ext_proc exchange's pick", () => {
   afterAll(() => Promise.all([tokens.close(), parser.close()]));
 
   const routedTo = (reply: ProcessingResponse | undefined) =>
-    reply?.requestBody?.response?.headerMutation?.setHeaders.find((header) => header.header?.key === "x-gateway-destination-endpoint")?.header?.rawValue.toString();
+    (reply?.requestBody ?? reply?.requestHeaders)?.response?.headerMutation?.setHeaders.find((header) => header.header?.key === "x-gateway-destination-endpoint")?.header?.rawValue.toString();
 
-  function exchange(store: LoadStore) {
+  function exchange(store: LoadStore, request: BodyMode = "BUFFERED") {
     const inference = new InferenceExchange(lifecycleContext({ store, picker: new Picker(store, () => directory, schedulingDefaults), parser, tokens }), "x1");
     const replies: string[] = [];
     const routes: Array<string | undefined> = [];
@@ -43,7 +44,7 @@ describe("an ext_proc exchange's pick", () => {
       },
       inference,
       {
-        assumedModes: { request: "BUFFERED", response: "STREAMED" },
+        assumedModes: { request, response: "STREAMED" },
         maxRequestBodyBytes: 1 << 20,
         requestBodyTimeoutMs: 0,
         observer: false,
@@ -84,5 +85,15 @@ describe("an ext_proc exchange's pick", () => {
     await new Promise((resolve) => setImmediate(resolve));
     expect(waiting.replies).toEqual(["request headers", "request body"]);
     expect(waiting.routes[1]).toBe(ENGINE);
+  });
+
+  it("FULL_DUPLEX_STREAMED: routes and echoes the held body while its last chunk's message is handled", () => {
+    const duplex = exchange(new MemoryLoadStore(), "FULL_DUPLEX_STREAMED");
+    const half = Math.floor(body.length / 2);
+    duplex.transport.onMessage(ProcessingRequest.fromPartial({ requestBody: { body: body.subarray(0, half), endOfStream: false } }));
+    expect(duplex.replies).toEqual([]);
+    duplex.transport.onMessage(ProcessingRequest.fromPartial({ requestBody: { body: body.subarray(half), endOfStream: true } }));
+    expect(duplex.replies).toEqual(["request headers", "request body"]);
+    expect(duplex.routes[0]).toBe(ENGINE);
   });
 });
