@@ -260,6 +260,20 @@ describe("a long prompt priced from a sample for its pick", () => {
     expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject(zeroLoad());
   });
 
+  it("keeps the output streamed before the count came: the correction is the prompt's alone", async () => {
+    const { store, exchange } = start();
+    expect((await exchange.decide(view)).kind).toBe("route");
+    exchange.responseHeaders(200, "text/event-stream");
+    exchange.responseBody(Buffer.from('data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'));
+    const generated = outputTokens("hi");
+    expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject({ prefillTokens: 0, tokensHeld: atPick + generated });
+    await nextTurn();
+    expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject({ prefillTokens: 0, tokensHeld: exact + generated });
+    exchange.responseEnd();
+    await exchange.settled();
+    expect(store.loads([ENGINE]).get(ENGINE)).toMatchObject(zeroLoad());
+  });
+
   it("keeps the engine's own usage when it comes before the count, and counts nothing for an exchange that has ended", async () => {
     const reported = start();
     expect((await reported.exchange.decide(view)).kind).toBe("route");
