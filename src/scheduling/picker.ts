@@ -127,17 +127,15 @@ export class Picker {
    */
   private reserveAmong(
     plan: PickPlan,
-    rest: ReturnType<typeof sampleCandidates> | undefined,
+    unsampled: ReturnType<typeof sampleCandidates> | undefined,
     request: SchedulingRequest,
     explanation: PickExplanation | undefined,
   ): Awaitable<Exclude<PickResult, { kind: "no_pool" }>> {
-    let unsampled = rest;
     for (;;) {
       const outcome = this.reserve(plan, request, explanation);
       if (outcome instanceof Promise) {
-        const left = unsampled;
         return outcome.then((answer) =>
-          this.nextRound(plan, left, answer) ? this.reserveAmong(plan, this.resample(plan), request, explanation) : this.outcome(plan, request, explanation, answer),
+          this.nextRound(plan, unsampled, answer) ? this.reserveAmong(plan, this.resample(plan), request, explanation) : this.outcome(plan, request, explanation, answer),
         );
       }
       if (!this.nextRound(plan, unsampled, outcome)) return this.outcome(plan, request, explanation, outcome);
