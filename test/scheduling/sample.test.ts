@@ -106,4 +106,25 @@ describe("a saturated pool sampled in small rounds", () => {
     expect(depths.length).toBeGreaterThan(100);
     expect(new Set(depths).size).toBe(1);
   });
+
+  it("finds it too when the store answers later, round after round", async () => {
+    const engines = addresses(40);
+    const store = new MemoryLoadStore();
+    const free = engines[engines.length - 1]!;
+    for (const engine of engines) if (engine !== free) store.reserve({ id: `held-${engine}`, pool: "big", engine, promptTokens: 1 });
+    let rounds = 0;
+    const later = new Proxy(store, {
+      get(target, name, receiver) {
+        const value = Reflect.get(target, name, receiver) as unknown;
+        if (name !== "pickAndReserve" || typeof value !== "function") return value;
+        return (...args: unknown[]) => ((rounds += 1), Promise.resolve((value as (...a: unknown[]) => unknown).apply(target, args)));
+      },
+    });
+    const directory = new PoolDirectory([{ name: "big", models: ["m"], endpoints: engines }]);
+    const picker = new Picker(later, () => directory, { ...schedulingDefaults, maxCandidates: 2, maxRequestsPerEngine: 1 }, { random: mulberry32(3) });
+    const result = picker.pick({ id: "late", model: "m", promptTokens: 10 });
+    expect(result).toBeInstanceOf(Promise);
+    expect(await result).toMatchObject({ kind: "picked", reservation: { engine: free } });
+    expect(rounds).toBeGreaterThan(1);
+  });
 });
